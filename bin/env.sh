@@ -1,0 +1,19 @@
+# The project's environment for bin/airflow and bin/progression-db. Variables the caller sets win.
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export PROGRESSION_HOME="${PROGRESSION_HOME:-$root}"
+export AIRFLOW_HOME="${AIRFLOW_HOME:-$root/var/airflow}"
+export AIRFLOW__CORE__DAGS_FOLDER="${AIRFLOW__CORE__DAGS_FOLDER:-$root/dags}"
+export AIRFLOW__CORE__PLUGINS_FOLDER="${AIRFLOW__CORE__PLUGINS_FOLDER:-$root/plugins}"
+export AIRFLOW__CORE__LOAD_EXAMPLES="${AIRFLOW__CORE__LOAD_EXAMPLES:-False}"
+export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="${AIRFLOW__DATABASE__SQL_ALCHEMY_CONN:-sqlite:///$AIRFLOW_HOME/airflow.db}"
+export AIRFLOW__LOGGING__LOGGING_LEVEL="${AIRFLOW__LOGGING__LOGGING_LEVEL:-WARNING}"
+export PROGRESSION_CUSTOMERS="${PROGRESSION_CUSTOMERS:-$root/include/customers.yaml}"
+# The embedded default: the demo customer's platform database is SQLite under var/.
+export AIRFLOW_CONN_PROGRESSION_DEMO="${AIRFLOW_CONN_PROGRESSION_DEMO:-{\"conn_type\": \"sqlite\", \"host\": \"$root/var/platform.db\"}}"
+export PYTHONPATH="$root/include:$root/plugins${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONWARNINGS="${PYTHONWARNINGS:-ignore}"
+mkdir -p "$AIRFLOW_HOME"
+if [ ! -x "$root/.venv/bin/python" ]; then
+  echo "$(basename "$0"): no .venv yet; run 'make venv' (or 'make demo') first" >&2
+  exit 1
+fi

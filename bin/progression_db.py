@@ -1,0 +1,81 @@
+"""Command line for the project's tables in a platform database (run through bin/progression-db)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from progression import demo, ledger
+from progression.customers import load_registry
+from progression.platform import create_platform_tables
+from progression_airflow import platform_engine, storage_root
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="bin/progression-db", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    upgrade = commands.add_parser("upgrade", help="create or upgrade the project's ledger and journal tables")
+    upgrade.add_argument("conn_id", help="Airflow connection id of the platform database")
+    upgrade.add_argument("--with-platform-tables", action="store_true",
+                         help="also create the platform's own tables (demos and tests only)")
+    runs = commands.add_parser("runs", help="print the run ledger, newest last, one JSON object a line")
+    runs.add_argument("conn_id")
+    runs.add_argument("--customer")
+    runs.add_argument("--airflow-run-id")
+    summary = commands.add_parser("summary", help="what one Airflow run did, file by file (default: the latest)")
+    summary.add_argument("customer", help="customer slug from the registry")
+    summary.add_argument("--airflow-run-id")
+    seed = commands.add_parser("seed-demo", help="create the demo platform and drop sample files in its inbox")
+    seed.add_argument("customer", help="customer slug from the registry, e.g. demo")
+    args = parser.parse_args(argv)
+
+    if args.command == "upgrade":
+        engine = platform_engine(args.conn_id)
+        if args.with_platform_tables:
+            create_platform_tables(engine)
+        version = ledger.upgrade(engine)
+        print(f"{args.conn_id}: progression tables at version {version}"
+              + (" (platform tables present)" if args.with_platform_tables else ""))
+    elif args.command == "runs":
+        with platform_engine(args.conn_id).connect() as conn:
+            for run in ledger.list_runs(conn, customer=args.customer, airflow_run_id=args.airflow_run_id):
+                print(json.dumps(run, default=str))
+    elif args.command == "seed-demo":
+        customer = load_registry().get(args.customer)
+        engine = platform_engine(customer.platform_conn_id)
+        created = demo.seed_platform(engine, customer.platform, name="Demo Academy")
+        dropped = demo.drop_sample_files(engine, customer.platform, storage_root(customer.storage))
+        print(("seeded" if created else "found") + f" platform {customer.platform!r}; "
+              f"dropped {len(dropped)} sample file(s): {', '.join(dropped)}")
+    elif args.command == "summary":
+        customer = load_registry().get(args.customer)
+        with platform_engine(customer.platform_conn_id).connect() as conn:
+            runs = ledger.latest_runs(conn, customer.slug, args.airflow_run_id)
+        print(describe_runs(runs, storage_root(customer.storage)))
+    return 0
+
+
+def describe_runs(runs: list[dict], root) -> str:
+    if not runs:
+        return "no runs in the ledger yet"
+    lines = [f"Airflow run {runs[0]['airflow_run_id']}: {len(runs)} file(s)"]
+    for run in runs:
+        lines.append(f"- {run['subject']}: {run['status']}{' (dry run)' if run['dry_run'] else ''}  "
+                     f"[run {run['run_id']}]")
+        if run["message"]:
+            lines.append(f"    {run['message']}")
+        if run["status"] != "skipped":
+            lines.append(f"    rows read {run['rows_read']}, imported {run['imported']}, updated {run['updated']}, "
+                         f"kept {run['kept']}, duplicates {run['duplicates']}, rejected {run['rejected']}")
+            lines.append(f"    completed through the hierarchy {run['derived_written']}, "
+                         f"saved without access {run['without_access']}")
+        for reason, count in sorted(run["rejected_by_reason"].items()):
+            lines.append(f"    rejected, {reason}: {count}")
+        if run["report_path"]:
+            lines.append(f"    report: {root / run['report_path']}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

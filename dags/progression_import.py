@@ -1,0 +1,102 @@
+"""Nightly and on-demand import of the completion workbooks customers drop in their inbox."""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import Param, dag, task, task_group
+
+from progression.customers import CONTENT_TYPES, ON_EXISTING, load_registry
+from progression_airflow import FILE_LABEL, labelled, target_for, target_of
+
+REGISTRY = load_registry()
+FILE_LABEL_TEMPLATE = "{{ " + FILE_LABEL + " }}"
+
+
+@dag(
+    dag_id="progression_import",
+    schedule=REGISTRY.schedule,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    tags=["progression"],
+    doc_md=__doc__,
+    params={
+        "customer": Param(None, type=["null", "string"], enum=[None, *sorted(REGISTRY.customers)],
+                          description="Customer slug from the registry. Empty: every active customer."),
+        "path": Param(None, type=["null", "string"],
+                      description="One file, relative to the customer's storage root "
+                                  "(e.g. inbox/activities/q3.xlsx). Empty: every file in the inbox."),
+        "content_type": Param(None, type=["null", "string"], enum=[None, *CONTENT_TYPES],
+                              description="What the file(s) hold. Empty: taken from the inbox sub-folder."),
+        "dry_run": Param(False, type="boolean", description="Compute and report everything, write no completion."),
+        "on_existing": Param(None, type=["null", "string"], enum=[None, *ON_EXISTING],
+                             description="When a completion exists already. Empty: the customer's setting."),
+        "force": Param(False, type="boolean", description="Import a file even if the same bytes were imported."),
+    },
+)
+def progression_import():
+    @task
+    def discover(params: dict, run_id: str, dag_run=None) -> list[dict]:
+        """Refuse a bad conf before any work, then list the files to import."""
+        from progression.pipeline import plan
+
+        registry = load_registry()
+        customers = [registry.get(params["customer"])] if params.get("customer") else registry.active()
+        if params.get("path") and not params.get("customer"):
+            raise ValueError("path needs a customer: a path is relative to one customer's storage root")
+        started = dag_run.start_date if dag_run and dag_run.start_date else pendulum.now("UTC")
+        jobs = []
+        for customer in customers:
+            jobs += plan(target_for(customer), path=params.get("path"), content_type=params.get("content_type"),
+                         dry_run=bool(params.get("dry_run")), on_existing=params.get("on_existing"),
+                         force=bool(params.get("force")), airflow_run_id=run_id, started=started)
+        print(f"{len(jobs)} file(s) to import: " + ", ".join(j.label for j in jobs))
+        return [j.as_dict() for j in jobs]
+
+    def stage(name: str):
+        @task(task_id=name, map_index_template=FILE_LABEL_TEMPLATE)
+        @labelled
+        def run(job: dict) -> dict:
+            from progression import pipeline
+
+            result = getattr(pipeline, name)(target_of(job["customer"]), pipeline.FileJob.from_dict(job))
+            if result.message:
+                print(result.message)
+            return result.as_dict()
+
+        return run
+
+    @task(map_index_template=FILE_LABEL_TEMPLATE)
+    @labelled
+    def archive(job: dict) -> dict:
+        from progression import pipeline
+
+        result = pipeline.archive(target_of(job["customer"]), pipeline.FileJob.from_dict(job))
+        if result.failed:
+            raise RuntimeError(f"{result.message} (moved to {result.archived_to}; report {result.report})")
+        return result.as_dict()
+
+    @task_group
+    def each_file(job: dict):
+        staged = job
+        for name in ("fetch", "validate", "resolve", "expand", "write", "report"):
+            staged = stage(name)(staged)
+        return archive(staged)
+
+    @task(trigger_rule="all_done")
+    def summarise(jobs: list[dict], archived: list[dict], run_id: str) -> dict:
+        """One JSON line for the whole run, read back from the ledger so failed files are in it too."""
+        import json
+
+        from progression.pipeline import runs_of, summarise
+
+        customers = sorted({job["customer"] for job in jobs})
+        summary = summarise([run for slug in customers for run in runs_of(target_of(slug), run_id)])
+        print(json.dumps(summary))
+        return summary
+
+    jobs = discover()
+    summarise(jobs, each_file.expand(job=jobs))
+
+
+progression_import()

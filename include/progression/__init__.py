@@ -1,0 +1,1 @@
+"""Progression pipelines: completion imports, transfers, merges, undo and export for the learning platform."""

@@ -1,0 +1,115 @@
+"""The customer registry: which platforms exist, where their files live and how their imports behave."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+
+CONTENT_TYPES = ("activities", "journeys", "programmes")
+ON_EXISTING = ("keep", "earliest", "latest", "overwrite")
+DATE_ORDERS = ("DMY", "MDY")
+DEFAULT_SCHEDULE = "0 2 * * *"
+# Top-level registry keys that are settings, not customers.
+SETTINGS_KEYS = ("schedule",)
+
+_SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+
+
+class RegistryError(ValueError):
+    """The registry file is missing or one of its entries is wrong."""
+
+
+@dataclass(frozen=True)
+class Customer:
+    slug: str
+    platform_conn_id: str
+    platform: str
+    storage: str
+    timezone: str = "UTC"
+    date_order: str = "DMY"
+    on_existing: str = "keep"
+    max_error_rate: float = 0.1
+    active: bool = True
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+@dataclass(frozen=True)
+class Registry:
+    path: str
+    customers: dict[str, Customer]
+    schedule: str = DEFAULT_SCHEDULE
+
+    def get(self, slug: str) -> Customer:
+        try:
+            return self.customers[slug]
+        except KeyError:
+            known = ", ".join(sorted(self.customers)) or "none"
+            raise RegistryError(f"unknown customer {slug!r} (registry {self.path} has: {known})") from None
+
+    def active(self) -> list[Customer]:
+        return [c for c in self.customers.values() if c.active]
+
+
+def registry_path() -> Path:
+    default = Path(__file__).resolve().parent.parent / "customers.yaml"
+    return Path(os.environ.get("PROGRESSION_CUSTOMERS") or default)
+
+
+def load_registry(path: str | os.PathLike | None = None) -> Registry:
+    """Read the registry; `${VAR}` in values is expanded from the environment (e.g. `${PROGRESSION_HOME}`)."""
+    path = Path(path) if path else registry_path()
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise RegistryError(f"customer registry {path} does not exist (set PROGRESSION_CUSTOMERS)") from None
+    except yaml.YAMLError as exc:
+        raise RegistryError(f"customer registry {path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise RegistryError(f"customer registry {path} must map customer slugs to their settings")
+    schedule = str(raw.get("schedule") or DEFAULT_SCHEDULE)
+    customers = {
+        str(slug): _customer(path, str(slug), entry)
+        for slug, entry in raw.items()
+        if slug not in SETTINGS_KEYS
+    }
+    return Registry(path=str(path), customers=customers, schedule=schedule)
+
+
+def _customer(path: Path, slug: str, entry: object) -> Customer:
+    where = f"customer {slug!r} in {path}"
+    if not _SLUG.match(slug):
+        raise RegistryError(f"{where}: a slug is lowercase letters, digits, '-' and '_'")
+    if not isinstance(entry, dict):
+        raise RegistryError(f"{where}: expected a mapping of settings")
+    missing = [k for k in ("platform_conn_id", "platform", "storage") if not entry.get(k)]
+    if missing:
+        raise RegistryError(f"{where}: missing {', '.join(missing)}")
+    known = set(Customer.__dataclass_fields__) - {"slug"}
+    unknown = sorted(set(entry) - known - {"notify"})
+    if unknown:
+        raise RegistryError(f"{where}: unknown setting(s) {', '.join(unknown)}")
+    values = {k: os.path.expandvars(v) if isinstance(v, str) else v for k, v in entry.items() if k in known}
+    customer = Customer(slug=slug, **values)
+    if customer.date_order not in DATE_ORDERS:
+        raise RegistryError(f"{where}: date_order must be one of {', '.join(DATE_ORDERS)}")
+    if customer.on_existing not in ON_EXISTING:
+        raise RegistryError(f"{where}: on_existing must be one of {', '.join(ON_EXISTING)}")
+    try:
+        rate = float(customer.max_error_rate)
+    except (TypeError, ValueError):
+        raise RegistryError(f"{where}: max_error_rate must be a number between 0 and 1") from None
+    if not 0 <= rate <= 1:
+        raise RegistryError(f"{where}: max_error_rate must be between 0 and 1")
+    try:
+        customer.tz
+    except (ZoneInfoNotFoundError, ValueError):
+        raise RegistryError(f"{where}: unknown time zone {customer.timezone!r}") from None
+    return customer

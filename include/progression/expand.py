@@ -1,0 +1,54 @@
+"""Programme -> journeys -> activities: what completing an item completes, and who can see it."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from progression.read import ROW
+
+
+def descendants(items: pd.Series, edges: pd.DataFrame) -> pd.DataFrame:
+    """Every (item, descendant) pair below the given items, through any depth; shared children appear once."""
+    frontier = pd.DataFrame({"item": items.unique(), "parent_id": items.unique()})
+    found = []
+    seen_depth = 0
+    while not frontier.empty and seen_depth < 16:  # the platform nests three levels; the bound stops a cycle
+        step = frontier.merge(edges, on="parent_id")[["item", "child_id"]].drop_duplicates()
+        found.append(step)
+        frontier = step.rename(columns={"child_id": "parent_id"})
+        seen_depth += 1
+    if not found:
+        return pd.DataFrame({"item": pd.Series(dtype="int64"), "descendant": pd.Series(dtype="int64")})
+    return pd.concat(found).rename(columns={"child_id": "descendant"}).drop_duplicates().reset_index(drop=True)
+
+
+def ancestors(items: pd.Series, edges: pd.DataFrame) -> pd.DataFrame:
+    """Every (item, ancestor) pair including the item itself."""
+    flipped = edges.rename(columns={"parent_id": "child_id", "child_id": "parent_id"})
+    above = descendants(items, flipped).rename(columns={"descendant": "ancestor"})
+    itself = pd.DataFrame({"item": items.unique(), "ancestor": items.unique()})
+    return pd.concat([itself, above]).drop_duplicates().reset_index(drop=True)
+
+
+def expand_completions(resolved: pd.DataFrame, edges: pd.DataFrame) -> pd.DataFrame:
+    """Direct completions plus what they contain, one row per (user, content) with the earliest date.
+
+    Columns: user_id, content_id, completed_at, direct (the file named this item for this user).
+    """
+    direct = resolved[["user_id", "content_id", "completed_at"]].assign(direct=True)
+    below = descendants(resolved["content_id"], edges)
+    derived = resolved[["user_id", "content_id", "completed_at"]].merge(
+        below, left_on="content_id", right_on="item")[["user_id", "descendant", "completed_at"]]
+    derived = derived.rename(columns={"descendant": "content_id"}).assign(direct=False)
+    every = pd.concat([direct, derived], ignore_index=True)
+    return (every.groupby(["user_id", "content_id"], as_index=False, sort=False)
+            .agg(completed_at=("completed_at", "min"), direct=("direct", "any")))
+
+
+def without_access(resolved: pd.DataFrame, assignments: pd.DataFrame, edges: pd.DataFrame) -> pd.Series:
+    """Per resolved row: True when none of the user's groups gives the item or anything containing it."""
+    above = ancestors(resolved["content_id"], edges)
+    reachable = (resolved[[ROW, "user_id", "content_id"]]
+                 .merge(above, left_on="content_id", right_on="item")
+                 .merge(assignments, left_on=["user_id", "ancestor"], right_on=["user_id", "assigned_id"]))
+    return ~resolved[ROW].isin(reachable[ROW])

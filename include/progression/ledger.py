@@ -1,0 +1,166 @@
+"""The project's own tables in the platform database: the run ledger and the change journal used by undo."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from progression.platform import Id, UtcTime
+
+SCHEMA_VERSION = 1
+metadata = sa.MetaData()
+
+schema_version = sa.Table(
+    "progression_schema", metadata,
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("applied_at", UtcTime, nullable=False),
+)
+runs = sa.Table(
+    "progression_runs", metadata,
+    sa.Column("run_id", sa.String(80), primary_key=True),
+    sa.Column("customer", sa.String(100), nullable=False, index=True),
+    sa.Column("dag_id", sa.String(100), nullable=False),
+    sa.Column("airflow_run_id", sa.String(250)),
+    sa.Column("subject", sa.Text, nullable=False),  # the file, or the pair(s) of a transfer or merge
+    sa.Column("content_type", sa.String(20)),
+    sa.Column("checksum", sa.String(64), index=True),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("dry_run", sa.Boolean, nullable=False, default=False),
+    sa.Column("started_at", UtcTime, nullable=False),
+    sa.Column("finished_at", UtcTime),
+    sa.Column("rows_read", sa.Integer, nullable=False, default=0),
+    sa.Column("imported", sa.Integer, nullable=False, default=0),
+    sa.Column("updated", sa.Integer, nullable=False, default=0),
+    sa.Column("kept", sa.Integer, nullable=False, default=0),
+    sa.Column("rejected", sa.Integer, nullable=False, default=0),
+    sa.Column("duplicates", sa.Integer, nullable=False, default=0),
+    sa.Column("derived_written", sa.Integer, nullable=False, default=0),
+    sa.Column("without_access", sa.Integer, nullable=False, default=0),
+    sa.Column("rejected_by_reason", sa.Text, nullable=False, default="{}"),
+    sa.Column("report_path", sa.Text),
+    sa.Column("message", sa.Text),
+    sa.Column("undone_by", sa.String(80)),
+)
+# One row per completion a run inserted, changed or deleted, with what was there before.
+journal = sa.Table(
+    "progression_journal", metadata,
+    sa.Column("run_id", sa.String(80), primary_key=True),
+    sa.Column("user_id", Id, primary_key=True),
+    sa.Column("content_id", Id, primary_key=True),
+    sa.Column("action", sa.String(10), nullable=False),  # insert | update | delete
+    sa.Column("old_completed_at", UtcTime),
+    sa.Column("old_source", sa.String(20)),
+    sa.Column("old_run_id", sa.String(100)),
+    sa.Column("new_completed_at", UtcTime),
+)
+
+COUNTS = ("rows_read", "imported", "updated", "kept", "rejected", "duplicates", "derived_written", "without_access")
+
+
+def upgrade(engine: Engine) -> int:
+    """Create or upgrade the project's tables; touches nothing else. Returns the schema version."""
+    metadata.create_all(engine, checkfirst=True)
+    with engine.begin() as conn:
+        known = conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar()
+        if known is None or known < SCHEMA_VERSION:
+            conn.execute(sa.insert(schema_version).values(version=SCHEMA_VERSION, applied_at=utcnow()))
+    return SCHEMA_VERSION
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def new_run_id(kind: str, customer: str, at: datetime | None = None) -> str:
+    """Readable and unique: `import-demo-20261128T021500-3f9a1c`."""
+    at = at or utcnow()
+    return f"{kind}-{customer}-{at:%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
+
+
+@dataclass
+class RunCounts:
+    rows_read: int = 0
+    imported: int = 0
+    updated: int = 0
+    kept: int = 0
+    rejected: int = 0
+    duplicates: int = 0
+    derived_written: int = 0
+    without_access: int = 0
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {**{k: getattr(self, k) for k in COUNTS}, "rejected_by_reason": dict(self.rejected_by_reason)}
+
+
+def start_run(
+    conn: Connection, *, run_id: str, customer: str, dag_id: str, subject: str, airflow_run_id: str | None = None,
+    content_type: str | None = None, checksum: str | None = None, dry_run: bool = False,
+) -> None:
+    conn.execute(sa.insert(runs).values(
+        run_id=run_id, customer=customer, dag_id=dag_id, airflow_run_id=airflow_run_id, subject=subject,
+        content_type=content_type, checksum=checksum, status="running", dry_run=dry_run, started_at=utcnow(),
+    ))
+
+
+def record_counts(conn: Connection, run_id: str, counts: RunCounts) -> None:
+    values = {k: int(getattr(counts, k)) for k in COUNTS}
+    conn.execute(sa.update(runs).where(runs.c.run_id == run_id).values(
+        **values, rejected_by_reason=json.dumps(counts.rejected_by_reason, sort_keys=True),
+    ))
+
+
+def finish_run(
+    conn: Connection, run_id: str, status: str, *, message: str | None = None, report_path: str | None = None,
+) -> None:
+    values: dict = {"status": status, "finished_at": utcnow()}
+    if message is not None:
+        values["message"] = message
+    if report_path is not None:
+        values["report_path"] = report_path
+    conn.execute(sa.update(runs).where(runs.c.run_id == run_id).values(**values))
+
+
+def get_run(conn: Connection, run_id: str) -> dict | None:
+    row = conn.execute(sa.select(runs).where(runs.c.run_id == run_id)).mappings().first()
+    return _decoded(row) if row else None
+
+
+def list_runs(conn: Connection, *, customer: str | None = None, airflow_run_id: str | None = None) -> list[dict]:
+    query = sa.select(runs).order_by(runs.c.started_at, runs.c.subject, runs.c.run_id)
+    if customer:
+        query = query.where(runs.c.customer == customer)
+    if airflow_run_id:
+        query = query.where(runs.c.airflow_run_id == airflow_run_id)
+    return [_decoded(row) for row in conn.execute(query).mappings()]
+
+
+def latest_runs(conn: Connection, customer: str, airflow_run_id: str | None = None) -> list[dict]:
+    """The ledger rows of one Airflow run of a customer: the given one, else the most recent."""
+    if airflow_run_id is None:
+        airflow_run_id = conn.execute(
+            sa.select(runs.c.airflow_run_id).where(runs.c.customer == customer, runs.c.airflow_run_id.is_not(None))
+            .order_by(runs.c.started_at.desc()).limit(1)).scalar()
+    return list_runs(conn, customer=customer, airflow_run_id=airflow_run_id) if airflow_run_id else []
+
+
+def earlier_import_of(conn: Connection, customer: str, checksum: str) -> dict | None:
+    """The run that already imported a file with these exact bytes for this customer, if any."""
+    row = conn.execute(
+        sa.select(runs).where(
+            runs.c.customer == customer, runs.c.checksum == checksum, runs.c.status == "succeeded",
+            runs.c.dry_run.is_(False), runs.c.undone_by.is_(None), runs.c.dag_id == "progression_import",
+        ).order_by(runs.c.started_at).limit(1)
+    ).mappings().first()
+    return _decoded(row) if row else None
+
+
+def _decoded(row) -> dict:
+    out = dict(row)
+    out["rejected_by_reason"] = json.loads(out.get("rejected_by_reason") or "{}")
+    return out

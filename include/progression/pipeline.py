@@ -1,0 +1,352 @@
+"""The import's stages in order. Each stage takes and returns a small FileJob; the data itself lives as Parquet in
+a run-scoped staging folder of the customer's storage. The DAG, the tests and the benchmark all run these."""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timezone
+from typing import Any
+
+import pandas as pd
+from sqlalchemy.engine import Engine
+
+from progression import ledger, storage
+from progression.customers import CONTENT_TYPES, ON_EXISTING, Customer
+from progression.expand import expand_completions, without_access
+from progression.platform import load_assignments, snapshot
+from progression.read import ROW, InputError, read_input
+from progression.report import write_import_report
+from progression.resolve import resolve_rows
+from progression.validate import validate_rows
+from progression.write import write_completions
+
+DAG_ID = "progression_import"
+OUTCOMES = ("imported", "updated", "kept", "rejected", "not written")
+
+
+@dataclass
+class Target:
+    """Where one import's files and completions go."""
+
+    customer: Customer
+    root: Any       # the customer's storage root (pathlib-like)
+    engine: Engine  # the customer's platform database
+
+
+@dataclass
+class FileJob:
+    customer: str
+    path: str                      # relative to the storage root, e.g. inbox/activities/q3.xlsx
+    content_type: str | None
+    dry_run: bool = False
+    on_existing: str = "keep"
+    force: bool = False
+    airflow_run_id: str | None = None
+    started: str = ""              # ISO time the run began: fixes "today" for blank dates and future checks
+    run_id: str = ""
+    staging: str = ""
+    status: str = "pending"        # pending | ok | skipped | failed
+    message: str = ""
+    checksum: str = ""
+    sheet: str | None = None
+    columns: dict[str, str] = field(default_factory=dict)
+    original_columns: list[str] = field(default_factory=list)
+    counts: dict[str, Any] = field(default_factory=dict)
+    report: str = ""
+    archived_to: str = ""
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> FileJob:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    @property
+    def label(self) -> str:
+        return f"{self.customer}/{self.path.removeprefix('inbox/')}"
+
+    @property
+    def failed(self) -> bool:
+        return self.status == "failed"
+
+    @property
+    def now(self) -> datetime:
+        return datetime.fromisoformat(self.started)
+
+
+class ConfError(ValueError):
+    """A run conf that is refused before any work."""
+
+
+def plan(target: Target, *, path: str | None, content_type: str | None, dry_run: bool, on_existing: str | None,
+         force: bool, airflow_run_id: str | None, started: datetime) -> list[FileJob]:
+    """The files this run will import for one customer (one file when `path` is given)."""
+    customer = target.customer
+    if content_type is not None and content_type not in CONTENT_TYPES:
+        raise ConfError(f"content_type {content_type!r} must be one of {', '.join(CONTENT_TYPES)}")
+    on_existing = on_existing or customer.on_existing
+    if on_existing not in ON_EXISTING:
+        raise ConfError(f"on_existing {on_existing!r} must be one of {', '.join(ON_EXISTING)}")
+    if path:
+        try:
+            rel = storage.relative(path)
+        except storage.PathRefused as exc:
+            raise ConfError(str(exc)) from None
+        if not storage.at(target.root, rel).is_file():
+            raise ConfError(f"path {rel!r} does not exist in the storage of customer {customer.slug}")
+        files = [(rel, storage.type_from_folder(rel))]
+    else:
+        files = storage.inbox_files(target.root, content_type)
+    stamp = started.astimezone(timezone.utc)
+    return [
+        FileJob(customer=customer.slug, path=rel, content_type=content_type or folder_type, dry_run=dry_run,
+                on_existing=on_existing, force=force, airflow_run_id=airflow_run_id, started=stamp.isoformat(),
+                staging=f"{storage.STAGING}/{stamp:%Y%m%dT%H%M%S}-{_safe(airflow_run_id or 'local')}/{index:04d}")
+        for index, (rel, folder_type) in enumerate(files)
+    ]
+
+
+def _safe(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)[:80]
+
+
+# --- staging ------------------------------------------------------------------------------------------------------
+
+def _put(target: Target, job: FileJob, name: str, frame: pd.DataFrame) -> None:
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    storage.write_bytes(target.root, f"{job.staging}/{name}.parquet", buffer.getvalue())
+
+
+def _get(target: Target, job: FileJob, name: str) -> pd.DataFrame:
+    return pd.read_parquet(io.BytesIO(storage.at(target.root, f"{job.staging}/{name}.parquet").read_bytes()))
+
+
+def _fail(target: Target, job: FileJob, message: str) -> FileJob:
+    job.status, job.message = "failed", message
+    with target.engine.begin() as conn:
+        ledger.finish_run(conn, job.run_id, "failed", message=message)
+    return job
+
+
+# --- stages -------------------------------------------------------------------------------------------------------
+
+def fetch(target: Target, job: FileJob) -> FileJob:
+    """Read the file from storage into staging; open its ledger run; skip bytes that were imported before."""
+    data = storage.at(target.root, job.path).read_bytes()
+    job.checksum = storage.checksum(data)
+    job.run_id = ledger.new_run_id("import", job.customer, job.now)
+    with target.engine.begin() as conn:
+        ledger.start_run(conn, run_id=job.run_id, customer=job.customer, dag_id=DAG_ID, subject=job.path,
+                         airflow_run_id=job.airflow_run_id, content_type=job.content_type, checksum=job.checksum,
+                         dry_run=job.dry_run)
+        earlier = None if job.force else ledger.earlier_import_of(conn, job.customer, job.checksum)
+    if earlier:
+        job.status = "skipped"
+        job.message = (f"{job.path}: already imported by run {earlier['run_id']} ({earlier['subject']}); "
+                       "trigger with force=true to import it again")
+        with target.engine.begin() as conn:
+            ledger.finish_run(conn, job.run_id, "skipped", message=job.message)
+        return job
+    if job.content_type is None:
+        return _fail(target, job, f"{job.path}: cannot tell whether it holds activities, journeys or programmes; "
+                                  "put it in inbox/activities/, inbox/journeys/ or inbox/programmes/, "
+                                  "or set content_type in the run conf")
+    try:
+        table = read_input(data, job.path.rsplit("/", 1)[-1])
+    except InputError as exc:
+        return _fail(target, job, f"{job.path}: {exc}")
+    job.sheet, job.columns = table.sheet, table.columns
+    job.original_columns = [c for c in table.rows.columns if c != ROW]
+    job.counts = {"rows_read": len(table.rows)}
+    _put(target, job, "input", table.rows)
+    job.status = "ok"
+    return job
+
+
+def validate(target: Target, job: FileJob) -> FileJob:
+    """Column rules (GX) and dates: the rows that pass, and a reason for each that does not."""
+    if job.status != "ok":
+        return job
+    rows = _get(target, job, "input")
+    canonical = pd.DataFrame({ROW: rows[ROW]})
+    for name in ("email", "uuid", "completed_raw"):
+        header = job.columns.get(name)
+        canonical[name] = rows[header] if header else pd.Series(pd.NA, index=rows.index, dtype="string")
+    customer = target.customer
+    valid, rejected = validate_rows(canonical, job.columns, tz=customer.tz, date_order=customer.date_order,
+                                    now=job.now)
+    _put(target, job, "valid", valid)
+    _put(target, job, "rejected_validate", rejected)
+    return job
+
+
+def resolve(target: Target, job: FileJob) -> FileJob:
+    """E-mails and uuids to ids on the customer's platform; one completion per (user, content), earliest date."""
+    if job.status != "ok":
+        return job
+    valid = _get(target, job, "valid")
+    with target.engine.connect() as conn:
+        platform = snapshot(conn, target.customer.platform)
+        resolved, rejected = resolve_rows(valid, platform, job.content_type, target.customer.platform)
+        assignments = load_assignments(conn, platform.platform_id)
+    resolved = resolved.sort_values(["completed_at", ROW], kind="stable")
+    first = resolved.groupby(["user_id", "content_id"], sort=False)[ROW].transform("first")
+    resolved["duplicate_of"] = first.where(first != resolved[ROW]).astype("Int64")
+    resolved = resolved.sort_values(ROW).reset_index(drop=True)
+    unique = resolved[resolved["duplicate_of"].isna()]
+    resolved["without_access"] = False
+    resolved.loc[unique.index, "without_access"] = without_access(unique, assignments, platform.edges).to_numpy()
+    _put(target, job, "resolved", resolved)
+    _put(target, job, "rejected_resolve", rejected)
+    _put(target, job, "edges", platform.edges)
+    return job
+
+
+def expand(target: Target, job: FileJob) -> FileJob:
+    """Journeys and programmes complete what they contain, with the same date."""
+    if job.status != "ok":
+        return job
+    resolved = _get(target, job, "resolved")
+    unique = resolved[resolved["duplicate_of"].isna()]
+    _put(target, job, "completions", expand_completions(unique, _get(target, job, "edges")))
+    return job
+
+
+def write(target: Target, job: FileJob) -> FileJob:
+    """All valid rows in one transaction, or none when too many rows were rejected."""
+    if job.status != "ok":
+        return job
+    rejected = pd.concat([_get(target, job, "rejected_validate"), _get(target, job, "rejected_resolve")])
+    resolved = _get(target, job, "resolved")
+    counts = ledger.RunCounts(
+        rows_read=int(job.counts["rows_read"]), rejected=len(rejected),
+        duplicates=int(resolved["duplicate_of"].notna().sum()),
+        without_access=int(resolved["without_access"].sum()),
+        rejected_by_reason={str(k): int(v) for k, v in rejected["reason_code"].value_counts().items()},
+    )
+    rate = counts.rejected / counts.rows_read if counts.rows_read else 0.0
+    limit = target.customer.max_error_rate
+    if rate > limit:
+        job.counts = counts.as_dict()
+        with target.engine.begin() as conn:
+            ledger.record_counts(conn, job.run_id, counts)
+        return _fail(target, job, f"{job.path}: {counts.rejected} of {counts.rows_read} rows rejected "
+                                  f"({rate:.1%}), above the customer's max_error_rate of {limit:.1%}; "
+                                  "nothing was written")
+    completions = _get(target, job, "completions")
+    with target.engine.begin() as conn:
+        result = write_completions(conn, completions, run_id=job.run_id, source="import",
+                                   on_existing=job.on_existing, dry_run=job.dry_run)
+        counts.imported, counts.updated, counts.kept = (result.count(o) for o in ("imported", "updated", "kept"))
+        counts.derived_written = result.count("imported", direct=False) + result.count("updated", direct=False)
+        ledger.record_counts(conn, job.run_id, counts)
+        ledger.finish_run(conn, job.run_id, "succeeded")
+    _put(target, job, "outcomes", result.direct)
+    job.counts = counts.as_dict()
+    return job
+
+
+def row_outcomes(target: Target, job: FileJob) -> pd.DataFrame:
+    """One outcome and reason per input row, for the report."""
+    parts = [_get(target, job, name) for name in ("rejected_validate", "rejected_resolve")]
+    rejected = pd.concat(parts)[[ROW, "reason"]].assign(outcome="rejected")
+    resolved = _get(target, job, "resolved")
+    if job.failed:
+        written = resolved[[ROW]].assign(outcome="not written", reason=job.message.split(": ", 1)[-1])
+        return pd.concat([rejected, written]).sort_values(ROW).reset_index(drop=True)
+    outcomes = _get(target, job, "outcomes")
+    first = resolved.assign(key_row=resolved["duplicate_of"].fillna(resolved[ROW]).astype("int64"))
+    keyed = first.merge(resolved[[ROW, "user_id", "content_id"]].rename(columns={ROW: "key_row"}),
+                        on="key_row", suffixes=("", "_key"))
+    keyed = keyed.merge(outcomes, left_on=["user_id_key", "content_id_key"], right_on=["user_id", "content_id"],
+                        how="left", suffixes=("", "_o"))
+    reason = pd.Series(pd.NA, index=keyed.index, dtype="string")
+    reason[keyed["outcome"].eq("kept")] = "already completed; kept (on_existing: " + job.on_existing + ")"
+    reason[keyed["without_access"]] = "saved; the user has no access to this content yet"
+    dup = keyed["duplicate_of"].notna()
+    reason[dup] = "same user and content as row " + keyed.loc[dup, "duplicate_of"].astype(str) + \
+        "; counted once with the earliest date"
+    done = keyed[[ROW, "outcome"]].assign(reason=reason)
+    return pd.concat([rejected, done]).sort_values(ROW).reset_index(drop=True)
+
+
+def report(target: Target, job: FileJob) -> FileJob:
+    """The report workbook in the customer's reports folder; the ledger points to it."""
+    if job.status == "skipped":
+        return job
+    have_rows = bool(job.original_columns)
+    rows = _get(target, job, "input") if have_rows else pd.DataFrame({ROW: pd.Series(dtype="int64")})
+    has_outcomes = "rejected" in job.counts  # the file reached the write stage
+    outcomes = row_outcomes(target, job) if has_outcomes else pd.DataFrame(columns=[ROW, "outcome", "reason"])
+    name = job.path.rsplit("/", 1)[-1]
+    stem = name.rsplit(".", 1)[0]
+    job.report = f"{storage.REPORTS}/{job.now:%Y-%m-%d}/{stem}.{job.run_id}.xlsx"
+    buffer = io.BytesIO()
+    write_import_report(buffer, summary=summary_lines(target, job), rows=rows, columns=job.original_columns,
+                        outcomes=outcomes)
+    storage.write_bytes(target.root, job.report, buffer.getvalue())
+    with target.engine.begin() as conn:
+        ledger.finish_run(conn, job.run_id, "failed" if job.failed else "succeeded", report_path=job.report)
+    return job
+
+
+def summary_lines(target: Target, job: FileJob) -> list[tuple[str, object]]:
+    counts = job.counts
+    lines: list[tuple[str, object]] = [
+        ("Customer", job.customer), ("Platform", target.customer.platform), ("File", job.path),
+        ("Sheet", job.sheet), ("Content type", job.content_type), ("Run id", job.run_id),
+        ("Airflow run", job.airflow_run_id), ("Started (UTC)", job.started),
+        ("Status", ("DRY RUN, nothing written: " if job.dry_run else "") + job.status),
+        ("Message", job.message or None), ("On existing completions", job.on_existing),
+        ("Rows read", counts.get("rows_read")), ("Completions imported", counts.get("imported")),
+        ("Completions updated", counts.get("updated")), ("Already completed, kept", counts.get("kept")),
+        ("Duplicate rows (counted once)", counts.get("duplicates")),
+        ("Completed through the hierarchy", counts.get("derived_written")),
+        ("Saved without access", counts.get("without_access")), ("Rows rejected", counts.get("rejected")),
+    ]
+    for reason, number in sorted((counts.get("rejected_by_reason") or {}).items()):
+        lines.append((f"  rejected: {reason}", number))
+    return lines
+
+
+def archive(target: Target, job: FileJob) -> FileJob:
+    """Move the file out of the inbox (a dry run leaves it) and clear this file's staging folder."""
+    if not job.dry_run:
+        folder = storage.FAILED if job.failed else storage.PROCESSED
+        sub = f"{folder}/{job.content_type}" if job.content_type else folder
+        job.archived_to = storage.free_name(target.root, sub, job.path.rsplit("/", 1)[-1], job.now)
+        storage.move(target.root, job.path, job.archived_to)
+    storage.remove_tree(target.root, job.staging)
+    return job
+
+
+def run_file(target: Target, job: FileJob) -> FileJob:
+    """Every stage of one file, in order, in this process (tests and the benchmark use this)."""
+    for stage in (fetch, validate, resolve, expand, write, report, archive):
+        job = stage(target, job)
+    return job
+
+
+def summarise(runs: list[dict]) -> dict:
+    """The run's summary from its ledger rows (one per file), as the last task logs and returns it."""
+    totals = {k: sum(int(r.get(k) or 0) for r in runs) for k in ledger.COUNTS}
+    label = {r["run_id"]: f"{r['customer']}/{r['subject'].removeprefix('inbox/')}" for r in runs}
+    by_status = {status: [label[r["run_id"]] for r in runs if r["status"] == status]
+                 for status in ("succeeded", "failed", "skipped", "running")}
+    return {
+        "dag": DAG_ID, "files": len(runs), **totals,
+        "succeeded": by_status["succeeded"], "failed": by_status["failed"], "skipped": by_status["skipped"],
+        "unfinished": by_status["running"], "dry_run": any(r["dry_run"] for r in runs),
+        "runs": {label[r["run_id"]]: r["run_id"] for r in runs},
+        "reports": {label[r["run_id"]]: r["report_path"] for r in runs if r.get("report_path")},
+    }
+
+
+def runs_of(target: Target, airflow_run_id: str) -> list[dict]:
+    with target.engine.connect() as conn:
+        return ledger.list_runs(conn, customer=target.customer.slug, airflow_run_id=airflow_run_id)

@@ -1,0 +1,250 @@
+"""Workbook or CSV -> one table of input rows: header aliases, the sheet to use, and completion dates."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from dataclasses import dataclass
+from datetime import date, datetime, time, timezone
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pandas as pd
+
+EMAIL, UUID, DATE = "email", "uuid", "completed_raw"
+ROW = "row"  # the row number a person sees in Excel (or the line in a CSV)
+CANONICAL_HEADERS = {EMAIL: "User email", UUID: "Content uuid", DATE: "Completion date"}
+MANDATORY = (EMAIL, UUID)
+
+# Headers are compared with everything but letters and digits removed, lowercased.
+_ALIASES = {
+    EMAIL: ["User email", "Email", "E-mail", "User e-mail", "E-mail address", "Email address", "User email address",
+            "User mail", "Mail", "Login email", "Learner email", "Employee email"],
+    UUID: ["Content uuid", "Uuid", "Content id", "Content guid", "Activity uuid", "Journey uuid", "Programme uuid",
+           "Program uuid", "Course uuid", "Content"],
+    DATE: ["Completion date", "Completed at", "Completed on", "Date completed", "Completed date", "Completion",
+           "Date of completion", "Completed", "Date", "Completion datetime"],
+}
+
+
+def header_key(text: object) -> str:
+    return re.sub(r"[^0-9a-z]", "", str(text).strip().lower())
+
+
+ALIAS_TO_FIELD = {header_key(alias): field for field, aliases in _ALIASES.items() for alias in aliases}
+HEADER_SEARCH_ROWS = 10
+
+
+class InputError(ValueError):
+    """The file as a whole cannot be imported; the message says what and where."""
+
+
+@dataclass
+class InputTable:
+    """Every data row of the file as text, in the file's own layout, plus where the known columns are."""
+
+    rows: pd.DataFrame          # original columns (as text) + ROW
+    columns: dict[str, str]     # field -> original header
+    sheet: str | None
+
+    def canonical(self) -> pd.DataFrame:
+        out = pd.DataFrame({ROW: self.rows[ROW]})
+        for name in (EMAIL, UUID, DATE):
+            header = self.columns.get(name)
+            out[name] = self.rows[header] if header is not None else pd.Series(pd.NA, index=self.rows.index,
+                                                                               dtype="string")
+        return out
+
+
+def read_input(data: bytes, name: str) -> InputTable:
+    """Read a `.xlsx` or `.csv` file's bytes; raises InputError naming what is wrong."""
+    if not data:
+        raise InputError("the file is empty (0 bytes)")
+    suffix = name.rsplit(".", 1)[-1].lower() if "." in name else ""
+    if suffix == "csv":
+        return _read_csv(data)
+    if data[:4] == b"\xd0\xcf\x11\xe0":
+        raise InputError("the workbook is password protected or in the old .xls format: "
+                         "save it as .xlsx without a password")
+    if data[:4] != b"PK\x03\x04":
+        raise InputError(f"the file is not an Excel workbook (.xlsx) or CSV file")
+    return _read_xlsx(data)
+
+
+def _find_header(frame: pd.DataFrame) -> tuple[int, dict[str, int]] | None:
+    """The first row among the top few that holds both mandatory headers: (row index, field -> column index)."""
+    for index in range(min(HEADER_SEARCH_ROWS, len(frame))):
+        found: dict[str, int] = {}
+        for col, cell in enumerate(frame.iloc[index].tolist()):
+            field = ALIAS_TO_FIELD.get(header_key(cell)) if isinstance(cell, str) else None
+            if field and field not in found:
+                found[field] = col
+        if all(f in found for f in MANDATORY):
+            return index, found
+    return None
+
+
+def _describe_headers(frame: pd.DataFrame) -> str:
+    for index in range(min(HEADER_SEARCH_ROWS, len(frame))):
+        cells = [str(c).strip() for c in frame.iloc[index].tolist() if isinstance(c, str) and c.strip()]
+        if cells:
+            return ", ".join(repr(c) for c in cells)
+    return "no headers"
+
+
+def _missing_message(found: list[str]) -> str:
+    wanted = " and ".join(f"'{CANONICAL_HEADERS[f]}'" for f in MANDATORY)
+    return f"no sheet has the mandatory columns {wanted}; found {'; '.join(found) or 'nothing'}"
+
+
+def _read_xlsx(data: bytes) -> InputTable:
+    import fastexcel
+
+    try:
+        reader = fastexcel.read_excel(data)
+    except Exception as exc:  # fastexcel raises its own error types for damaged or encrypted files
+        raise InputError(f"the workbook cannot be opened ({exc.__class__.__name__}: {exc})") from None
+    seen: list[str] = []
+    # A report workbook dropped back into the inbox: its Rejected sheet is what is meant to be imported again.
+    for sheet in sorted(reader.sheet_names, key=lambda name: name != "Rejected"):
+        # skip_rows=0 keeps leading empty rows, so indices are sheet rows (header_row below counts the same way).
+        top = reader.load_sheet(sheet, header_row=None, skip_rows=0, n_rows=HEADER_SEARCH_ROWS,
+                                dtypes="string").to_pandas()
+        hit = _find_header(top)
+        if hit is None:
+            seen.append(f"sheet {sheet!r}: {_describe_headers(top)}")
+            continue
+        header_index, _ = hit
+        raw = reader.load_sheet(sheet, header_row=header_index, dtypes="string").to_pandas()
+        # Excel row numbers: header at header_index + 1 (1-based), data starts one below.
+        first_data_row = header_index + 2
+        return _table(raw, first_data_row, sheet)
+    raise InputError(_missing_message(seen))
+
+
+def _read_csv(data: bytes) -> InputTable:
+    for encoding in ("utf-8-sig", "cp1252"):
+        try:
+            text = data.decode(encoding)
+            break
+        except UnicodeDecodeError:
+            continue
+    else:
+        raise InputError("the file is not an Excel workbook (.xlsx) or CSV file")
+    sample = text[:65536]
+    try:
+        delimiter = csv.Sniffer().sniff(sample.split("\n", 1)[0], delimiters=",;\t|").delimiter
+    except csv.Error:
+        delimiter = ","
+    try:
+        raw = pd.read_csv(io.StringIO(text), sep=delimiter, dtype="string", keep_default_na=False, header=None,
+                          skip_blank_lines=False)
+    except pd.errors.EmptyDataError:
+        raise InputError("the file is empty (no rows)") from None
+    except pd.errors.ParserError as exc:
+        raise InputError(f"the CSV file cannot be read ({exc})".strip()) from None
+    hit = _find_header(raw)
+    if hit is None:
+        raise InputError(_missing_message([f"columns {_describe_headers(raw)}"]))
+    header_index, _ = hit
+    header = raw.iloc[header_index].fillna("").tolist()
+    body = raw.iloc[header_index + 1:].reset_index(drop=True)
+    body.columns = header
+    body = body.replace("", pd.NA)
+    return _table(body, header_index + 2, None)
+
+
+def _table(raw: pd.DataFrame, first_data_row: int, sheet: str | None) -> InputTable:
+    raw = raw.astype("string")
+    raw.columns = [str(c).strip() for c in raw.columns]
+    columns: dict[str, str] = {}
+    for header in raw.columns:
+        field = ALIAS_TO_FIELD.get(header_key(header))
+        if field and field not in columns:
+            columns[field] = header
+    raw[ROW] = np.arange(first_data_row, first_data_row + len(raw), dtype="int64")
+    known = [columns[f] for f in (EMAIL, UUID, DATE) if f in columns]
+    blank = pd.Series(True, index=raw.index)
+    for header in known:  # (DataFrame.apply(...).all(axis=1) fails on a frame with no rows)
+        blank &= raw[header].str.strip().fillna("").eq("").astype(bool)
+    rows = raw[~blank].reset_index(drop=True)
+    if rows.empty:
+        raise InputError("the file has the headers but no data rows")
+    return InputTable(rows=rows, columns=columns, sheet=sheet)
+
+
+# --- completion dates -------------------------------------------------------------------------------------------
+
+_ISO = re.compile(r"^\d{4}-\d{1,2}-\d{1,2}(?:[ T]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?(?:Z|[+-]\d{2}:?\d{2})?$")
+_DAY_MONTH = re.compile(r"^(\d{1,2})[-/.](\d{1,2})[-/.](\d{4})(?:[ T](\d{1,2}):(\d{2})(?::(\d{2}))?)?$")
+_SERIAL = re.compile(r"^\d{1,7}(?:\.\d+)?$")
+_EXCEL_EPOCH = pd.Timestamp("1899-12-30")
+_LAST_SERIAL = 2958465  # 9999-12-31
+
+
+@dataclass
+class ParsedDates:
+    completed_at: pd.Series  # datetime64[us, UTC]; NaT where unreadable or future
+    error: pd.Series         # text reason or <NA>
+
+
+def parse_dates(raw: pd.Series, *, tz: ZoneInfo, date_order: str, now: datetime,
+                import_date: date | None = None) -> ParsedDates:
+    """Every form the import accepts -> UTC. Date-only values mean midnight in the customer's time zone."""
+    text = raw.astype("string").str.strip()
+    blank = text.isna() | text.eq("")
+    local = pd.Series(pd.NaT, index=raw.index, dtype="datetime64[us]")   # naive, in the customer's zone
+    aware = pd.Series(pd.NaT, index=raw.index, dtype="datetime64[us, UTC]")  # carried an explicit offset
+
+    iso = text.str.match(_ISO).fillna(False) & ~blank
+    if iso.any():
+        has_offset = iso & text.str.contains(r"(?:Z|[+-]\d{2}:?\d{2})$", regex=True).fillna(False)
+        plain = iso & ~has_offset
+        if plain.any():
+            local[plain] = pd.to_datetime(text[plain], format="ISO8601", errors="coerce").astype("datetime64[us]")
+        if has_offset.any():
+            aware[has_offset] = pd.to_datetime(text[has_offset], format="ISO8601", errors="coerce",
+                                               utc=True).astype("datetime64[us, UTC]")
+
+    parts = text.str.extract(_DAY_MONTH)
+    day_month = parts[0].notna() & ~iso
+    if day_month.any():
+        first, second = parts.loc[day_month, 0].astype(int), parts.loc[day_month, 1].astype(int)
+        day, month = (first, second) if date_order == "DMY" else (second, first)
+        pieces = pd.DataFrame({
+            "year": parts.loc[day_month, 2].astype(int), "month": month, "day": day,
+            "hour": parts.loc[day_month, 3].fillna("0").astype(int),
+            "minute": parts.loc[day_month, 4].fillna("0").astype(int),
+            "second": parts.loc[day_month, 5].fillna("0").astype(int),
+        })
+        local[day_month] = pd.to_datetime(pieces, errors="coerce").astype("datetime64[us]")
+
+    serial = text.str.match(_SERIAL).fillna(False) & ~iso & ~day_month & ~blank
+    if serial.any():
+        numbers = pd.to_numeric(text[serial], errors="coerce")
+        in_range = numbers.between(1, _LAST_SERIAL)
+        days = numbers.where(in_range)
+        stamps = _EXCEL_EPOCH + pd.to_timedelta(days * 86400, unit="s").dt.round("s")
+        local[serial] = stamps.astype("datetime64[us]")
+
+    # A wall-clock time that occurs twice (autumn DST change) is taken as its first occurrence (summer time).
+    localised = local.dt.tz_localize(tz, ambiguous=np.ones(len(local), dtype=bool),
+                                     nonexistent="shift_forward").dt.tz_convert("UTC")
+    completed = aware.where(aware.notna(), localised.astype("datetime64[us, UTC]"))
+    if blank.any():
+        day = import_date or now.astimezone(tz).date()
+        completed[blank] = pd.Timestamp(datetime.combine(day, time.min, tzinfo=tz)).tz_convert("UTC")
+
+    now_utc = pd.Timestamp(now).tz_convert("UTC") if pd.Timestamp(now).tzinfo else pd.Timestamp(now, tz="UTC")
+    unreadable = completed.isna()
+    future = ~unreadable & (completed > now_utc)
+    error = pd.Series(pd.NA, index=raw.index, dtype="string")
+    error[unreadable] = "unreadable date " + text[unreadable].fillna("").map(repr)
+    error[future] = "date in the future: " + text[future].fillna("")
+    completed[unreadable | future] = pd.NaT
+    return ParsedDates(completed_at=completed, error=error)
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)

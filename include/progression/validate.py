@@ -1,0 +1,103 @@
+"""Row checks: Great Expectations for the column rules, then dates; every failing row gets its reason."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from functools import lru_cache
+from zoneinfo import ZoneInfo
+
+import pandas as pd
+
+from progression.read import DATE, EMAIL, ROW, UUID, parse_dates
+
+EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+
+# Checked in this order; a row is rejected for the first rule it breaks. (column, GX expectation, kwargs, reason)
+COLUMN_RULES = (
+    ("email_key", "ExpectColumnValuesToNotBeNull", {}, "missing e-mail"),
+    ("email_key", "ExpectColumnValuesToMatchRegex", {"regex": EMAIL_PATTERN}, "invalid e-mail"),
+    ("uuid_key", "ExpectColumnValuesToNotBeNull", {}, "missing content uuid"),
+    ("uuid_key", "ExpectColumnValuesToMatchRegex", {"regex": UUID_PATTERN}, "invalid content uuid"),
+)
+FIELD_OF_KEY = {"email_key": EMAIL, "uuid_key": UUID}
+
+# Valid rows: ROW, email_key, uuid_key, completed_at. Rejected rows: ROW, reason_code, reason.
+VALID_COLUMNS = [ROW, "email_key", "uuid_key", "completed_at"]
+
+
+def normalised(rows: pd.DataFrame) -> pd.DataFrame:
+    out = pd.DataFrame({ROW: rows[ROW]})
+    for key, field in FIELD_OF_KEY.items():
+        text = rows[field].astype("string").str.strip().str.lower()
+        out[key] = text.mask(text.eq(""))
+    return out
+
+
+@lru_cache(maxsize=1)
+def _batch_definition():
+    import great_expectations as gx  # slow import: only inside the task
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = gx.data_context.types.base.ProgressBarsConfig(globally=False)
+    asset = context.data_sources.add_pandas("input_rows").add_dataframe_asset("rows")
+    batch_definition = asset.add_batch_definition_whole_dataframe("file")
+    suite = gx.ExpectationSuite(name="completion_rows")
+    for column, expectation, kwargs, _reason in COLUMN_RULES:
+        suite.add_expectation(getattr(gx.expectations, expectation)(column=column, **kwargs))
+    return batch_definition, suite
+
+
+def column_failures(keys: pd.DataFrame) -> pd.DataFrame:
+    """Run the GX suite; one row per (row position, rule index) that failed."""
+    batch_definition, suite = _batch_definition()
+    frame = keys.reset_index(drop=True)
+    batch = batch_definition.get_batch(batch_parameters={"dataframe": frame})
+    result = batch.validate(suite, result_format={"result_format": "COMPLETE"})
+    failures = []
+    for outcome in result.results:
+        config = outcome.expectation_config
+        rule = next(i for i, (col, exp, _k, _r) in enumerate(COLUMN_RULES)
+                    if col == config.kwargs["column"] and _snake(exp) == config.type)
+        for position in outcome.result.get("unexpected_index_list") or []:
+            failures.append((position, rule))
+    return pd.DataFrame(failures, columns=["position", "rule"], dtype="int64")
+
+
+def _snake(name: str) -> str:
+    return "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")
+
+
+def validate_rows(
+    rows: pd.DataFrame, headers: dict[str, str], *, tz: ZoneInfo, date_order: str, now: datetime,
+    import_date: date | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split canonical input rows into (valid, rejected). `headers` maps field -> the file's own header."""
+    keys = normalised(rows).reset_index(drop=True)
+    reason_code = pd.Series(pd.NA, index=keys.index, dtype="string")
+    reason = pd.Series(pd.NA, index=keys.index, dtype="string")
+
+    failures = column_failures(keys).sort_values(["position", "rule"]).drop_duplicates("position")
+    for rule, group in failures.groupby("rule"):
+        column, _exp, _kw, code = COLUMN_RULES[int(rule)]
+        positions = group["position"].to_numpy()
+        values = rows[FIELD_OF_KEY[column]].reset_index(drop=True).iloc[positions].fillna("")
+        header = headers.get(FIELD_OF_KEY[column], FIELD_OF_KEY[column])
+        reason_code.iloc[positions] = code
+        reason.iloc[positions] = (f"{code} in column '{header}'" + values.map(lambda v: f": {v!r}" if v else "")
+                                  ).to_numpy()
+
+    dates = parse_dates(rows[DATE].reset_index(drop=True), tz=tz, date_order=date_order, now=now,
+                        import_date=import_date)
+    date_failed = dates.error.notna() & reason_code.isna()
+    if date_failed.any():
+        header = headers.get(DATE, "Completion date")
+        reason_code[date_failed] = dates.error[date_failed].str.extract(r"^(unreadable date|date in the future)")[0]
+        reason[date_failed] = dates.error[date_failed] + f" in column '{header}'"
+
+    keys["completed_at"] = dates.completed_at
+    rejected_mask = reason_code.notna()
+    valid = keys.loc[~rejected_mask, VALID_COLUMNS].reset_index(drop=True)
+    rejected = pd.DataFrame({ROW: keys.loc[rejected_mask, ROW], "reason_code": reason_code[rejected_mask],
+                             "reason": reason[rejected_mask]}).reset_index(drop=True)
+    return valid, rejected

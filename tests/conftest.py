@@ -1,0 +1,100 @@
+"""Shared fixtures: a platform database on SQLite and on the real PostgreSQL, a seeded demo platform, storage."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from progression import ledger
+from progression.customers import Customer
+from progression.db import engine_for
+from progression.demo import DemoSizes, describe, seed_platform
+from progression.pipeline import Target
+from progression.platform import create_platform_tables
+
+PG_URL = os.environ.get("PROGRESSION_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/progression_test")
+NOW = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)
+
+
+def pytest_addoption(parser):
+    parser.addoption("--db", default="sqlite,postgresql",
+                     help="platform databases to run the database tests on (comma-separated)")
+
+
+def pytest_generate_tests(metafunc):
+    if "db_kind" in metafunc.fixturenames:
+        kinds = [k.strip() for k in metafunc.config.getoption("--db").split(",") if k.strip()]
+        metafunc.parametrize("db_kind", kinds)
+
+
+def _postgres_available() -> str | None:
+    try:
+        with sa.create_engine(PG_URL).connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+        return None
+    except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"
+        return f"{exc.__class__.__name__}: {exc}"
+
+
+@pytest.fixture
+def engine(db_kind, tmp_path):
+    """An empty platform database with the platform's and the project's tables."""
+    if db_kind == "sqlite":
+        engine = engine_for(f"sqlite:///{tmp_path / 'platform.db'}")
+    else:
+        problem = _postgres_available()
+        if problem:
+            if os.environ.get("CI", "").lower() == "true":
+                pytest.fail(f"PostgreSQL is required under CI=true and is not reachable at {PG_URL}: {problem}")
+            pytest.skip(f"PostgreSQL not reachable at {PG_URL}")
+        schema = f"t_{uuid.uuid4().hex[:12]}"
+        admin = sa.create_engine(PG_URL)
+        with admin.begin() as conn:
+            conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
+        engine = sa.create_engine(PG_URL, connect_args={"options": f"-csearch_path={schema}"})
+    create_platform_tables(engine)
+    ledger.upgrade(engine)
+    yield engine
+    engine.dispose()
+    if db_kind != "sqlite":
+        with admin.begin() as conn:
+            conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
+
+
+SMALL = DemoSizes(users=40, programmes=2, journeys_per_programme=2, activities_per_journey=3, shared_items=1,
+                  standalone_activities=2, groups=2, users_without_group=5)
+
+
+@pytest.fixture
+def platform(engine):
+    """A small demo platform `acme` and a second platform `other` whose content must never be written."""
+    seed_platform(engine, "acme", sizes=SMALL)
+    seed_platform(engine, "other", sizes=DemoSizes(users=5, programmes=1, journeys_per_programme=1,
+                                                   activities_per_journey=2, groups=1, users_without_group=0))
+    return describe(engine, "acme")
+
+
+@pytest.fixture
+def customer(tmp_path) -> Customer:
+    return Customer(slug="acme", platform_conn_id="unused", platform="acme", storage=str(tmp_path / "storage"),
+                    timezone="Europe/Amsterdam", date_order="DMY", on_existing="keep", max_error_rate=1.0)
+
+
+@pytest.fixture
+def target(customer, engine, platform, tmp_path) -> Target:
+    root = tmp_path / "storage"
+    root.mkdir()
+    return Target(customer=customer, root=root, engine=engine)
+
+
+def drop(root: Path, rel: str, data: bytes) -> str:
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return rel

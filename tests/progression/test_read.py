@@ -1,0 +1,401 @@
+"""Reading customers' completion files: headers, sheets, row numbers, bad files and every accepted date form."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from datetime import date, datetime, timezone
+from zoneinfo import ZoneInfo
+
+import openpyxl
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from progression.read import DATE, EMAIL, ROW, UUID, InputError, parse_dates, read_input
+
+AMSTERDAM = ZoneInfo("Europe/Amsterdam")
+UTC = timezone.utc
+NOW = datetime(2024, 11, 15, 12, 0, tzinfo=UTC)
+U1 = "3f2b8c1e-9d4a-4b6e-8f10-2a3b4c5d6e7f"
+U2 = "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"
+
+
+def xlsx(*sheets: tuple[str, list[list[object]]]) -> bytes:
+    """A workbook with the given (title, rows) sheets, written by openpyxl as Excel would store it."""
+    workbook = openpyxl.Workbook()
+    workbook.remove(workbook.active)
+    for title, rows in sheets:
+        sheet = workbook.create_sheet(title)
+        for row in rows:
+            sheet.append(row)
+    buffer = io.BytesIO()
+    workbook.save(buffer)
+    return buffer.getvalue()
+
+
+def one_sheet(rows: list[list[object]]) -> bytes:
+    return xlsx(("Completions", rows))
+
+
+def canonical(data: bytes, name: str = "completions.xlsx") -> pd.DataFrame:
+    return read_input(data, name).canonical()
+
+
+def utc(text: str) -> pd.Timestamp:
+    return pd.Timestamp(text).tz_convert("UTC") if pd.Timestamp(text).tzinfo else pd.Timestamp(text, tz="UTC")
+
+
+def parse(values: list[object], *, order: str = "DMY", tz: ZoneInfo = AMSTERDAM, now: datetime = NOW,
+          import_date: date | None = None):
+    return parse_dates(pd.Series(values, dtype="string"), tz=tz, date_order=order, now=now, import_date=import_date)
+
+
+# --- headers ----------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("header", ["User email", "Email", "E-mail", "User e-mail", "  USER EMAIL  ", "e-mail address",
+                                    "Email Address", "Learner email", "user_email"])
+def test_email_header_spellings_are_recognised(header):
+    rows = canonical(one_sheet([[header, "Content uuid"], ["ann@example.com", U1]]))
+    assert rows[EMAIL].tolist() == ["ann@example.com"]
+    assert rows[UUID].tolist() == [U1]
+
+
+@pytest.mark.parametrize("header", ["Content uuid", "CONTENT UUID", " content uuid ", "Uuid", "Content ID",
+                                    "Content GUID", "Course uuid", "content-uuid"])
+def test_uuid_header_spellings_are_recognised(header):
+    rows = canonical(one_sheet([["User email", header], ["ann@example.com", U1]]))
+    assert rows[UUID].tolist() == [U1]
+
+
+@pytest.mark.parametrize("header", ["Completion date", "completion DATE", "Completed at", "Completed on", "Date",
+                                    "Date completed", " Date of completion "])
+def test_completion_date_header_spellings_are_recognised(header):
+    rows = canonical(one_sheet([["User email", "Content uuid", header], ["ann@example.com", U1, "2024-03-31"]]))
+    assert rows[DATE].tolist() == ["2024-03-31"]
+
+
+def test_the_file_own_header_is_kept_for_messages():
+    table = read_input(one_sheet([[" E-mail ", "Content ID", "Completed on"], ["ann@example.com", U1, "2024-03-31"]]),
+                       "x.xlsx")
+    assert table.columns == {EMAIL: "E-mail", UUID: "Content ID", DATE: "Completed on"}
+
+
+def test_extra_columns_are_ignored_and_lookalike_headers_are_not_taken():
+    rows = canonical(one_sheet([
+        ["Name", "Manager email", "User email", "Department", "Content uuid", "Score"],
+        ["Ann", "boss@example.com", "ann@example.com", "Sales", U1, 93],
+    ]))
+    assert list(rows.columns) == [ROW, EMAIL, UUID, DATE]
+    assert rows.loc[0, EMAIL] == "ann@example.com"  # not the manager's address in the column before it
+    assert rows.loc[0, UUID] == U1
+
+
+def test_optional_date_column_may_be_absent():
+    rows = canonical(one_sheet([["User email", "Content uuid"], ["ann@example.com", U1]]))
+    assert rows[DATE].isna().all()
+
+
+def test_missing_mandatory_column_rejects_the_file_naming_what_was_found():
+    data = xlsx(("Export", [["Email", "Course", "Completed"], ["ann@example.com", "Excel 101", "2024-03-31"]]),
+                ("Notes", [["Name", "Uuid"]]))
+    with pytest.raises(InputError) as caught:
+        read_input(data, "export.xlsx")
+    message = str(caught.value)
+    assert "'Content uuid'" in message  # what is needed
+    assert "'Email', 'Course', 'Completed'" in message  # what the first sheet has
+    assert "'Notes'" in message and "'Name', 'Uuid'" in message  # and the other sheet
+
+
+def test_missing_mandatory_column_in_csv_names_its_columns():
+    with pytest.raises(InputError) as caught:
+        read_input(b"Content uuid,Date\n" + U1.encode() + b",2024-03-31\n", "export.csv")
+    message = str(caught.value)
+    assert "'User email'" in message
+    assert "'Content uuid', 'Date'" in message
+
+
+# --- sheets and Excel row numbers ----------------------------------------------------------------------------------
+
+def test_first_sheet_having_the_headers_is_used():
+    data = xlsx(
+        ("Read me", [["How to fill in this workbook"], ["Put one completion per row on the next sheet"]]),
+        ("Data", [["User email", "Content uuid"], ["ann@example.com", U1]]),
+        ("Old", [["User email", "Content uuid"], ["old@example.com", U2]]),
+    )
+    table = read_input(data, "x.xlsx")
+    assert table.sheet == "Data"
+    assert table.canonical()[EMAIL].tolist() == ["ann@example.com"]
+
+
+def test_row_numbers_are_excel_rows_when_title_rows_are_above_the_header():
+    data = one_sheet([
+        ["Completions export Q1"],                 # 1
+        [],                                         # 2
+        ["User email", "Content uuid", "Note"],     # 3
+        ["ann@example.com", U1],                    # 4
+        ["bob@example.com", U2],                    # 5
+        [None, None, "a remark, no data"],          # 6
+        ["cy@example.com", U1],                     # 7
+    ])
+    rows = canonical(data)
+    assert rows[[ROW, EMAIL]].values.tolist() == [[4, "ann@example.com"], [5, "bob@example.com"],
+                                                  [7, "cy@example.com"]]
+
+
+def test_row_numbers_count_empty_rows_at_the_top_of_the_sheet():
+    workbook = openpyxl.Workbook()
+    sheet = workbook.active
+    sheet["B2"] = "Export of 2024"          # row 1 and column A stay empty
+    sheet["B4"], sheet["C4"] = "User email", "Content uuid"
+    sheet["B5"], sheet["C5"] = "ann@example.com", U1
+    buffer = io.BytesIO()
+    workbook.save(buffer)
+    rows = canonical(buffer.getvalue())
+    assert rows[[ROW, EMAIL, UUID]].values.tolist() == [[5, "ann@example.com", U1]]
+
+
+def test_blank_trailing_rows_are_ignored():
+    data = one_sheet([
+        ["User email", "Content uuid", "Completion date"],
+        ["ann@example.com", U1, "2024-03-31"],
+        ["", "", ""],
+        ["   ", None, " "],
+        [None, None, None],
+    ])
+    rows = canonical(data)
+    assert rows[[ROW, EMAIL]].values.tolist() == [[2, "ann@example.com"]]
+
+
+@pytest.mark.parametrize("data, name", [
+    (one_sheet([["User email", "Content uuid", "Completion date"]]), "x.xlsx"),
+    (one_sheet([["Title"], ["User email", "Content uuid"], [None, None], ["", " "]]), "x.xlsx"),
+    (b"User email;Content uuid\n", "x.csv"),
+    (b"User email,Content uuid\n,\n\n", "x.csv"),
+], ids=["xlsx", "xlsx-blank-rows", "csv", "csv-blank-lines"])
+def test_a_file_with_only_headers_is_rejected(data, name):
+    with pytest.raises(InputError, match="headers but no data rows"):
+        read_input(data, name)
+
+
+# --- bad files ------------------------------------------------------------------------------------------------------
+
+def _zip_without_workbook() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("readme.txt", "not a workbook")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("data, name, expected", [
+    (b"", "x.xlsx", "empty"),
+    (b"", "x.csv", "empty"),
+    (b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj", "completions.xlsx", "not an Excel workbook"),
+    (b"\x89PNG\r\n\x1a\n\x00\x00", "completions", "not an Excel workbook"),
+    (_zip_without_workbook(), "completions.xlsx", "cannot be opened"),
+    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 504, "old.xls", "old .xls format"),
+    (bytes(range(256)), "completions.csv", "not an Excel workbook"),
+    (b"\n\n\n", "completions.csv", "empty"),
+], ids=["empty-xlsx", "empty-csv", "pdf", "png-no-extension", "zip", "xls", "binary-csv", "blank-csv"])
+def test_unreadable_files_fail_with_a_clear_message(data, name, expected):
+    with pytest.raises(InputError, match=expected):
+        read_input(data, name)
+
+
+def test_a_broken_csv_fails_with_a_clear_message_not_a_parser_crash():
+    with pytest.raises(InputError, match="CSV file cannot be read"):
+        read_input(b"Export 2024\nUser email,Content uuid\nann@example.com," + U1.encode() + b"\n", "x.csv")
+
+
+def test_a_password_protected_workbook_fails_with_a_clear_message():
+    ooxml = pytest.importorskip("msoffcrypto.format.ooxml")
+    plain = one_sheet([["User email", "Content uuid"], ["ann@example.com", U1]])
+    encrypted = io.BytesIO()
+    ooxml.OOXMLFile(io.BytesIO(plain)).encrypt("s3cret", encrypted)
+    data = encrypted.getvalue()
+    assert ooxml.OOXMLFile(io.BytesIO(data)).is_encrypted()  # a genuinely encrypted workbook
+    with pytest.raises(InputError, match="password protected"):
+        read_input(data, "completions.xlsx")
+
+
+# --- CSV -----------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["export.csv", "EXPORT.CSV"])
+def test_semicolon_csv_is_read_with_line_numbers(name):
+    data = (b"User e-mail;Content uuid;Completed at\n"
+            b"ann@example.com;" + U1.encode() + b";31/03/2024\n"
+            b"\n"
+            b"bob@example.com;" + U2.encode() + b";\n")
+    rows = canonical(data, name)
+    assert rows[[ROW, EMAIL, UUID]].values.tolist() == [[2, "ann@example.com", U1], [4, "bob@example.com", U2]]
+    assert rows[DATE].tolist()[0] == "31/03/2024" and pd.isna(rows[DATE].tolist()[1])
+
+
+def test_cp1252_csv_is_decoded():
+    data = ("Naam;User email;Content uuid\nJosé Müller;jose@example.nl;" + U1 + "\n").encode("cp1252")
+    table = read_input(data, "export.csv")
+    assert table.rows["Naam"].tolist() == ["José Müller"]
+    assert table.canonical()[EMAIL].tolist() == ["jose@example.nl"]
+
+
+def test_utf8_csv_with_byte_order_mark_finds_its_first_header():
+    data = ("\ufeffUser email,Content uuid\nzoë@example.com," + U1 + "\n").encode("utf-8")
+    assert canonical(data, "x.csv")[EMAIL].tolist() == ["zoë@example.com"]
+
+
+# --- dates: from the workbook to UTC ----------------------------------------------------------------------------------
+
+def test_workbook_dates_in_every_form_become_utc():
+    data = one_sheet([
+        ["User email", "Content uuid", "Completion date"],
+        ["a@example.com", U1, datetime(2024, 3, 31, 14, 5)],   # real date-time cell (summer time)
+        ["b@example.com", U1, date(2024, 3, 30)],              # real date cell (winter time)
+        ["c@example.com", U1, 45382],                          # serial number: 2024-03-31
+        ["d@example.com", U1, 45382.75],                       # serial with a time: 18:00
+        ["e@example.com", U1, "2024-03-31"],                   # ISO text
+        ["f@example.com", U1, "31-03-2024"],                   # day first text
+        ["g@example.com", U1, "31/03/2024 09:30"],             # day first date-time text
+        ["h@example.com", U1, None],                           # blank: the import date
+    ])
+    raw = canonical(data)[DATE]
+    parsed = parse_dates(raw, tz=AMSTERDAM, date_order="DMY", now=NOW, import_date=date(2024, 11, 1))
+    assert parsed.error.isna().all(), parsed.error.tolist()
+    assert parsed.completed_at.tolist() == [
+        utc("2024-03-31T12:05Z"), utc("2024-03-29T23:00Z"), utc("2024-03-30T23:00Z"), utc("2024-03-31T16:00Z"),
+        utc("2024-03-30T23:00Z"), utc("2024-03-30T23:00Z"), utc("2024-03-31T07:30Z"), utc("2024-10-31T23:00Z"),
+    ]
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("2024-01-15", "2024-01-14T23:00Z"),
+    ("2024-1-5", "2024-01-04T23:00Z"),
+    ("15-01-2024", "2024-01-14T23:00Z"),
+    ("15/01/2024", "2024-01-14T23:00Z"),
+    ("15.01.2024", "2024-01-14T23:00Z"),
+    ("5/1/2024", "2024-01-04T23:00Z"),
+    ("45306", "2024-01-14T23:00Z"),
+    ("45306.0", "2024-01-14T23:00Z"),
+    ("45306.5", "2024-01-15T11:00Z"),
+    ("2024-01-15 08:30", "2024-01-15T07:30Z"),
+    ("2024-01-15T08:30:15", "2024-01-15T07:30:15Z"),
+    ("2024-01-15 08:30:00.250", "2024-01-15T07:30:00.250Z"),
+    ("15/01/2024 08:30", "2024-01-15T07:30Z"),
+    ("15-01-2024 08:30:15", "2024-01-15T07:30:15Z"),
+    ("2024-01-15T08:30:00Z", "2024-01-15T08:30Z"),          # explicit offsets are kept as they are
+    ("2024-01-15T08:30:00+05:00", "2024-01-15T03:30Z"),
+    ("  2024-01-15  ", "2024-01-14T23:00Z"),
+])
+def test_every_accepted_date_form(text, expected):
+    parsed = parse([text])
+    assert parsed.error.isna().all(), parsed.error.tolist()
+    assert parsed.completed_at[0] == utc(expected)
+
+
+@pytest.mark.parametrize("text, dmy, mdy", [
+    ("03/04/2024", "2024-04-02T22:00Z", "2024-03-03T23:00Z"),   # 3 April vs 4 March
+    ("03-04-2024", "2024-04-02T22:00Z", "2024-03-03T23:00Z"),
+    ("12/01/2023 10:00", "2023-01-12T09:00Z", "2023-12-01T09:00Z"),
+])
+def test_day_month_order_follows_the_customer(text, dmy, mdy):
+    assert parse([text], order="DMY").completed_at[0] == utc(dmy)
+    assert parse([text], order="MDY").completed_at[0] == utc(mdy)
+
+
+def test_iso_and_serial_dates_do_not_depend_on_day_month_order():
+    for order in ("DMY", "MDY"):
+        assert parse(["2024-03-04", "45355"], order=order).completed_at.tolist() == [utc("2024-03-03T23:00Z")] * 2
+
+
+@pytest.mark.parametrize("text, order", [("31/03/2024", "MDY"), ("03/31/2024", "DMY"), ("13-13-2024", "DMY")])
+def test_a_day_month_date_impossible_in_the_customer_order_is_unreadable(text, order):
+    parsed = parse([text], order=order)
+    assert pd.isna(parsed.completed_at[0])
+    assert parsed.error[0] == f"unreadable date '{text}'"
+
+
+@given(st.dates(min_value=date(1950, 1, 1), max_value=date(2024, 11, 14)))
+@settings(max_examples=40, deadline=None)
+def test_day_first_and_month_first_spell_the_same_day(day):
+    dmy = parse([day.strftime("%d/%m/%Y")], order="DMY").completed_at[0]
+    mdy = parse([day.strftime("%m/%d/%Y")], order="MDY").completed_at[0]
+    iso = parse([day.isoformat()], order="MDY").completed_at[0]
+    assert dmy == mdy == iso == pd.Timestamp(datetime.combine(day, datetime.min.time(), tzinfo=AMSTERDAM))
+
+
+# --- dates: time zone -----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, expected", [
+    ("2024-03-30", "2024-03-29T23:00Z"),            # CET, UTC+1
+    ("2024-03-31", "2024-03-30T23:00Z"),            # midnight is still CET on the day summer time starts
+    ("2024-04-01", "2024-03-31T22:00Z"),            # CEST, UTC+2
+    ("2024-03-31 01:30", "2024-03-31T00:30Z"),
+    ("2024-03-31 03:30", "2024-03-31T01:30Z"),
+    ("2024-03-31 02:30", "2024-03-31T01:00Z"),      # does not exist: moved on to 03:00 CEST
+    ("2024-10-27", "2024-10-26T22:00Z"),            # CEST midnight on the day winter time starts
+    ("2024-10-28", "2024-10-27T23:00Z"),            # CET
+    ("2024-10-27 02:30", "2024-10-27T00:30Z"),      # happens twice: the first (summer time) is taken
+    ("2024-10-27 04:00", "2024-10-27T03:00Z"),
+])
+def test_local_dates_in_amsterdam_across_daylight_saving_changes(text, expected):
+    parsed = parse([text])
+    assert parsed.error.isna().all(), parsed.error.tolist()
+    assert parsed.completed_at[0] == utc(expected)
+
+
+def test_the_same_date_means_a_different_instant_in_another_time_zone():
+    parsed = parse(["2024-07-01", "2024-07-01"], tz=ZoneInfo("America/New_York"))
+    assert parsed.completed_at.tolist() == [utc("2024-07-01T04:00Z")] * 2
+
+
+# --- dates: blank, future, unreadable ------------------------------------------------------------------------------
+
+def test_a_blank_date_is_midnight_of_the_import_date_in_the_customer_time_zone():
+    parsed = parse([None, "", "   "], import_date=date(2024, 7, 1))
+    assert parsed.error.isna().all()
+    assert parsed.completed_at.tolist() == [utc("2024-06-30T22:00Z")] * 3
+
+
+def test_without_an_import_date_a_blank_date_is_today_in_the_customer_time_zone():
+    late_evening = datetime(2024, 11, 15, 23, 30, tzinfo=UTC)   # already 16 November in Amsterdam
+    parsed = parse([None], now=late_evening)
+    assert parsed.completed_at[0] == utc("2024-11-15T23:00Z")    # midnight 16 November, Amsterdam
+    assert parse([None], now=late_evening, tz=ZoneInfo("UTC")).completed_at[0] == utc("2024-11-15T00:00Z")
+
+
+@pytest.mark.parametrize("text", ["2024-11-16", "16/11/2024", "2099-01-01", "2024-11-15 13:01", "45612",
+                                  "2024-11-15T12:00:01Z"])
+def test_a_date_in_the_future_is_rejected_with_its_value(text):
+    parsed = parse([text])
+    assert pd.isna(parsed.completed_at[0])
+    assert parsed.error[0] == f"date in the future: {text}"
+
+
+@pytest.mark.parametrize("text", ["2024-11-15", "15/11/2024", "2024-11-15 12:59", "2024-11-15T12:00:00Z"])
+def test_today_and_now_are_not_the_future(text):
+    parsed = parse([text])
+    assert parsed.error.isna().all(), parsed.error.tolist()
+    assert parsed.completed_at[0] <= utc("2024-11-15T12:00Z")
+
+
+@pytest.mark.parametrize("text", ["yesterday", "2024-02-30", "31/02/2024", "32-01-2024", "20240331", "0", "2958466",
+                                  "15 January 2024", "2024/13/01", "n/a"])
+def test_an_unreadable_date_is_rejected_with_its_value(text):
+    parsed = parse([text])
+    assert pd.isna(parsed.completed_at[0])
+    assert parsed.error[0] == f"unreadable date {text!r}"
+
+
+def test_one_bad_date_does_not_affect_the_other_rows():
+    parsed = parse(["2024-01-15", "soon", "2099-01-01", None], import_date=date(2024, 11, 1))
+    assert parsed.error.isna().tolist() == [True, False, False, True]
+    assert parsed.completed_at[0] == utc("2024-01-14T23:00Z")
+    assert parsed.completed_at[3] == utc("2024-10-31T23:00Z")
+
+
+def test_a_naive_now_is_taken_as_utc():
+    naive_noon = datetime(2024, 11, 15, 12, 0)
+    parsed = parse(["2024-11-15 13:30", "2024-11-15 12:30"], now=naive_noon, import_date=date(2024, 11, 15))
+    # 13:30 Amsterdam = 12:30 UTC (after noon UTC): future; 12:30 Amsterdam = 11:30 UTC: fine.
+    assert parsed.error.isna().tolist() == [False, True]
+    assert parsed.completed_at[1] == utc("2024-11-15T11:30Z")

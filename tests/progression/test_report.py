@@ -1,0 +1,215 @@
+"""The import report workbook, read back with openpyxl."""
+
+from __future__ import annotations
+
+import io
+
+import pandas as pd
+import pytest
+from openpyxl import load_workbook
+from openpyxl.workbook.workbook import Workbook
+
+from progression.report import write_import_report
+
+# The customer's own header spelling, with an extra column the importer does not use.
+COLUMNS = ["E-mail address", "Content ID", "Date completed", "Department"]
+INJECTIONS = ['=HYPERLINK("x")', "+1", "-2", "@SUM(A1)"]
+
+
+def _rows(records: list[tuple[int, str | None, str | None, str | None, str | None]],
+          columns: list[str] = COLUMNS) -> pd.DataFrame:
+    frame = pd.DataFrame([list(r[1:]) for r in records], columns=columns, dtype="string")
+    frame["row"] = [r[0] for r in records]
+    return frame
+
+
+def _outcomes(records: list[tuple[int, str, str | None]]) -> pd.DataFrame:
+    frame = pd.DataFrame(records, columns=["row", "outcome", "reason"])
+    frame["reason"] = frame["reason"].astype("string")
+    return frame
+
+
+# Deliberately not in row order; row 5 has missing values.
+ROWS = _rows([
+    (4, "b@example.com", "uuid-2", "2024-01-05", "Sales"),
+    (2, "a@example.com", "uuid-1", "2024-01-04", "HR"),
+    (6, "not an email", "uuid-3", "2024-01-06", None),
+    (3, "c@example.com", "uuid-9", "2024-01-07", "IT"),
+    (5, None, "uuid-4", None, "Ops"),
+    (7, "d@example.com", "uuid-1", "2024-02-01", "HR"),
+])
+OUTCOMES = _outcomes([
+    (2, "imported", None),
+    (3, "rejected", "unknown content uuid"),
+    (4, "updated", None),
+    (5, "rejected", "the email is missing"),
+    (6, "rejected", "not an email address"),
+    (7, "kept", "an earlier completion exists"),
+])
+SUMMARY: list[tuple[str, object]] = [("File", "completions.xlsx"), ("Rows read", 6), ("Seconds", 1.5), ("Error", None)]
+
+
+def _write(summary=SUMMARY, rows=ROWS, columns=COLUMNS, outcomes=OUTCOMES) -> Workbook:
+    target = io.BytesIO()
+    write_import_report(target, summary=summary, rows=rows, columns=columns, outcomes=outcomes)
+    return load_workbook(io.BytesIO(target.getvalue()))
+
+
+def _values(ws) -> list[list[object]]:
+    return [list(row) for row in ws.iter_rows(values_only=True)]
+
+
+def _outcome_table(ws) -> dict[str, int]:
+    values = _values(ws)
+    start = next(i for i, row in enumerate(values) if row[:2] == ["Outcome", "Rows"])
+    table = {}
+    for label, count in values[start + 1:]:
+        if label is None:
+            break
+        table[label] = count
+    return table
+
+
+def test_sheets_in_order():
+    assert _write().sheetnames == ["Summary", "Rows", "Rejected"]
+
+
+def test_rows_sheet_has_every_row_in_row_order_with_outcome_and_reason():
+    ws = _write()["Rows"]
+    assert _values(ws) == [
+        ["Row", *COLUMNS, "Outcome", "Reason"],
+        [2, "a@example.com", "uuid-1", "2024-01-04", "HR", "imported", None],
+        [3, "c@example.com", "uuid-9", "2024-01-07", "IT", "rejected", "unknown content uuid"],
+        [4, "b@example.com", "uuid-2", "2024-01-05", "Sales", "updated", None],
+        [5, None, "uuid-4", None, "Ops", "rejected", "the email is missing"],
+        [6, "not an email", "uuid-3", "2024-01-06", None, "rejected", "not an email address"],
+        [7, "d@example.com", "uuid-1", "2024-02-01", "HR", "kept", "an earlier completion exists"],
+    ]
+
+
+def test_rejected_sheet_has_original_headers_and_only_rejected_rows_in_input_layout():
+    ws = _write()["Rejected"]
+    assert _values(ws) == [
+        COLUMNS,
+        ["c@example.com", "uuid-9", "2024-01-07", "IT"],
+        [None, "uuid-4", None, "Ops"],
+        ["not an email", "uuid-3", "2024-01-06", None],
+    ]
+
+
+def test_rejected_sheet_follows_columns_not_the_frame_order():
+    # `columns` is the file's layout; the frame may hold its columns in another order.
+    rows = ROWS[["Department", "row", "Content ID", "Date completed", "E-mail address"]]
+    ws = _write(rows=rows)["Rejected"]
+    assert _values(ws)[:2] == [COLUMNS, ["c@example.com", "uuid-9", "2024-01-07", "IT"]]
+
+
+def test_repeated_header_names_keep_their_own_columns():
+    columns = ["Email", "Uuid", "Note", "Note"]
+    rows = _rows([(2, "a@example.com", "uuid-1", "first", "second")], columns=columns)
+    wb = _write(rows=rows, columns=columns, outcomes=_outcomes([(2, "rejected", "bad")]))
+    assert _values(wb["Rejected"]) == [columns, ["a@example.com", "uuid-1", "first", "second"]]
+
+
+def test_numeric_looking_text_stays_text():
+    rows = _rows([(2, "00123", "1e5", "45292", "0.50")])
+    wb = _write(rows=rows, outcomes=_outcomes([(2, "rejected", "bad")]))
+    cells = list(wb["Rejected"].iter_rows(min_row=2))[0]
+    assert [(c.value, c.data_type) for c in cells] == [("00123", "s"), ("1e5", "s"), ("45292", "s"), ("0.50", "s")]
+
+
+@pytest.mark.parametrize("sheet", ["Rows", "Rejected"])
+def test_formula_like_values_are_written_as_text(sheet):
+    rows = _rows([(2, *INJECTIONS)])
+    outcomes = _outcomes([(2, "rejected", '=HYPERLINK("http://evil")')])
+    ws = _write(rows=rows, outcomes=outcomes)[sheet]
+    cells = {c.value: c.data_type for c in list(ws.iter_rows(min_row=2))[0]}
+    for value in INJECTIONS:
+        assert cells[value] == "s", value
+    if sheet == "Rows":
+        assert cells['=HYPERLINK("http://evil")'] == "s"
+
+
+def test_formula_like_headers_summary_values_and_error_codes_are_text():
+    columns = ["=Email", "Uuid"]
+    rows = _rows([(2, "#N/A", "#REF!")], columns=columns)
+    wb = _write(summary=[("File", "=cmd|' /C calc'!A0"), ("-Note", "@x")], rows=rows, columns=columns,
+                outcomes=_outcomes([(2, "rejected", "bad")]))
+    rejected = [(c.value, c.data_type) for row in wb["Rejected"].iter_rows() for c in row]
+    assert rejected == [("=Email", "s"), ("Uuid", "s"), ("#N/A", "s"), ("#REF!", "s")]
+    summary = [(c.value, c.data_type) for row in wb["Summary"].iter_rows(max_row=2) for c in row]
+    assert summary == [("File", "s"), ("=cmd|' /C calc'!A0", "s"), ("-Note", "s"), ("@x", "s")]
+
+
+def test_control_characters_are_dropped_instead_of_failing():
+    rows = _rows([(2, "a\x01b@example.com", "uuid\x1f-1", "2024-01-04", "HR")])
+    ws = _write(rows=rows, outcomes=_outcomes([(2, "rejected", "bad\x00 email")]))["Rows"]
+    assert _values(ws)[1] == [2, "ab@example.com", "uuid-1", "2024-01-04", "HR", "rejected", "bad email"]
+
+
+def test_summary_pairs_with_bold_labels_and_numbers_kept_as_numbers():
+    ws = _write()["Summary"]
+    top = list(ws.iter_rows(max_row=len(SUMMARY)))
+    assert [[c.value for c in row] for row in top] == [list(pair) for pair in SUMMARY]
+    assert all(row[0].font.b for row in top)
+    assert not top[0][1].font.b
+    rows_read = top[1][1]
+    assert rows_read.data_type == "n" and type(rows_read.value) is int and rows_read.value == 6
+    assert type(top[2][1].value) is float
+
+
+def test_summary_counts_each_outcome():
+    assert _outcome_table(_write()["Summary"]) == {
+        "imported": 1, "updated": 1, "kept": 1, "rejected": 3, "Total": 6}
+
+
+def test_failed_file_with_no_rows_and_no_outcomes_still_gives_the_summary():
+    summary = [("File", "broken.xlsx"), ("Status", "failed"), ("Error", "no sheet has the mandatory columns")]
+    wb = _write(summary=summary, rows=pd.DataFrame(), columns=[], outcomes=pd.DataFrame())
+    assert wb.sheetnames == ["Summary", "Rows", "Rejected"]
+    assert _values(wb["Summary"])[:3] == [list(pair) for pair in summary]
+    assert _outcome_table(wb["Summary"]) == {"imported": 0, "updated": 0, "kept": 0, "rejected": 0, "Total": 0}
+    assert _values(wb["Rows"]) == [["Row", "Outcome", "Reason"]]
+
+
+def test_file_with_headers_but_no_data_rows():
+    rows = _rows([])
+    wb = _write(rows=rows, outcomes=_outcomes([]))
+    assert _values(wb["Rows"]) == [["Row", *COLUMNS, "Outcome", "Reason"]]
+    assert _values(wb["Rejected"]) == [COLUMNS]
+
+
+def test_rows_without_an_outcome_are_still_listed():
+    # The file failed after it was read: rows are known, outcomes are not.
+    ws = _write(outcomes=pd.DataFrame())["Rows"]
+    values = _values(ws)
+    assert [row[0] for row in values[1:]] == [2, 3, 4, 5, 6, 7]
+    assert all(row[-2:] == [None, None] for row in values[1:])
+
+
+def test_header_row_frozen_and_columns_sized():
+    wb = _write()
+    for name in ("Rows", "Rejected"):
+        ws = wb[name]
+        assert ws.freeze_panes == "A2", name
+        assert all(c.font.b for c in next(ws.iter_rows(max_row=1))), name
+    widths = wb["Rows"].column_dimensions
+    assert 8 <= widths["A"].width < widths["B"].width <= 60  # Row narrow, e-mail column wider
+
+
+def test_writes_to_a_file(tmp_path):
+    path = tmp_path / "report.xlsx"
+    with path.open("wb") as target:
+        write_import_report(target, summary=SUMMARY, rows=ROWS, columns=COLUMNS, outcomes=OUTCOMES)
+    assert load_workbook(path).sheetnames == ["Summary", "Rows", "Rejected"]
+
+
+def test_a_header_missing_from_rows_is_an_error():
+    with pytest.raises(ValueError, match="Nope"):
+        _write(columns=[*COLUMNS, "Nope"])
+
+
+def test_two_outcomes_for_one_row_is_an_error():
+    outcomes = pd.concat([OUTCOMES, _outcomes([(3, "imported", None)])], ignore_index=True)
+    with pytest.raises(ValueError, match="more than one outcome"):
+        _write(outcomes=outcomes)
