@@ -1,0 +1,170 @@
+"""progression_import through Airflow itself, as a person runs it: `bin/airflow dags test` with a registry,
+connections and storage of the test's own, then the platform database, the storage and the ledger checked."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from conftest import SMALL
+from progression import ledger
+from progression.db import engine_for
+from progression.demo import describe, seed_platform, workbook_bytes
+from progression.platform import completions, create_platform_tables
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.airflow
+
+
+@pytest.fixture(scope="session")
+def airflow_home(tmp_path_factory) -> Path:
+    home = tmp_path_factory.mktemp("airflow")
+    env = {**os.environ, "AIRFLOW_HOME": str(home)}
+    done = subprocess.run([str(ROOT / "bin/airflow"), "db", "migrate"], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return home
+
+
+@pytest.fixture
+def world(airflow_home, tmp_path):
+    """Two customers on their own SQLite platform databases, a third that is not active."""
+    registry = tmp_path / "customers.yaml"
+    env = {**os.environ, "AIRFLOW_HOME": str(airflow_home), "PROGRESSION_CUSTOMERS": str(registry)}
+    lines = []
+    for slug, active in (("acme", True), ("globex", True), ("initech", False)):
+        db = tmp_path / f"{slug}.db"
+        engine = engine_for(f"sqlite:///{db}")
+        create_platform_tables(engine)
+        ledger.upgrade(engine)
+        seed_platform(engine, slug, sizes=SMALL)
+        env[f"AIRFLOW_CONN_{slug.upper()}_DB"] = json.dumps({"conn_type": "sqlite", "host": str(db)})
+        lines += [f"{slug}:", f"  platform_conn_id: {slug}_db", f"  platform: {slug}",
+                  f"  storage: file://{tmp_path / slug}", "  timezone: Europe/Amsterdam",
+                  f"  active: {str(active).lower()}"]
+    registry.write_text("\n".join(lines) + "\n")
+    return {"env": env, "dir": tmp_path, "home": airflow_home}
+
+
+def drop(world, slug: str, rel: str, data: bytes) -> Path:
+    path = world["dir"] / slug / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def activities_file(world, slug: str, count: int = 3, bad: int = 0) -> bytes:
+    found = describe(engine_for(f"sqlite:///{world['dir'] / f'{slug}.db'}"), slug)
+    rows = [[found.emails[i], found.uuids["activity"][i], "2024-03-31"] for i in range(count)]
+    rows += [[f"ghost{i}@nowhere.example", found.uuids["activity"][0], "2024-03-31"] for i in range(bad)]
+    return workbook_bytes(["Email", "Content uuid", "Completion date"], rows)
+
+
+def dags_test(world, conf: dict | None = None) -> subprocess.CompletedProcess:
+    command = [str(ROOT / "bin/airflow"), "dags", "test", "progression_import"]
+    if conf is not None:
+        command += ["--conf", json.dumps(conf)]
+    return subprocess.run(command, env=world["env"], capture_output=True, text=True, timeout=300)
+
+
+def summary_of(done: subprocess.CompletedProcess) -> dict:
+    lines = [line for line in done.stdout.splitlines() + done.stderr.splitlines()
+             if line.startswith('{"dag": "progression_import"')]
+    assert lines, done.stdout[-3000:] + done.stderr[-3000:]
+    return json.loads(lines[-1])
+
+
+def count_completions(world, slug: str) -> int:
+    engine = engine_for(f"sqlite:///{world['dir'] / f'{slug}.db'}")
+    with engine.connect() as conn:
+        return conn.execute(sa.select(sa.func.count()).select_from(completions)).scalar()
+
+
+def map_indexes(world, run_summary: dict) -> set[str]:
+    with sqlite3.connect(world["home"] / "airflow.db") as conn:
+        return {row[0] for row in conn.execute(
+            "SELECT rendered_map_index FROM task_instance WHERE dag_id = 'progression_import' "
+            "AND rendered_map_index IS NOT NULL")}
+
+
+def test_the_dag_file_parses_without_loading_the_heavy_libraries(world):
+    code = ("import sys, runpy; runpy.run_path('dags/progression_import.py'); "
+            "print(sorted(m for m in ('pandas', 'great_expectations', 'fastexcel', 'openpyxl') if m in sys.modules))")
+    env = {**world["env"], "PYTHONPATH": f"{ROOT / 'include'}:{ROOT / 'plugins'}"}
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_every_dag_imports_and_the_trigger_form_offers_every_param_with_a_description(world):
+    code = ("import json; from airflow.dag_processing.dagbag import DagBag; bag = DagBag(dag_folder='dags'); "
+            "assert not bag.import_errors, bag.import_errors; d = bag.get_dag('progression_import'); "
+            "print(json.dumps({k: d.params.get_param(k).description for k in d.params}))")
+    env = {**world["env"], "PYTHONPATH": f"{ROOT / 'include'}:{ROOT / 'plugins'}"}
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    described = json.loads(done.stdout.strip().splitlines()[-1])
+    assert set(described) == {"customer", "path", "content_type", "dry_run", "on_existing", "force"}
+    assert all(described.values())
+
+
+def test_the_nightly_run_imports_every_active_customers_inbox(world):
+    drop(world, "acme", "inbox/activities/q3.xlsx", activities_file(world, "acme", 3))
+    drop(world, "globex", "inbox/activities/may.xlsx", activities_file(world, "globex", 2))
+    drop(world, "initech", "inbox/activities/ignored.xlsx", activities_file(world, "initech", 2))
+    done = dags_test(world)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = summary_of(done)
+    assert summary["files"] == 2 and summary["imported"] == 5 and summary["failed"] == []
+    assert set(summary["runs"]) == {"acme/activities/q3.xlsx", "globex/activities/may.xlsx"}
+    assert count_completions(world, "acme") == 3 and count_completions(world, "globex") == 2
+    assert count_completions(world, "initech") == 0  # not active
+    assert (world["dir"] / "acme/processed/activities/q3.xlsx").exists()
+    assert (world["dir"] / "initech/inbox/activities/ignored.xlsx").exists()
+    report = world["dir"] / "acme" / summary["reports"]["acme/activities/q3.xlsx"]
+    assert report.exists()
+    assert {"acme/activities/q3.xlsx", "globex/activities/may.xlsx"} <= map_indexes(world, summary)
+
+
+def test_one_file_of_one_customer_as_a_dry_run(world):
+    drop(world, "acme", "inbox/activities/q3.xlsx", activities_file(world, "acme", 3))
+    drop(world, "acme", "inbox/activities/other.xlsx", activities_file(world, "acme", 4))
+    done = dags_test(world, {"customer": "acme", "path": "inbox/activities/q3.xlsx", "dry_run": True})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = summary_of(done)
+    assert summary["dry_run"] and summary["files"] == 1 and summary["imported"] == 3
+    assert count_completions(world, "acme") == 0
+    assert (world["dir"] / "acme/inbox/activities/q3.xlsx").exists()
+    assert (world["dir"] / "acme" / summary["reports"]["acme/activities/q3.xlsx"]).exists()
+
+
+def test_a_failed_file_is_reported_archived_and_visible(world):
+    drop(world, "acme", "inbox/activities/good.xlsx", activities_file(world, "acme", 3))
+    drop(world, "acme", "inbox/activities/bad.xlsx", activities_file(world, "acme", 1, bad=3))
+    done = dags_test(world, {"customer": "acme"})
+    summary = summary_of(done)
+    assert summary["failed"] == ["acme/activities/bad.xlsx"]
+    assert summary["succeeded"] == ["acme/activities/good.xlsx"]
+    assert "max_error_rate" in done.stdout + done.stderr
+    assert (world["dir"] / "acme/failed/activities/bad.xlsx").exists()
+    assert count_completions(world, "acme") == 3
+
+
+@pytest.mark.parametrize("conf, message", [
+    ({"customer": "nobody"}, "Invalid input for param customer"),
+    ({"customer": "acme", "content_type": "courses"}, "Invalid input for param content_type"),
+    ({"customer": "acme", "path": "../globex/inbox/activities/may.xlsx"}, "leaves the customer's storage root"),
+    ({"path": "inbox/activities/may.xlsx"}, "path needs a customer"),
+])
+def test_a_bad_conf_is_refused_before_any_work(world, conf, message):
+    drop(world, "globex", "inbox/activities/may.xlsx", activities_file(world, "globex", 2))
+    done = dags_test(world, conf)
+    assert message in done.stdout + done.stderr
+    assert count_completions(world, "globex") == 0
+    assert (world["dir"] / "globex/inbox/activities/may.xlsx").exists()
