@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+import warnings
 from dataclasses import dataclass
 from datetime import date, datetime, time, timezone
 from zoneinfo import ZoneInfo
@@ -132,25 +133,29 @@ def _read_csv(data: bytes) -> InputTable:
             continue
     else:
         raise InputError("the file is not an Excel workbook (.xlsx) or CSV file")
-    sample = text[:65536]
-    try:
-        delimiter = csv.Sniffer().sniff(sample.split("\n", 1)[0], delimiters=",;\t|").delimiter
-    except csv.Error:
-        delimiter = ","
-    try:
-        raw = pd.read_csv(io.StringIO(text), sep=delimiter, dtype="string", keep_default_na=False, header=None,
-                          skip_blank_lines=False)
-    except pd.errors.EmptyDataError:
-        raise InputError("the file is empty (no rows)") from None
-    except pd.errors.ParserError as exc:
-        raise InputError(f"the CSV file cannot be read ({exc})".strip()) from None
-    hit = _find_header(raw)
-    if hit is None:
-        raise InputError(_missing_message([f"columns {_describe_headers(raw)}"]))
+    # The delimiter is the one under which a header row (possibly below a title line) has the mandatory columns.
+    top_lines = text.splitlines()[:HEADER_SEARCH_ROWS]
+    if not any(line.strip() for line in top_lines):
+        raise InputError("the file is empty (no rows)")
+    for delimiter in (";", ",", "\t", "|"):
+        top = pd.DataFrame(list(csv.reader(top_lines, delimiter=delimiter)))
+        hit = _find_header(top)
+        if hit is not None:
+            break
+    else:
+        best = max((",", ";", "\t", "|"), key=lambda d: max(line.count(d) for line in top_lines))
+        found = _describe_headers(pd.DataFrame(list(csv.reader(top_lines, delimiter=best))))
+        raise InputError(f"the mandatory columns '{CANONICAL_HEADERS[EMAIL]}' and '{CANONICAL_HEADERS[UUID]}' "
+                         f"are missing; found columns {found}")
     header_index, _ = hit
-    header = raw.iloc[header_index].fillna("").tolist()
-    body = raw.iloc[header_index + 1:].reset_index(drop=True)
-    body.columns = header
+    try:
+        with warnings.catch_warnings():
+            # A row with more cells than headers would otherwise be shifted silently.
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            body = pd.read_csv(io.StringIO(text), sep=delimiter, dtype="string", keep_default_na=False,
+                               skiprows=header_index, header=0, skip_blank_lines=False, index_col=False)
+    except (pd.errors.ParserError, pd.errors.ParserWarning) as exc:
+        raise InputError(f"the CSV file cannot be read ({exc})") from None
     body = body.replace("", pd.NA)
     return _table(body, header_index + 2, None)
 

@@ -203,9 +203,15 @@ def test_unreadable_files_fail_with_a_clear_message(data, name, expected):
         read_input(data, name)
 
 
-def test_a_broken_csv_fails_with_a_clear_message_not_a_parser_crash():
+def test_a_csv_with_a_title_line_above_its_semicolon_header_is_read_with_excel_like_row_numbers():
+    table = read_input(b"Export 2024\nUser email;Content uuid\nann@example.com;" + U1.encode() + b"\n", "x.csv")
+    assert table.canonical()[["row", "email"]].values.tolist() == [[3, "ann@example.com"]]
+
+
+@pytest.mark.parametrize("body", [b",x,y\n", b"\nbob@example.com,x,y,z\n"], ids=["first-row", "later-row"])
+def test_a_csv_row_with_more_cells_than_headers_fails_the_file_instead_of_shifting(body):
     with pytest.raises(InputError, match="CSV file cannot be read"):
-        read_input(b"Export 2024\nUser email,Content uuid\nann@example.com," + U1.encode() + b"\n", "x.csv")
+        read_input(b"User email,Content uuid\nann@example.com," + U1.encode() + body, "x.csv")
 
 
 def test_a_password_protected_workbook_fails_with_a_clear_message():
