@@ -5,14 +5,16 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test airflow clean-demo
+.PHONY: venv demo test airflow bench clean-demo
 
 venv: $(STAMP)
 
 $(STAMP): requirements.txt
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	@echo "installing requirements into $(VENV) (first time only)..."
-	@$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements.txt
+	@echo "installing requirements into $(VENV) (first time only; log: var/logs/pip-install.log)..."
+	@mkdir -p var/logs
+	@$(VENV)/bin/pip install --disable-pip-version-check -r requirements.txt > var/logs/pip-install.log 2>&1 \
+		|| (tail -30 var/logs/pip-install.log; exit 1)
 	@touch $(STAMP)
 
 var/airflow/.migrated: $(STAMP)
@@ -35,3 +37,6 @@ test: $(STAMP)
 
 clean-demo:
 	rm -rf var/
+
+bench: $(STAMP)
+	@PYTHONWARNINGS=ignore $(VENV)/bin/python bench/run.py $(BENCH_ARGS)

@@ -246,7 +246,7 @@ def write(target: Target, job: FileJob) -> FileJob:
         counts.derived_written = result.count("imported", direct=False) + result.count("updated", direct=False)
         ledger.record_counts(conn, job.run_id, counts)
         ledger.finish_run(conn, job.run_id, "succeeded")
-    _put(target, job, "outcomes", result.direct)
+    _put(target, job, "outcomes", result.exceptions)
     job.counts = counts.as_dict()
     return job
 
@@ -265,6 +265,7 @@ def row_outcomes(target: Target, job: FileJob) -> pd.DataFrame:
                         on="key_row", suffixes=("", "_key"))
     keyed = keyed.merge(outcomes, left_on=["user_id_key", "content_id_key"], right_on=["user_id", "content_id"],
                         how="left", suffixes=("", "_o"))
+    keyed["outcome"] = keyed["outcome"].fillna("imported")  # write_completions lists only the exceptions
     reason = pd.Series(pd.NA, index=keyed.index, dtype="string")
     reason[keyed["outcome"].eq("kept")] = "already completed; kept (on_existing: " + job.on_existing + ")"
     reason[keyed["without_access"]] = "saved; the user has no access to this content yet"

@@ -1,0 +1,286 @@
+"""`make bench`: the import against the hardware's limit and against the naive Airflow peer, on PostgreSQL.
+
+For each file it prints: the limit (fastexcel read + raw COPY of as many completion rows into an empty copy of
+the table), the project's import stage by stage with its peak memory, the naive peer (openpyxl read, the same GX
+checks, pandas merges, PostgresHook.insert_rows(replace=True)), and a re-run of the same file (must write 0 rows).
+Each measured side runs in a fresh child process, as an Airflow task would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "include"), str(ROOT / "plugins")]
+
+DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/progression_bench"
+DATA = ROOT / "var" / "bench"
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# --- child processes ------------------------------------------------------------------------------------------
+
+def child_project(url: str, file: Path, content_type: str, force: bool) -> dict:
+    from datetime import datetime, timezone
+
+    from progression import pipeline
+    from progression.customers import Customer
+    from progression.db import engine_for
+
+    storage = DATA / "storage"
+    shutil.rmtree(storage, ignore_errors=True)
+    inbox = storage / "inbox" / content_type
+    inbox.mkdir(parents=True)
+    shutil.copy(file, inbox / file.name)
+    customer = Customer(slug="bench", platform_conn_id="bench", platform="bench", storage=str(storage),
+                        timezone="Europe/Amsterdam", max_error_rate=0.1)
+    target = pipeline.Target(customer=customer, root=storage, engine=engine_for(url))
+    job = pipeline.plan(target, path=f"inbox/{content_type}/{file.name}", content_type=None, dry_run=False,
+                        on_existing=None, force=force, airflow_run_id="bench", started=datetime.now(timezone.utc))[0]
+    timings = {}
+    for stage in (pipeline.fetch, pipeline.validate, pipeline.resolve, pipeline.expand, pipeline.write):
+        started = time.perf_counter()
+        job = stage(target, job)
+        timings[stage.__name__] = time.perf_counter() - started
+    if job.status != "ok":
+        raise SystemExit(f"import did not succeed: {job.status} {job.message}")
+    memory = peak_mb()
+    started = time.perf_counter()
+    job = pipeline.report(target, job)
+    timings["report"] = time.perf_counter() - started
+    return {"timings": timings, "counts": job.counts, "peak_mb": memory, "peak_mb_with_report": peak_mb()}
+
+
+def child_peer(url: str, file: Path, content_type: str) -> dict:
+    """What an Airflow user writes by default, with the same checks and the same rules."""
+    import pandas as pd
+    import sqlalchemy as sa
+    from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+    from progression.platform import CONTENT_TYPE_OF
+    from progression.validate import column_failures
+
+    timings = {}
+    started = time.perf_counter()
+    frame = pd.read_excel(file, engine="openpyxl", dtype=str)
+    frame.columns = ["email", "uuid", "date"]
+    timings["read"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    keys = pd.DataFrame({"email_key": frame["email"].str.strip().str.lower(),
+                         "uuid_key": frame["uuid"].str.strip().str.lower()})
+    bad = set(column_failures(keys)["position"])
+    dates = pd.to_datetime(frame["date"], errors="coerce", dayfirst=True, format="mixed")
+    dates = dates.fillna(pd.Timestamp.now().normalize())
+    keys["completed_at"] = dates.dt.tz_localize("Europe/Amsterdam", ambiguous="NaT",
+                                                nonexistent="shift_forward").dt.tz_convert("UTC")
+    keys = keys[~keys.index.isin(bad) & keys["completed_at"].notna()]
+    timings["validate"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        users = pd.read_sql("SELECT id AS user_id, lower(trim(email)) AS email_key FROM users", conn)
+        content = pd.read_sql("SELECT id AS content_id, uuid::text AS uuid_key, type FROM content", conn)
+        edges = pd.read_sql("SELECT parent_id, child_id FROM content_items", conn)
+    rows = keys.merge(users, on="email_key").merge(content, on="uuid_key")
+    rows = rows[rows["type"] == CONTENT_TYPE_OF[content_type]][["user_id", "content_id", "completed_at"]]
+    timings["resolve"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    every, frontier = [rows], rows
+    while not frontier.empty:
+        frontier = frontier.merge(edges, left_on="content_id", right_on="parent_id")[
+            ["user_id", "child_id", "completed_at"]].rename(columns={"child_id": "content_id"})
+        every.append(frontier)
+    rows = pd.concat(every).groupby(["user_id", "content_id"], as_index=False)["completed_at"].min()
+    timings["expand"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    hook = PostgresHook(postgres_conn_id="bench_pg")
+    records = [(int(u), int(c), t.to_pydatetime(), "import", "peer")
+               for u, c, t in zip(rows["user_id"], rows["content_id"], rows["completed_at"])]
+    hook.insert_rows("completions", records, target_fields=["user_id", "content_id", "completed_at", "source",
+                                                            "run_id"],
+                     replace=True, replace_index=["user_id", "content_id"], commit_every=50_000)
+    timings["write"] = time.perf_counter() - started
+    return {"timings": timings, "rows": len(rows), "peak_mb": peak_mb()}
+
+
+def child_limit(url: str, file: Path, completions: int) -> dict:
+    """fastexcel's read of the file plus a raw COPY of as many completion rows into an empty table."""
+    import fastexcel
+    import psycopg
+
+    started = time.perf_counter()
+    reader = fastexcel.read_excel(str(file))
+    table = reader.load_sheet(0).to_arrow()
+    read = time.perf_counter() - started
+    buffer = io.BytesIO()
+    for i in range(completions):
+        buffer.write(b"%d\t%d\t2024-03-31 00:00:00+00\timport\tlimit\n" % (i, i % 2000))
+    payload = buffer.getvalue()
+    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as conn:
+        conn.execute("DROP TABLE IF EXISTS completions_limit")
+        conn.execute("CREATE TABLE completions_limit (LIKE completions INCLUDING ALL)")
+        started = time.perf_counter()
+        with conn.cursor().copy("COPY completions_limit FROM STDIN") as copy:
+            for start in range(0, len(payload), 8 << 20):
+                copy.write(payload[start:start + (8 << 20)])
+        conn.commit()
+        copied = time.perf_counter() - started
+        conn.execute("DROP TABLE completions_limit")
+        conn.commit()
+    return {"timings": {"read": read, "copy": copied}, "rows_read": table.num_rows, "peak_mb": peak_mb()}
+
+
+def in_child(kind: str, *args: str) -> dict:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    done = subprocess.run([sys.executable, __file__, "--child", kind, *args], capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise SystemExit(f"{kind} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# --- the run --------------------------------------------------------------------------------------------------
+
+def prepare(url: str, recreate: bool):
+    import sqlalchemy as sa
+
+    from progression import ledger
+    from progression.db import engine_for
+    from progression.demo import BENCHMARK_SIZES, describe, seed_platform
+    from progression.platform import create_platform_tables
+
+    database = sa.make_url(url).database
+    admin = sa.create_engine(sa.make_url(url).set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        exists = conn.execute(sa.text("SELECT 1 FROM pg_database WHERE datname = :d"), {"d": database}).scalar()
+        if exists and recreate:
+            conn.execute(sa.text(f'DROP DATABASE "{database}" WITH (FORCE)'))
+        if not exists or recreate:
+            conn.execute(sa.text(f'CREATE DATABASE "{database}"'))
+    engine = engine_for(url)
+    create_platform_tables(engine)
+    ledger.upgrade(engine)
+    started = time.perf_counter()
+    created = seed_platform(engine, "bench", "Benchmark", BENCHMARK_SIZES)
+    if created:
+        print(f"seeded platform: {BENCHMARK_SIZES.users:,} users in {time.perf_counter() - started:.1f} s")
+    return engine, describe(engine, "bench")
+
+
+def reset(engine) -> None:
+    with engine.begin() as conn:
+        conn.exec_driver_sql("TRUNCATE completions, progression_journal, progression_runs")
+        conn.exec_driver_sql("VACUUM ANALYZE completions" if False else "ANALYZE completions")
+
+
+def files(found, sizes: list[int], programme_rows: int) -> list[tuple[str, Path, str]]:
+    from progression.demo import large_workbook
+
+    DATA.mkdir(parents=True, exist_ok=True)
+    wanted = [(f"{n:,} activity rows", DATA / f"activities-{n}.xlsx", "activities", n, False) for n in sizes]
+    if programme_rows:
+        wanted.append((f"{programme_rows:,} programme rows", DATA / f"programmes-{programme_rows}.xlsx",
+                       "programmes", programme_rows, True))
+    out = []
+    for label, path, content_type, rows, distinct in wanted:
+        if not path.exists():
+            started = time.perf_counter()
+            kind = "activity" if content_type == "activities" else "programme"
+            large_workbook(found, kind, rows, path.with_suffix(".tmp.xlsx"), distinct=distinct)
+            path.with_suffix(".tmp.xlsx").rename(path)
+            print(f"generated {path.name} in {time.perf_counter() - started:.0f} s")
+        out.append((label, path, content_type))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--child", nargs="+")
+    parser.add_argument("--pg", default=os.environ.get("PROGRESSION_BENCH_PG", DEFAULT_PG))
+    parser.add_argument("--sizes", default="100000,1000000", help="activity workbook rows, comma-separated")
+    parser.add_argument("--programme-rows", type=int, default=120_000,
+                        help="rows of the programmes workbook (each expands to ~46 completions); 0 skips it")
+    parser.add_argument("--skip-peer", action="store_true", help="leave out the naive peer (it is slow)")
+    parser.add_argument("--recreate", action="store_true", help="drop and re-seed the benchmark database")
+    args = parser.parse_args()
+    if args.child:
+        kind, *rest = args.child
+        if kind == "project":
+            result = child_project(args.pg, Path(rest[0]), rest[1], rest[2] == "force")
+        elif kind == "peer":
+            result = child_peer(args.pg, Path(rest[0]), rest[1])
+        else:
+            result = child_limit(args.pg, Path(rest[0]), int(rest[1]))
+        print(json.dumps(result))
+        return
+
+    os.environ.setdefault("AIRFLOW_CONN_BENCH_PG", args.pg.replace("postgresql+psycopg://", "postgresql://"))
+    engine, found = prepare(args.pg, args.recreate)
+    sizes = [int(s) for s in args.sizes.split(",") if s]
+    results = []
+    for label, path, content_type in files(found, sizes, args.programme_rows):
+        reset(engine)
+        project = in_child("project", str(path), content_type, "first")
+        written = project["counts"]["imported"] + project["counts"]["updated"] + project["counts"]["derived_written"]
+        rerun = in_child("project", str(path), content_type, "force")
+        rerun_written = rerun["counts"]["imported"] + rerun["counts"]["updated"] + rerun["counts"]["derived_written"]
+        limit = in_child("limit", str(path), str(written))
+        peer = None
+        if not args.skip_peer:
+            reset(engine)
+            peer = in_child("peer", str(path), content_type)
+        results.append((label, project, rerun, rerun_written, limit, peer, written))
+        print_result(results[-1])
+    print_table(results)
+
+
+def print_result(result) -> None:
+    label, project, rerun, rerun_written, limit, peer, written = result
+    print(f"\n== {label}: {project['counts']['rows_read']:,} rows read, {written:,} completions written")
+
+
+def print_table(results) -> None:
+    stages = ("fetch", "validate", "resolve", "expand", "write")
+    print("\n| file | side | " + " | ".join(stages) + " | total | completions/s (write) | peak MB |")
+    print("|---|---|" + "---|" * (len(stages) + 3))
+    for label, project, rerun, rerun_written, limit, peer, written in results:
+        limit_total = sum(limit["timings"].values())
+        total = sum(project["timings"][s] for s in stages)
+        print(f"| {label} | limit (read + COPY) | {limit['timings']['read']:.2f} | | | | "
+              f"{limit['timings']['copy']:.2f} | {limit_total:.2f} | {written / limit['timings']['copy']:,.0f} | "
+              f"{limit['peak_mb']:.0f} |")
+        print(f"| {label} | project | " + " | ".join(f"{project['timings'][s]:.2f}" for s in stages)
+              + f" | {total:.2f} | {written / project['timings']['write']:,.0f} | {project['peak_mb']:.0f} |")
+        rerun_total = sum(rerun["timings"][s] for s in stages)
+        print(f"| {label} | re-run ({rerun_written} rows written) | "
+              + " | ".join(f"{rerun['timings'][s]:.2f}" for s in stages) + f" | {rerun_total:.2f} | | |")
+        if peer:
+            peer_total = sum(peer["timings"].values())
+            print(f"| {label} | naive peer | " + " | ".join(
+                f"{peer['timings'][s]:.2f}" for s in ("read", "validate", "resolve", "expand", "write"))
+                + f" | {peer_total:.2f} | {peer['rows'] / peer['timings']['write']:,.0f} | {peer['peak_mb']:.0f} |")
+        line = f"  {label}: project/limit {total / limit_total:.1f}x"
+        if peer:
+            line += f", peer/project {sum(peer['timings'].values()) / total:.1f}x"
+        line += (f"; report workbook {project['timings']['report']:.1f} s (after the completions landed); "
+                 f"peak MB with report {project['peak_mb_with_report']:.0f}")
+        print(line)
+
+
+if __name__ == "__main__":
+    main()
