@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import uuid
-from datetime import datetime, timezone
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -16,9 +13,7 @@ from progression.db import engine_for
 from progression.demo import DemoSizes, describe, seed_platform
 from progression.pipeline import Target
 from progression.platform import create_platform_tables
-
-PG_URL = os.environ.get("PROGRESSION_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/progression_test")
-NOW = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)
+from support import PG_URL, SMALL, require_postgres
 
 
 def pytest_addoption(parser):
@@ -32,26 +27,13 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("db_kind", kinds)
 
 
-def _postgres_available() -> str | None:
-    try:
-        with sa.create_engine(PG_URL).connect() as conn:
-            conn.execute(sa.text("SELECT 1"))
-        return None
-    except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"
-        return f"{exc.__class__.__name__}: {exc}"
-
-
 @pytest.fixture
 def engine(db_kind, tmp_path):
     """An empty platform database with the platform's and the project's tables."""
     if db_kind == "sqlite":
         engine = engine_for(f"sqlite:///{tmp_path / 'platform.db'}")
     else:
-        problem = _postgres_available()
-        if problem:
-            if os.environ.get("CI", "").lower() == "true":
-                pytest.fail(f"PostgreSQL is required under CI=true and is not reachable at {PG_URL}: {problem}")
-            pytest.skip(f"PostgreSQL not reachable at {PG_URL}")
+        require_postgres()
         schema = f"t_{uuid.uuid4().hex[:12]}"
         admin = sa.create_engine(PG_URL)
         with admin.begin() as conn:
@@ -65,10 +47,6 @@ def engine(db_kind, tmp_path):
         with admin.begin() as conn:
             conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
         admin.dispose()
-
-
-SMALL = DemoSizes(users=40, programmes=2, journeys_per_programme=2, activities_per_journey=3, shared_items=1,
-                  standalone_activities=2, groups=2, users_without_group=5)
 
 
 @pytest.fixture
@@ -91,10 +69,3 @@ def target(customer, engine, platform, tmp_path) -> Target:
     root = tmp_path / "storage"
     root.mkdir()
     return Target(customer=customer, root=root, engine=engine)
-
-
-def drop(root: Path, rel: str, data: bytes) -> str:
-    path = root / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    return rel

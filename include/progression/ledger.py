@@ -57,7 +57,9 @@ journal = sa.Table(
     sa.Column("old_completed_at", UtcTime),
     sa.Column("old_source", sa.String(20)),
     sa.Column("old_run_id", sa.String(100)),
-    sa.Column("new_completed_at", UtcTime),
+    sa.Column("new_completed_at", UtcTime),  # what the run left behind (null after a delete): undo compares
+    sa.Column("new_source", sa.String(20)),   # these with the row as it is now to spot later changes
+    sa.Column("new_run_id", sa.String(100)),
 )
 
 COUNTS = ("rows_read", "imported", "updated", "kept", "rejected", "duplicates", "derived_written", "without_access")

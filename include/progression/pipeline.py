@@ -4,7 +4,6 @@ a run-scoped staging folder of the customer's storage. The DAG, the tests and th
 from __future__ import annotations
 
 import io
-import json
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from typing import Any

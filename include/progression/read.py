@@ -69,7 +69,7 @@ def read_input(data: bytes, name: str) -> InputTable:
         raise InputError("the workbook is password protected or in the old .xls format: "
                          "save it as .xlsx without a password")
     if data[:4] != b"PK\x03\x04":
-        raise InputError(f"the file is not an Excel workbook (.xlsx) or CSV file")
+        raise InputError("the file is not an Excel workbook (.xlsx) or CSV file")
     return _read_xlsx(data)
 
 

@@ -13,7 +13,7 @@ starting with `=`, `+`, `-` or `@` (or looking like an Excel error such as `#N/A
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import BinaryIO
 
 import numpy as np
@@ -30,6 +30,7 @@ OUTCOMES = ("imported", "updated", "kept", "rejected")
 REJECTED = "rejected"
 SHEETS = ("Summary", "Rows", "Rejected")
 
+EXCEL_DATA_ROWS = 1_048_575    # a sheet holds 1,048,576 rows, one of them the header
 _CHUNK = 10_000                 # input rows converted to Python values at a time
 _WIDTH_SAMPLE = 500             # rows looked at to size a column
 _MIN_WIDTH, _MAX_WIDTH = 8, 60
@@ -56,24 +57,43 @@ def write_import_report(
     wb = Workbook(write_only=True)
     _write_summary(wb.create_sheet(SHEETS[0]), summary, outcomes)
 
-    ws = wb.create_sheet(SHEETS[1])
-    _layout(ws, ["Row", *columns, "Outcome", "Reason"],
-            [_numbers_width(row_numbers), *_text_widths(rows, positions), _values_width(OUTCOMES, "Outcome"),
-             _values_width(reason[:_WIDTH_SAMPLE], "Reason")])
+    ws = _SplitSheet(wb, SHEETS[1], ["Row", *columns, "Outcome", "Reason"],
+                     [_numbers_width(row_numbers), *_text_widths(rows, positions), _values_width(OUTCOMES, "Outcome"),
+                      _values_width(reason[:_WIDTH_SAMPLE], "Reason")])
     for start in range(0, len(order), _CHUNK):
         take = order[start:start + _CHUNK]
         for number, values, what, why in zip(row_numbers[take].tolist(), _values(rows, take, positions),
                                              outcome[take].tolist(), reason[take].tolist()):
-            ws.append([number, *[_cell(ws, v) for v in values], _cell(ws, what), _cell(ws, why)])
+            ws.append([number, *[_cell(ws.sheet, v) for v in values], _cell(ws.sheet, what), _cell(ws.sheet, why)])
 
-    ws = wb.create_sheet(SHEETS[2])
     rejected = order[outcome[order] == REJECTED]
-    _layout(ws, list(columns), _text_widths(rows.iloc[rejected], positions))
+    ws = _SplitSheet(wb, SHEETS[2], list(columns), _text_widths(rows.iloc[rejected], positions))
     for start in range(0, len(rejected), _CHUNK):
         for values in _values(rows, rejected[start:start + _CHUNK], positions):
-            ws.append([_cell(ws, v) for v in values])
+            ws.append([_cell(ws.sheet, v) for v in values])
 
     wb.save(target)
+
+
+class _SplitSheet:
+    """A sheet that continues in `Rows 2`, `Rows 3`, ... when Excel's row limit is reached."""
+
+    def __init__(self, wb: Workbook, name: str, headers: list[str], widths: list[float]) -> None:
+        self.wb, self.name, self.headers, self.widths, self.limit = wb, name, headers, widths, EXCEL_DATA_ROWS
+        self.parts, self.written = 0, 0
+        self._next()
+
+    def _next(self) -> None:
+        self.parts += 1
+        self.sheet = self.wb.create_sheet(self.name if self.parts == 1 else f"{self.name} {self.parts}")
+        _layout(self.sheet, self.headers, self.widths)
+        self.written = 0
+
+    def append(self, values: list[object]) -> None:
+        if self.written == self.limit:
+            self._next()
+        self.sheet.append(values)
+        self.written += 1
 
 
 def _column_positions(rows: pd.DataFrame, columns: Sequence[str]) -> list[int]:
@@ -204,3 +224,14 @@ def _values_width(values: Sequence[object], header: str, limit: int = _MAX_WIDTH
 
 def _clamp(characters: int, limit: int = _MAX_WIDTH) -> float:
     return float(min(max(characters + 2, _MIN_WIDTH), limit))
+
+
+def write_sheets(target: BinaryIO, sheets: Sequence[tuple[str, list[str], Iterable[Sequence[object]]]]) -> None:
+    """A report of plain sheets (name, headers, rows), formula-safe and streamed, for transfers, merges, undo."""
+    wb = Workbook(write_only=True)
+    for name, headers, rows in sheets:
+        widths = [_clamp(len(str(header))) for header in headers]
+        ws = _SplitSheet(wb, name, headers, widths)
+        for values in rows:
+            ws.append([_cell(ws.sheet, value) for value in values])
+    wb.save(target)

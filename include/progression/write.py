@@ -56,11 +56,12 @@ def write_completions(
     if not dry_run:
         conn.execute(sa.text(f"""
             INSERT INTO progression_journal
-                (run_id, user_id, content_id, action, old_completed_at, old_source, old_run_id, new_completed_at)
+                (run_id, user_id, content_id, action, old_completed_at, old_source, old_run_id, new_completed_at,
+                 new_source, new_run_id)
             SELECT :run_id, user_id, content_id, CASE outcome WHEN 'imported' THEN 'insert' ELSE 'update' END,
-                   old_completed_at, old_source, old_run_id, completed_at
+                   old_completed_at, old_source, old_run_id, completed_at, :source, :run_id
             FROM {STAGE}_decided WHERE outcome <> 'kept'
-        """), {"run_id": run_id})
+        """), {"run_id": run_id, "source": source})
         # The WHERE guard keeps a re-run from rewriting rows that would not change; key order keeps index writes local.
         conn.execute(sa.text(f"""
             INSERT INTO completions (user_id, content_id, completed_at, source, run_id)

@@ -4,59 +4,20 @@ connections and storage of the test's own, then the platform database, the stora
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from conftest import SMALL
-from progression import ledger
+from dags_support import ROOT, drop, run_dag, summary_line
+from support import SMALL
 from progression.db import engine_for
 from progression.demo import describe, seed_platform, workbook_bytes
-from progression.platform import completions, create_platform_tables
+from progression.platform import completions
 
-ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.airflow
-
-
-@pytest.fixture(scope="session")
-def airflow_home(tmp_path_factory) -> Path:
-    home = tmp_path_factory.mktemp("airflow")
-    env = {**os.environ, "AIRFLOW_HOME": str(home)}
-    done = subprocess.run([str(ROOT / "bin/airflow"), "db", "migrate"], env=env, capture_output=True, text=True)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    return home
-
-
-@pytest.fixture
-def world(airflow_home, tmp_path):
-    """Two customers on their own SQLite platform databases, a third that is not active."""
-    registry = tmp_path / "customers.yaml"
-    env = {**os.environ, "AIRFLOW_HOME": str(airflow_home), "PROGRESSION_CUSTOMERS": str(registry)}
-    lines = []
-    for slug, active in (("acme", True), ("globex", True), ("initech", False)):
-        db = tmp_path / f"{slug}.db"
-        engine = engine_for(f"sqlite:///{db}")
-        create_platform_tables(engine)
-        ledger.upgrade(engine)
-        seed_platform(engine, slug, sizes=SMALL)
-        env[f"AIRFLOW_CONN_{slug.upper()}_DB"] = json.dumps({"conn_type": "sqlite", "host": str(db)})
-        lines += [f"{slug}:", f"  platform_conn_id: {slug}_db", f"  platform: {slug}",
-                  f"  storage: file://{tmp_path / slug}", "  timezone: Europe/Amsterdam",
-                  f"  active: {str(active).lower()}"]
-    registry.write_text("\n".join(lines) + "\n")
-    return {"env": env, "dir": tmp_path, "home": airflow_home}
-
-
-def drop(world, slug: str, rel: str, data: bytes) -> Path:
-    path = world["dir"] / slug / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    return path
 
 
 def activities_file(world, slug: str, count: int = 3, bad: int = 0) -> bytes:
@@ -67,17 +28,11 @@ def activities_file(world, slug: str, count: int = 3, bad: int = 0) -> bytes:
 
 
 def dags_test(world, conf: dict | None = None) -> subprocess.CompletedProcess:
-    command = [str(ROOT / "bin/airflow"), "dags", "test", "progression_import"]
-    if conf is not None:
-        command += ["--conf", json.dumps(conf)]
-    return subprocess.run(command, env=world["env"], capture_output=True, text=True, timeout=300)
+    return run_dag(world, "progression_import", conf)
 
 
 def summary_of(done: subprocess.CompletedProcess) -> dict:
-    lines = [line for line in done.stdout.splitlines() + done.stderr.splitlines()
-             if line.startswith('{"dag": "progression_import"')]
-    assert lines, done.stdout[-3000:] + done.stderr[-3000:]
-    return json.loads(lines[-1])
+    return summary_line(done, "progression_import")
 
 
 def count_completions(world, slug: str) -> int:
@@ -168,3 +123,40 @@ def test_a_bad_conf_is_refused_before_any_work(world, conf, message):
     assert message in done.stdout + done.stderr
     assert count_completions(world, "globex") == 0
     assert (world["dir"] / "globex/inbox/activities/may.xlsx").exists()
+
+
+def test_a_postgresql_platform_through_an_airflow_connection(world, postgres_database):
+    """The platform database behind a postgres connection: bin/progression-db creates the tables, the DAG
+    imports through the postgres provider's hook."""
+    url = postgres_database
+    env = {**world["env"], "AIRFLOW_CONN_HOOLI_DB":
+           f"postgresql://{url.username}@{url.host}:{url.port}/{url.database}"}
+    done = subprocess.run([str(ROOT / "bin/progression-db"), "upgrade", "hooli_db", "--with-platform-tables"],
+                          env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    engine = sa.create_engine(url.set(drivername="postgresql+psycopg"))
+    with engine.connect() as conn:
+        types = dict(conn.execute(sa.text(
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'completions'")).all())
+    assert types["completed_at"] == "timestamp with time zone"
+    seed_platform(engine, "hooli", sizes=SMALL)
+    found = describe(engine, "hooli")
+    registry = world["dir"] / "hooli.yaml"
+    registry.write_text(f"hooli:\n  platform_conn_id: hooli_db\n  platform: hooli\n"
+                        f"  storage: file://{world['dir'] / 'hooli'}\n  timezone: Europe/Amsterdam\n")
+    env["PROGRESSION_CUSTOMERS"] = str(registry)
+    path = world["dir"] / "hooli/inbox/journeys/j.xlsx"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(workbook_bytes(["Email", "Content uuid"], [[found.emails[-1], found.uuids["journey"][0]]]))
+    done = subprocess.run([str(ROOT / "bin/airflow"), "dags", "test", "progression_import"], env=env,
+                          capture_output=True, text=True, timeout=300)
+    summary = summary_of(done)
+    assert summary["succeeded"] == ["hooli/journeys/j.xlsx"] and summary["imported"] == 1
+    with engine.connect() as conn:
+        sources = conn.execute(sa.text("SELECT source, run_id, count(*) FROM completions GROUP BY 1, 2")).all()
+    assert sources == [("import", summary["runs"]["hooli/journeys/j.xlsx"], 1 + summary["derived_written"])]
+    # Running the upgrade twice is harmless.
+    again = subprocess.run([str(ROOT / "bin/progression-db"), "upgrade", "hooli_db"], env=env, capture_output=True,
+                           text=True)
+    assert again.returncode == 0, again.stderr[-2000:]
+    engine.dispose()

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from conftest import NOW, drop
+from support import NOW, drop
 from progression import ledger
 from progression.demo import describe, workbook_bytes
 from progression.pipeline import ConfError, plan, run_file

@@ -213,3 +213,30 @@ def test_two_outcomes_for_one_row_is_an_error():
     outcomes = pd.concat([OUTCOMES, _outcomes([(3, "imported", None)])], ignore_index=True)
     with pytest.raises(ValueError, match="more than one outcome"):
         _write(outcomes=outcomes)
+
+
+def test_a_file_longer_than_an_excel_sheet_continues_on_numbered_sheets(monkeypatch):
+    import progression.report as report
+
+    monkeypatch.setattr(report, "EXCEL_DATA_ROWS", 3)  # a million rows, scaled down
+    rows = pd.DataFrame({"Email": pd.array([f"u{i}@x.nl" for i in range(7)], dtype="string"),
+                         "row": range(2, 9)})
+    outcomes = pd.DataFrame({"row": range(2, 9), "outcome": ["rejected"] * 7, "reason": ["bad"] * 7})
+    target = io.BytesIO()
+    report.write_import_report(target, summary=[], rows=rows, columns=["Email"], outcomes=outcomes)
+    book = load_workbook(io.BytesIO(target.getvalue()))
+    assert book.sheetnames == ["Summary", "Rows", "Rows 2", "Rows 3", "Rejected", "Rejected 2", "Rejected 3"]
+    assert [r[0] for r in book["Rows 3"].iter_rows(values_only=True)] == ["Row", 8]
+    assert [r[0] for r in book["Rejected 2"].iter_rows(values_only=True)] == ["Email", "u3@x.nl", "u4@x.nl",
+                                                                             "u5@x.nl"]
+
+
+def test_plain_sheets_are_written_as_text_where_they_look_like_formulas():
+    from progression.report import write_sheets
+
+    target = io.BytesIO()
+    write_sheets(target, [("Pairs", ["Old", "New", "Users"], [["=cmd()", "@x", 3]]), ("Empty", ["A"], [])])
+    book = load_workbook(io.BytesIO(target.getvalue()))
+    assert book.sheetnames == ["Pairs", "Empty"]
+    cells = list(book["Pairs"].iter_rows(min_row=2))[0]
+    assert [c.value for c in cells] == ["=cmd()", "@x", 3] and cells[0].data_type == "s"

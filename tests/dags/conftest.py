@@ -1,0 +1,65 @@
+"""Running DAGs as a person does: `bin/airflow` with an Airflow home, a registry and connections of the test's
+own. The metadata database is migrated once per session."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+import sqlalchemy as sa
+
+from dags_support import ROOT
+from progression import ledger
+from progression.db import engine_for
+from progression.demo import seed_platform
+from progression.platform import create_platform_tables
+from support import PG_URL, SMALL, require_postgres
+
+
+@pytest.fixture(scope="session")
+def airflow_home(tmp_path_factory):
+    home = tmp_path_factory.mktemp("airflow")
+    env = {**os.environ, "AIRFLOW_HOME": str(home)}
+    done = subprocess.run([str(ROOT / "bin/airflow"), "db", "migrate"], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return home
+
+
+@pytest.fixture
+def world(airflow_home, tmp_path):
+    """Two customers on their own SQLite platform databases, a third that is not active."""
+    registry = tmp_path / "customers.yaml"
+    env = {**os.environ, "AIRFLOW_HOME": str(airflow_home), "PROGRESSION_CUSTOMERS": str(registry)}
+    lines = []
+    for slug, active in (("acme", True), ("globex", True), ("initech", False)):
+        db = tmp_path / f"{slug}.db"
+        engine = engine_for(f"sqlite:///{db}")
+        create_platform_tables(engine)
+        ledger.upgrade(engine)
+        seed_platform(engine, slug, sizes=SMALL)
+        env[f"AIRFLOW_CONN_{slug.upper()}_DB"] = json.dumps({"conn_type": "sqlite", "host": str(db)})
+        lines += [f"{slug}:", f"  platform_conn_id: {slug}_db", f"  platform: {slug}",
+                  f"  storage: file://{tmp_path / slug}", "  timezone: Europe/Amsterdam",
+                  f"  active: {str(active).lower()}"]
+    registry.write_text("\n".join(lines) + "\n")
+    return {"env": env, "dir": tmp_path, "home": airflow_home}
+
+
+@pytest.fixture
+def postgres_database():
+    """A fresh PostgreSQL database for one test, dropped afterwards."""
+    require_postgres()
+    name = f"progression_dag_{os.getpid()}"
+    admin = sa.create_engine(sa.make_url(PG_URL).set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = sa.make_url(PG_URL).set(database=name)
+    yield url
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+

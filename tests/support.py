@@ -1,0 +1,37 @@
+"""What the tests share besides fixtures: the PostgreSQL under test, the platform sizes, a fixed now."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from progression.demo import DemoSizes
+
+PG_URL = os.environ.get("PROGRESSION_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/progression_test")
+NOW = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)
+SMALL = DemoSizes(users=40, programmes=2, journeys_per_programme=2, activities_per_journey=3, shared_items=1,
+                  standalone_activities=2, groups=2, users_without_group=5)
+
+
+def require_postgres() -> None:
+    """Skip when PostgreSQL is not reachable, except under CI=true where that fails the test."""
+    try:
+        with sa.create_engine(PG_URL).connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"
+        problem = f"PostgreSQL not reachable at {PG_URL}: {exc.__class__.__name__}: {exc}"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{problem} (required under CI=true)")
+        pytest.skip(problem)
+
+
+def drop(root: Path, rel: str, data: bytes) -> str:
+    """Put a file in a customer's storage, as the customer would."""
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return rel
