@@ -12,6 +12,8 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 EMAIL, UUID, DATE = "email", "uuid", "completed_raw"
 ROW = "row"  # the row number a person sees in Excel (or the line in a CSV)
@@ -109,18 +111,20 @@ def _read_xlsx(data: bytes) -> InputTable:
     seen: list[str] = []
     # A report workbook dropped back into the inbox: its Rejected sheet is what is meant to be imported again.
     for sheet in sorted(reader.sheet_names, key=lambda name: name != "Rejected"):
-        # skip_rows=0 keeps leading empty rows, so indices are sheet rows (header_row below counts the same way).
-        top = reader.load_sheet(sheet, header_row=None, skip_rows=0, n_rows=HEADER_SEARCH_ROWS,
-                                dtypes="string").to_pandas()
+        # One load per sheet (the reader parses the whole sheet whatever n_rows says). skip_rows=0 keeps
+        # leading empty rows, so positions are sheet rows.
+        whole = reader.load_sheet(sheet, header_row=None, skip_rows=0, dtypes="string").to_arrow()
+        top = whole.slice(0, HEADER_SEARCH_ROWS).to_pandas()
         hit = _find_header(top)
         if hit is None:
             seen.append(f"sheet {sheet!r}: {_describe_headers(top)}")
             continue
         header_index, _ = hit
-        raw = reader.load_sheet(sheet, header_row=header_index, dtypes="string").to_pandas()
+        headers = [str(c).strip() if isinstance(c, str) else "" for c in top.iloc[header_index].tolist()]
+        body = whole.slice(header_index + 1).rename_columns([f"__{i}" for i in range(len(headers))]).to_pandas()
+        body.columns = headers
         # Excel row numbers: header at header_index + 1 (1-based), data starts one below.
-        first_data_row = header_index + 2
-        return _table(raw, first_data_row, sheet)
+        return _table(body, header_index + 2, sheet)
     raise InputError(_missing_message(seen))
 
 
@@ -170,10 +174,11 @@ def _table(raw: pd.DataFrame, first_data_row: int, sheet: str | None) -> InputTa
             columns[field] = header
     raw[ROW] = np.arange(first_data_row, first_data_row + len(raw), dtype="int64")
     known = [columns[f] for f in (EMAIL, UUID, DATE) if f in columns]
-    blank = pd.Series(True, index=raw.index)
-    for header in known:  # (DataFrame.apply(...).all(axis=1) fails on a frame with no rows)
-        blank &= raw[header].str.strip().fillna("").eq("").astype(bool)
-    rows = raw[~blank].reset_index(drop=True)
+    blank = np.ones(len(raw), dtype=bool)
+    for header in known:
+        text = _arrow_text(raw[header])
+        blank &= _mask(pc.or_kleene(pc.is_null(text), pc.equal(text, "")))
+    rows = raw[~blank].reset_index(drop=True) if not blank.all() else raw.iloc[0:0]
     if rows.empty:
         raise InputError("the file has the headers but no data rows")
     return InputTable(rows=rows, columns=columns, sheet=sheet)
@@ -183,6 +188,8 @@ def _table(raw: pd.DataFrame, first_data_row: int, sheet: str | None) -> InputTa
 
 _ISO = re.compile(r"^\d{4}-\d{1,2}-\d{1,2}(?:[ T]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?(?:Z|[+-]\d{2}:?\d{2})?$")
 _DAY_MONTH = re.compile(r"^(\d{1,2})[-/.](\d{1,2})[-/.](\d{4})(?:[ T](\d{1,2}):(\d{2})(?::(\d{2}))?)?$")
+_DAY_MONTH_NAMED = (r"^(?P<a>\d{1,2})[-/.](?P<b>\d{1,2})[-/.](?P<year>\d{4})"
+                    r"(?:[ T](?P<hour>\d{1,2}):(?P<minute>\d{2})(?::(?P<second>\d{2}))?)?$")
 _SERIAL = re.compile(r"^\d{1,7}(?:\.\d+)?$")
 _EXCEL_EPOCH = pd.Timestamp("1899-12-30")
 _LAST_SERIAL = 2958465  # 9999-12-31
@@ -194,44 +201,51 @@ class ParsedDates:
     error: pd.Series         # text reason or <NA>
 
 
+def _arrow_text(raw: pd.Series) -> pa.Array:
+    """The column as a trimmed Arrow string array: the regex work below runs in Arrow's C++ kernels."""
+    array = pa.Array.from_pandas(raw.astype("string"))
+    return pc.utf8_trim_whitespace(array.cast(pa.string()))
+
+
+def _mask(values: pa.Array) -> np.ndarray:
+    return values.fill_null(False).to_numpy(zero_copy_only=False)
+
+
 def parse_dates(raw: pd.Series, *, tz: ZoneInfo, date_order: str, now: datetime,
                 import_date: date | None = None) -> ParsedDates:
     """Every form the import accepts -> UTC. Date-only values mean midnight in the customer's time zone."""
-    text = raw.astype("string").str.strip()
-    blank = text.isna() | text.eq("")
+    text = _arrow_text(raw)
+    shown = pd.Series(text.to_pandas(), index=raw.index, dtype="string")  # for messages
+    blank = _mask(pc.or_kleene(pc.is_null(text), pc.equal(text, "")))
     local = pd.Series(pd.NaT, index=raw.index, dtype="datetime64[us]")   # naive, in the customer's zone
     aware = pd.Series(pd.NaT, index=raw.index, dtype="datetime64[us, UTC]")  # carried an explicit offset
 
-    iso = text.str.match(_ISO).fillna(False) & ~blank
+    iso = _mask(pc.match_substring_regex(text, _ISO.pattern)) & ~blank
     if iso.any():
-        has_offset = iso & text.str.contains(r"(?:Z|[+-]\d{2}:?\d{2})$", regex=True).fillna(False)
+        has_offset = iso & _mask(pc.match_substring_regex(text, r"(?:Z|[+-]\d{2}:?\d{2})$"))
         plain = iso & ~has_offset
         if plain.any():
-            local[plain] = pd.to_datetime(text[plain], format="ISO8601", errors="coerce").astype("datetime64[us]")
+            local[plain] = pd.to_datetime(shown[plain], format="ISO8601", errors="coerce").astype("datetime64[us]")
         if has_offset.any():
-            aware[has_offset] = pd.to_datetime(text[has_offset], format="ISO8601", errors="coerce",
+            aware[has_offset] = pd.to_datetime(shown[has_offset], format="ISO8601", errors="coerce",
                                                utc=True).astype("datetime64[us, UTC]")
 
-    parts = text.str.extract(_DAY_MONTH)
-    day_month = parts[0].notna() & ~iso
+    day_month = _mask(pc.match_substring_regex(text, _DAY_MONTH.pattern)) & ~iso
     if day_month.any():
-        first, second = parts.loc[day_month, 0].astype(int), parts.loc[day_month, 1].astype(int)
-        day, month = (first, second) if date_order == "DMY" else (second, first)
-        pieces = pd.DataFrame({
-            "year": parts.loc[day_month, 2].astype(int), "month": month, "day": day,
-            "hour": parts.loc[day_month, 3].fillna("0").astype(int),
-            "minute": parts.loc[day_month, 4].fillna("0").astype(int),
-            "second": parts.loc[day_month, 5].fillna("0").astype(int),
-        })
-        local[day_month] = pd.to_datetime(pieces, errors="coerce").astype("datetime64[us]")
+        parts = pc.extract_regex(text.filter(pa.array(day_month)), _DAY_MONTH_NAMED)
+        number = {name: pc.cast(pc.if_else(pc.equal(parts.field(name), ""), "0", parts.field(name)),
+                                pa.int64()).to_numpy() for name in ("a", "b", "year", "hour", "minute", "second")}
+        day, month = (number["a"], number["b"]) if date_order == "DMY" else (number["b"], number["a"])
+        pieces = pd.DataFrame({"year": number["year"], "month": month, "day": day, "hour": number["hour"],
+                               "minute": number["minute"], "second": number["second"]})
+        local[day_month] = pd.to_datetime(pieces, errors="coerce").astype("datetime64[us]").to_numpy()
 
-    serial = text.str.match(_SERIAL).fillna(False) & ~iso & ~day_month & ~blank
+    serial = _mask(pc.match_substring_regex(text, _SERIAL.pattern)) & ~iso & ~day_month & ~blank
     if serial.any():
-        numbers = pd.to_numeric(text[serial], errors="coerce")
-        in_range = numbers.between(1, _LAST_SERIAL)
-        days = numbers.where(in_range)
+        numbers = pd.Series(pc.cast(text.filter(pa.array(serial)), pa.float64()).to_numpy(zero_copy_only=False))
+        days = numbers.where(numbers.between(1, _LAST_SERIAL))
         stamps = _EXCEL_EPOCH + pd.to_timedelta(days * 86400, unit="s").dt.round("s")
-        local[serial] = stamps.astype("datetime64[us]")
+        local[serial] = stamps.astype("datetime64[us]").to_numpy()
 
     # A wall-clock time that occurs twice (autumn DST change) is taken as its first occurrence (summer time).
     localised = local.dt.tz_localize(tz, ambiguous=np.ones(len(local), dtype=bool),
@@ -245,8 +259,8 @@ def parse_dates(raw: pd.Series, *, tz: ZoneInfo, date_order: str, now: datetime,
     unreadable = completed.isna()
     future = ~unreadable & (completed > now_utc)
     error = pd.Series(pd.NA, index=raw.index, dtype="string")
-    error[unreadable] = "unreadable date " + text[unreadable].fillna("").map(repr)
-    error[future] = "date in the future: " + text[future].fillna("")
+    error[unreadable] = "unreadable date " + shown[unreadable].fillna("").map(repr)
+    error[future] = "date in the future: " + shown[future].fillna("")
     completed[unreadable | future] = pd.NaT
     return ParsedDates(completed_at=completed, error=error)
 
