@@ -95,20 +95,25 @@ def normalise_email(emails: pd.Series) -> pd.Series:
     return emails.astype("string").str.strip().str.lower()
 
 
+def _frame(conn: Connection, query, columns: list[str]) -> pd.DataFrame:
+    """A query's rows as columns: building a DataFrame from Row objects costs a Python call per row and cell."""
+    rows = conn.execute(query).all()
+    values = list(zip(*rows)) if rows else [()] * len(columns)
+    return pd.DataFrame({name: list(column) for name, column in zip(columns, values)})
+
+
 def load_users(conn: Connection, platform: int) -> pd.DataFrame:
     """The platform's users keyed by normalised e-mail: columns `user_id`, `email_key`."""
-    rows = conn.execute(sa.select(users.c.id, users.c.email).where(users.c.platform_id == platform)).all()
-    frame = pd.DataFrame(rows, columns=["user_id", "email"])
+    frame = _frame(conn, sa.select(users.c.id, users.c.email).where(users.c.platform_id == platform),
+                   ["user_id", "email"])
     frame["email_key"] = normalise_email(frame["email"])
     return frame[["user_id", "email_key"]]
 
 
 def load_content(conn: Connection, platform: int) -> pd.DataFrame:
     """The platform's content: columns `content_id`, `uuid_key` (lowercase text), `type`."""
-    rows = conn.execute(
-        sa.select(content.c.id, content.c.uuid, content.c.type).where(content.c.platform_id == platform)
-    ).all()
-    frame = pd.DataFrame(rows, columns=["content_id", "uuid", "type"])
+    frame = _frame(conn, sa.select(content.c.id, content.c.uuid, content.c.type)
+                   .where(content.c.platform_id == platform), ["content_id", "uuid", "type"])
     frame["uuid_key"] = frame["uuid"].astype("string").str.lower()
     return frame[["content_id", "uuid_key", "type"]]
 
@@ -116,12 +121,9 @@ def load_content(conn: Connection, platform: int) -> pd.DataFrame:
 def load_edges(conn: Connection, platform: int) -> pd.DataFrame:
     """Parent -> child edges among the platform's content: columns `parent_id`, `child_id`."""
     parent = content.alias("parent")
-    rows = conn.execute(
-        sa.select(content_items.c.parent_id, content_items.c.child_id)
-        .join(parent, parent.c.id == content_items.c.parent_id)
-        .where(parent.c.platform_id == platform)
-    ).all()
-    return pd.DataFrame(rows, columns=["parent_id", "child_id"])
+    return _frame(conn, sa.select(content_items.c.parent_id, content_items.c.child_id)
+                  .join(parent, parent.c.id == content_items.c.parent_id)
+                  .where(parent.c.platform_id == platform), ["parent_id", "child_id"])
 
 
 def load_assignments(conn: Connection, platform: int, user_ids: list | None = None) -> pd.DataFrame:
@@ -133,8 +135,7 @@ def load_assignments(conn: Connection, platform: int, user_ids: list | None = No
         .where(groups.c.platform_id == platform)
         .distinct()
     )
-    rows = conn.execute(query).all()
-    frame = pd.DataFrame(rows, columns=["user_id", "assigned_id"])
+    frame = _frame(conn, query, ["user_id", "assigned_id"])
     if user_ids is not None:
         frame = frame[frame["user_id"].isin(user_ids)]
     return frame

@@ -204,6 +204,8 @@ class ParsedDates:
 def _arrow_text(raw: pd.Series) -> pa.Array:
     """The column as a trimmed Arrow string array: the regex work below runs in Arrow's C++ kernels."""
     array = pa.Array.from_pandas(raw.astype("string"))
+    if isinstance(array, pa.ChunkedArray):  # a column read back from Parquet
+        array = array.combine_chunks()
     return pc.utf8_trim_whitespace(array.cast(pa.string()))
 
 

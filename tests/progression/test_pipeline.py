@@ -122,6 +122,20 @@ def test_blank_date_is_midnight_of_the_import_day_in_the_customers_zone(target, 
     assert stored(target.engine)[(platform.emails[0], platform.uuids["activity"][0])][0] == utc("2026-06-30 22:00")
 
 
+def test_every_date_form_lands_as_utc(target, platform):
+    a = platform.uuids["activity"]
+    rel = drop(target.root, "inbox/activities/forms.xlsx", xlsx([
+        [platform.emails[0], a[0], datetime(2024, 3, 31)], [platform.emails[0], a[1], "31-03-2024"],
+        [platform.emails[0], a[2], "31/03/2024 14:30"], [platform.emails[0], a[3], 45382],
+        [platform.emails[0], a[4], "2024-07-01T10:00:00Z"]]))
+    job = run(target, rel)
+    assert job.counts["imported"] == 5, job.counts
+    got = stored(target.engine)
+    assert [got[(platform.emails[0], u)][0] for u in a[:5]] == [
+        utc("2024-03-30 23:00"), utc("2024-03-30 23:00"), utc("2024-03-31 12:30"), utc("2024-03-30 23:00"),
+        utc("2024-07-01 10:00")]
+
+
 def test_future_and_unreadable_dates_reject_the_row(target, platform):
     a = platform.uuids["activity"]
     rel = drop(target.root, "inbox/activities/dates.xlsx", xlsx([
