@@ -6,10 +6,12 @@ import os
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 
 from progression.demo import DemoSizes
+from progression.platform import completions, content, users
 
 PG_URL = os.environ.get("PROGRESSION_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/progression_test")
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)
@@ -35,3 +37,22 @@ def drop(root: Path, rel: str, data: bytes) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     return rel
+
+
+def stored(engine) -> dict:
+    """(email, uuid) -> (UTC timestamp, source, run_id) for every completion."""
+    query = (sa.select(users.c.email, content.c.uuid, completions.c.completed_at, completions.c.source,
+                       completions.c.run_id)
+             .join(users, users.c.id == completions.c.user_id).join(content, content.c.id == completions.c.content_id))
+    with engine.connect() as conn:
+        rows = conn.execute(query).all()
+    return {(e, str(u)): (as_utc(at), source, run_id) for e, u, at, source, run_id in rows}
+
+
+def as_utc(value) -> pd.Timestamp:
+    stamp = pd.Timestamp(value)
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+
+def utc(text: str) -> pd.Timestamp:
+    return pd.Timestamp(text, tz="UTC")

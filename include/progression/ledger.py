@@ -167,3 +167,19 @@ def _decoded(row) -> dict:
     out = dict(row)
     out["rejected_by_reason"] = json.loads(out.get("rejected_by_reason") or "{}")
     return out
+
+
+def lock_run(conn: Connection, run_id: str) -> dict | None:
+    """A run's ledger row, locked until the transaction ends, so that two undos of one run cannot both proceed."""
+    row = conn.execute(sa.select(runs).where(runs.c.run_id == run_id).with_for_update()).mappings().first()
+    return _decoded(row) if row else None
+
+
+def mark_undone(conn: Connection, run_id: str, undo_run_id: str) -> None:
+    conn.execute(sa.update(runs).where(runs.c.run_id == run_id).values(undone_by=undo_run_id))
+
+
+def unmark_undone(conn: Connection, run_id: str, undo_run_id: str) -> None:
+    """`run_id` counts as not undone again: the undo `undo_run_id` that undid it has itself been undone."""
+    conn.execute(sa.update(runs).where(runs.c.run_id == run_id, runs.c.undone_by == undo_run_id)
+                 .values(undone_by=None))

@@ -116,13 +116,11 @@ def _safe(text: str) -> str:
 # --- staging ------------------------------------------------------------------------------------------------------
 
 def _put(target: Target, job: FileJob, name: str, frame: pd.DataFrame) -> None:
-    buffer = io.BytesIO()
-    frame.to_parquet(buffer, index=False)
-    storage.write_bytes(target.root, f"{job.staging}/{name}.parquet", buffer.getvalue())
+    storage.write_frame(target.root, f"{job.staging}/{name}.parquet", frame)
 
 
 def _get(target: Target, job: FileJob, name: str) -> pd.DataFrame:
-    return pd.read_parquet(io.BytesIO(storage.at(target.root, f"{job.staging}/{name}.parquet").read_bytes()))
+    return storage.read_frame(target.root, f"{job.staging}/{name}.parquet")
 
 
 def _fail(target: Target, job: FileJob, message: str) -> FileJob:

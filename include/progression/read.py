@@ -269,3 +269,42 @@ def parse_dates(raw: pd.Series, *, tz: ZoneInfo, date_order: str, now: datetime,
 
 def utc_now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+# --- workbooks of pairs (merges) --------------------------------------------------------------------------------
+
+def read_pairs(data: bytes, name: str, headers: tuple[str, str]) -> pd.DataFrame:
+    """A `.xlsx` (first sheet with both headers) or `.csv` of pairs: columns ROW and the two `headers`, as trimmed
+    text or <NA>, blank rows left out. Headers are matched as the import's are, under a title row if need be."""
+    if not data:
+        raise InputError("the file is empty (0 bytes)")
+    if name.rsplit(".", 1)[-1].lower() == "csv":
+        text = data.decode("utf-8-sig", errors="replace")
+        grids = [(None, list(csv.reader(io.StringIO(text), delimiter=d))) for d in (";", ",", "\t", "|")]
+    elif data[:4] == b"PK\x03\x04":
+        import fastexcel
+
+        try:
+            reader = fastexcel.read_excel(data)
+        except Exception as exc:  # fastexcel raises its own error types for damaged or encrypted files
+            raise InputError(f"the workbook cannot be opened ({exc.__class__.__name__}: {exc})") from None
+        grids = [(sheet, reader.load_sheet(sheet, header_row=None, skip_rows=0, dtypes="string").to_pandas()
+                  .astype(object).where(lambda f: f.notna(), None).values.tolist()) for sheet in reader.sheet_names]
+    else:
+        raise InputError("the file is not an Excel workbook (.xlsx) or CSV file")
+    wanted = [header_key(h) for h in headers]
+    for _sheet, grid in grids:
+        for index, cells in enumerate(grid[:HEADER_SEARCH_ROWS]):
+            keys = [header_key(c) if isinstance(c, str) else "" for c in cells]
+            if all(w in keys for w in wanted):
+                positions = [keys.index(w) for w in wanted]
+                body = [[(row[p] or "").strip() if p < len(row) else "" for p in positions]
+                        for row in grid[index + 1:]]
+                frame = pd.DataFrame(body, columns=list(headers), dtype="string").replace("", pd.NA)
+                frame.insert(0, ROW, np.arange(index + 2, index + 2 + len(frame), dtype="int64"))
+                return frame[frame[list(headers)].notna().any(axis=1)].reset_index(drop=True)
+    # The widest first row: under the wrong CSV delimiter a header row is one cell.
+    found = max((next((cells for cells in grid[:HEADER_SEARCH_ROWS] if any(cells)), []) for _sheet, grid in grids),
+                key=len, default=[])
+    raise InputError("the columns " + " and ".join(f"'{h}'" for h in headers) + " are missing; found "
+                     + (", ".join(repr(str(c).strip()) for c in found if c and str(c).strip()) or "nothing"))

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import io
 from datetime import datetime
 from pathlib import PurePosixPath
 from typing import Any
+
+import pandas as pd
 
 from progression.customers import CONTENT_TYPES
 
@@ -91,6 +94,17 @@ def write_bytes(root: Root, rel: str, data: bytes) -> None:
     target = at(root, rel)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(data)
+
+
+def write_frame(root: Root, rel: str, frame: pd.DataFrame) -> None:
+    """A table as Parquet: how stages hand their data to the next task."""
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    write_bytes(root, rel, buffer.getvalue())
+
+
+def read_frame(root: Root, rel: str) -> pd.DataFrame:
+    return pd.read_parquet(io.BytesIO(at(root, rel).read_bytes()))
 
 
 def remove_tree(root: Root, rel: str) -> None:

@@ -6,15 +6,14 @@ from dataclasses import replace
 from datetime import datetime, timezone
 
 import openpyxl
-import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from support import NOW, drop
+from support import NOW, as_utc, drop, stored, utc
 from progression import ledger
 from progression.demo import describe, workbook_bytes
 from progression.pipeline import ConfError, plan, run_file
-from progression.platform import completions, content, content_items, users
+from progression.platform import content, content_items
 
 HEADER = ["User email", "Content uuid", "Completion date"]
 
@@ -24,25 +23,6 @@ def run(target, rel, *, content_type=None, dry_run=False, on_existing=None, forc
                 force=force, airflow_run_id="manual__test", started=now)
     assert len(jobs) == 1
     return run_file(target, jobs[0])
-
-
-def stored(engine) -> dict:
-    """(email, uuid) -> (UTC timestamp, source, run_id) for every completion."""
-    query = (sa.select(users.c.email, content.c.uuid, completions.c.completed_at, completions.c.source,
-                       completions.c.run_id)
-             .join(users, users.c.id == completions.c.user_id).join(content, content.c.id == completions.c.content_id))
-    with engine.connect() as conn:
-        rows = conn.execute(query).all()
-    return {(e, str(u)): (_utc(at), source, run_id) for e, u, at, source, run_id in rows}
-
-
-def _utc(value) -> pd.Timestamp:
-    stamp = pd.Timestamp(value)
-    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
-
-
-def utc(text: str) -> pd.Timestamp:
-    return pd.Timestamp(text, tz="UTC")
 
 
 def children(engine, uuid: str) -> list[str]:
@@ -297,8 +277,8 @@ def test_the_journal_holds_every_change_with_what_was_there_before(target, platf
     assert [r["action"] for r in rows] == ["insert", "update"]
     update = rows[1]
     assert update["old_run_id"] == first.run_id and update["old_source"] == "import"
-    assert _utc(update["old_completed_at"]) == utc("2024-05-31 22:00")
-    assert _utc(update["new_completed_at"]) == utc("2024-01-31 23:00")
+    assert as_utc(update["old_completed_at"]) == utc("2024-05-31 22:00")
+    assert as_utc(update["new_completed_at"]) == utc("2024-01-31 23:00")
     assert rows[0]["old_completed_at"] is None
 
 

@@ -8,7 +8,7 @@ import sqlalchemy as sa
 
 from progression import ledger
 from progression.platform import completions, content, users
-from progression.write import write_completions
+from progression.write import ConcurrentChange, write_completions
 
 
 def ids(engine, count: int) -> tuple[list[int], list[int]]:
@@ -95,3 +95,28 @@ def test_completion_times_keep_their_microseconds_and_zone(engine, platform):
         stored = conn.execute(sa.select(completions.c.completed_at)).scalar()
     stored = pd.Timestamp(stored)
     assert (stored.tz_localize("UTC") if stored.tzinfo is None else stored.tz_convert("UTC")) == at
+
+
+def test_a_write_that_keeps_colliding_with_another_writer_fails_whole(engine, platform):
+    """A key that appears between the decision and the insert: decided again, and if it keeps happening the
+    write fails with a clear message and leaves nothing half-written."""
+    user_ids, content_ids = ids(engine, 3)
+    first, second = (user_ids[0], content_ids[0]), (user_ids[0], content_ids[1])
+    # A trigger plays the other writer: inserting `first` makes `second` appear after it was decided "new".
+    insert_second = (f"INSERT INTO completions (user_id, content_id, completed_at, source, run_id) "
+                     f"VALUES ({second[0]}, {second[1]}, '2020-01-01 00:00:00.000000', 'platform', NULL)")
+    with engine.begin() as conn:
+        if engine.dialect.name == "sqlite":
+            conn.exec_driver_sql(f"CREATE TRIGGER other_writer AFTER INSERT ON completions WHEN NEW.content_id = "
+                                 f"{first[1]} BEGIN {insert_second}; END")
+        else:
+            conn.exec_driver_sql(
+                "CREATE FUNCTION other_writer() RETURNS trigger AS $$ BEGIN "
+                f"IF NEW.content_id = {first[1]} THEN {insert_second}; END IF; RETURN NEW; END $$ LANGUAGE plpgsql")
+            conn.exec_driver_sql("CREATE TRIGGER other_writer AFTER INSERT ON completions FOR EACH ROW "
+                                 "EXECUTE FUNCTION other_writer()")
+    with pytest.raises(ConcurrentChange, match="nothing was written"):
+        write(engine, frame([first, second], "2024-03-31"), "run", on="earliest")
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(completions)).scalar() == 0
+        assert conn.execute(sa.select(sa.func.count()).select_from(ledger.journal)).scalar() == 0
