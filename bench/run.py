@@ -3,7 +3,7 @@
 For each file it prints: the limit (fastexcel read + raw COPY of as many completion rows into an empty copy of
 the table), the project's import stage by stage with its peak memory, the naive peer (openpyxl read, the same GX
 checks, pandas merges, PostgresHook.insert_rows(replace=True)), and a re-run of the same file (must write 0 rows).
-Each measured side runs in a fresh child process, as an Airflow task would.
+Each stage of the project runs in a fresh process, as an Airflow task does; its peak memory is that process's.
 """
 
 from __future__ import annotations
@@ -32,35 +32,53 @@ def peak_mb() -> float:
 
 # --- child processes ------------------------------------------------------------------------------------------
 
-def child_project(url: str, file: Path, content_type: str, force: bool) -> dict:
-    from datetime import datetime, timezone
-
+def project_target(url: str):
     from progression import pipeline
     from progression.customers import Customer
     from progression.db import engine_for
 
+    customer = Customer(slug="bench", platform_conn_id="bench", platform="bench", storage=str(DATA / "storage"),
+                        timezone="Europe/Amsterdam", max_error_rate=0.1)
+    return pipeline.Target(customer=customer, root=DATA / "storage", engine=engine_for(url))
+
+
+def child_stage(url: str, name: str, job_file: Path) -> dict:
+    """One stage in its own process, as Airflow runs each task: its time and the process's peak memory."""
+    from progression import pipeline
+
+    target = project_target(url)
+    job = pipeline.FileJob.from_dict(json.loads(job_file.read_text()))
+    started = time.perf_counter()
+    job = getattr(pipeline, name)(target, job)
+    seconds = time.perf_counter() - started
+    job_file.write_text(json.dumps(job.as_dict()))
+    return {"seconds": seconds, "peak_mb": peak_mb(), "status": job.status, "message": job.message}
+
+
+def run_project(url: str, file: Path, content_type: str, force: bool) -> dict:
+    """The import stage by stage, each in a fresh process."""
+    from datetime import datetime, timezone
+
+    from progression import pipeline
+
     storage = DATA / "storage"
     shutil.rmtree(storage, ignore_errors=True)
-    inbox = storage / "inbox" / content_type
-    inbox.mkdir(parents=True)
-    shutil.copy(file, inbox / file.name)
-    customer = Customer(slug="bench", platform_conn_id="bench", platform="bench", storage=str(storage),
-                        timezone="Europe/Amsterdam", max_error_rate=0.1)
-    target = pipeline.Target(customer=customer, root=storage, engine=engine_for(url))
-    job = pipeline.plan(target, path=f"inbox/{content_type}/{file.name}", content_type=None, dry_run=False,
-                        on_existing=None, force=force, airflow_run_id="bench", started=datetime.now(timezone.utc))[0]
-    timings = {}
-    for stage in (pipeline.fetch, pipeline.validate, pipeline.resolve, pipeline.expand, pipeline.write):
-        started = time.perf_counter()
-        job = stage(target, job)
-        timings[stage.__name__] = time.perf_counter() - started
-    if job.status != "ok":
-        raise SystemExit(f"import did not succeed: {job.status} {job.message}")
-    memory = peak_mb()
-    started = time.perf_counter()
-    job = pipeline.report(target, job)
-    timings["report"] = time.perf_counter() - started
-    return {"timings": timings, "counts": job.counts, "peak_mb": memory, "peak_mb_with_report": peak_mb()}
+    (storage / "inbox" / content_type).mkdir(parents=True)
+    shutil.copy(file, storage / "inbox" / content_type / file.name)
+    job = pipeline.plan(project_target(url), path=f"inbox/{content_type}/{file.name}", content_type=None,
+                        dry_run=False, on_existing=None, force=force, airflow_run_id="bench",
+                        started=datetime.now(timezone.utc))[0]
+    job_file = DATA / "job.json"
+    job_file.write_text(json.dumps(job.as_dict()))
+    timings, peaks = {}, {}
+    for name in ("fetch", "validate", "resolve", "expand", "write", "report"):
+        result = in_child("stage", name, str(job_file))
+        if result["status"] != "ok":
+            raise SystemExit(f"import did not succeed at {name}: {result['status']} {result['message']}")
+        timings[name], peaks[name] = result["seconds"], result["peak_mb"]
+    job = pipeline.FileJob.from_dict(json.loads(job_file.read_text()))
+    return {"timings": timings, "peaks": peaks, "counts": job.counts,
+            "peak_mb": max(v for k, v in peaks.items() if k != "report"), "peak_mb_with_report": max(peaks.values())}
 
 
 def child_peer(url: str, file: Path, content_type: str) -> dict:
@@ -220,8 +238,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         kind, *rest = args.child
-        if kind == "project":
-            result = child_project(args.pg, Path(rest[0]), rest[1], rest[2] == "force")
+        if kind == "stage":
+            result = child_stage(args.pg, rest[0], Path(rest[1]))
         elif kind == "peer":
             result = child_peer(args.pg, Path(rest[0]), rest[1])
         else:
@@ -235,9 +253,9 @@ def main() -> None:
     results = []
     for label, path, content_type in files(found, sizes, args.programme_rows):
         reset(engine)
-        project = in_child("project", str(path), content_type, "first")
+        project = run_project(args.pg, path, content_type, force=False)
         written = project["counts"]["imported"] + project["counts"]["updated"] + project["counts"]["derived_written"]
-        rerun = in_child("project", str(path), content_type, "force")
+        rerun = run_project(args.pg, path, content_type, force=True)
         rerun_written = rerun["counts"]["imported"] + rerun["counts"]["updated"] + rerun["counts"]["derived_written"]
         limit = in_child("limit", str(path), str(written))
         peer = None
@@ -277,8 +295,9 @@ def print_table(results) -> None:
         line = f"  {label}: project/limit {total / limit_total:.1f}x"
         if peer:
             line += f", peer/project {sum(peer['timings'].values()) / total:.1f}x"
-        line += (f"; report workbook {project['timings']['report']:.1f} s (after the completions landed); "
-                 f"peak MB with report {project['peak_mb_with_report']:.0f}")
+        line += (f"; report workbook {project['timings']['report']:.1f} s (after the completions landed, "
+                 f"peak {project['peaks']['report']:.0f} MB); peak MB per stage "
+                 + ", ".join(f"{k} {v:.0f}" for k, v in project["peaks"].items() if k != "report"))
         print(line)
 
 
