@@ -13,7 +13,7 @@ starting with `=`, `+`, `-` or `@` (or looking like an Excel error such as `#N/A
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import BinaryIO
 
 import numpy as np
@@ -226,12 +226,23 @@ def _clamp(characters: int, limit: int = _MAX_WIDTH) -> float:
     return float(min(max(characters + 2, _MIN_WIDTH), limit))
 
 
-def write_sheets(target: BinaryIO, sheets: Sequence[tuple[str, list[str], Iterable[Sequence[object]]]]) -> None:
-    """A report of plain sheets (name, headers, rows), formula-safe and streamed, for transfers, merges, undo."""
+Rows = Iterable[Sequence[object]]
+
+
+def write_sheets(target: BinaryIO, sheets: Sequence[tuple[str, list[str], Rows | Callable[[], Rows]]]) -> None:
+    """A report of plain sheets (name, headers, rows), formula-safe and streamed, for transfers, merges, undo and
+    the export. Rows given as a callable are filled last, keeping the sheet's place: a summary whose counts are
+    known only once the other sheets have streamed."""
     wb = Workbook(write_only=True)
+    later = []
     for name, headers, rows in sheets:
-        widths = [_clamp(len(str(header))) for header in headers]
-        ws = _SplitSheet(wb, name, headers, widths)
+        ws = _SplitSheet(wb, name, headers, [_clamp(len(str(header))) for header in headers])
+        if callable(rows):
+            later.append((ws, rows))
+            continue
         for values in rows:
+            ws.append([_cell(ws.sheet, value) for value in values])
+    for ws, rows in later:
+        for values in rows():
             ws.append([_cell(ws.sheet, value) for value in values])
     wb.save(target)

@@ -1,0 +1,124 @@
+"""The progression export: one customer's completions as the workbook the help-centre article describes.
+
+Sheets `Summary`, `#Activities`, `#Journeys`, `#Programmes` (raw rows under the import's own column names, so a
+sheet dropped into an inbox imports as is) and `Content` (every item with its uuid, type, title and parents:
+where a customer looks up uuids). Rows stream from the database into openpyxl's write-only mode, so a million
+completions never sit in memory at once."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import BinaryIO
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from progression.platform import completions, content, content_items, platform_id, users
+from progression.report import write_sheets
+
+SHEET_OF_TYPE = {"activity": "#Activities", "journey": "#Journeys", "programme": "#Programmes"}
+RAW_HEADERS = ["User email", "Content uuid", "Title", "Completion date", "Source", "Run id"]
+PARENT_HEADER = "Parent uuids"
+BATCH = 20_000
+
+
+@dataclass
+class ExportCounts:
+    by_type: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SHEET_OF_TYPE, 0))
+    content_items: int = 0
+
+
+def local_text(value, tz: ZoneInfo) -> str:
+    """A completion time in the customer's zone, with its offset: readable, and exact when imported again."""
+    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    if moment.tzinfo is None:  # SQLite keeps UTC without a zone
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(tz).isoformat(sep=" ", timespec="seconds")
+
+
+def _parents(conn: Connection, platform: int) -> dict[int, str]:
+    """content id -> the uuids of the items that contain it, `;`-separated."""
+    parent = content.alias("parent")
+    found: dict[int, list[str]] = defaultdict(list)
+    rows = conn.execute(sa.select(content_items.c.child_id, parent.c.uuid)
+                        .join(parent, parent.c.id == content_items.c.parent_id)
+                        .where(parent.c.platform_id == platform)
+                        .order_by(content_items.c.child_id, content_items.c.position, parent.c.uuid))
+    for child, uuid in rows:
+        found[child].append(str(uuid))
+    return {child: ";".join(uuids) for child, uuids in found.items()}
+
+
+def _completions(conn: Connection, platform: int, kind: str, parents: dict[int, str], tz: ZoneInfo,
+                 counts: ExportCounts) -> Iterator[list]:
+    query = (sa.select(users.c.email, content.c.uuid, content.c.title, completions.c.completed_at,
+                       completions.c.source, completions.c.run_id, content.c.id)
+             .join(users, users.c.id == completions.c.user_id)
+             .join(content, content.c.id == completions.c.content_id)
+             .where(content.c.platform_id == platform, content.c.type == kind)
+             .order_by(content.c.uuid, users.c.email)
+             .execution_options(stream_results=True, yield_per=BATCH))
+    for email, uuid, title, at, source, run_id, item in conn.execute(query):
+        counts.by_type[kind] += 1
+        row = [email, str(uuid), title, local_text(at, tz), source, run_id]
+        yield row if kind == "programme" else [*row, parents.get(item, "")]
+
+
+def _content(conn: Connection, platform: int, parents: dict[int, str], counts: ExportCounts) -> Iterator[list]:
+    query = (sa.select(content.c.id, content.c.uuid, content.c.type, content.c.title)
+             .where(content.c.platform_id == platform).order_by(content.c.type, content.c.title, content.c.uuid))
+    for item, uuid, kind, title in conn.execute(query):
+        counts.content_items += 1
+        yield [str(uuid), kind, title, parents.get(item, "")]
+
+
+def write_export(conn: Connection, platform_slug: str, tz: ZoneInfo, target: BinaryIO, *,
+                 summary: list[tuple[str, object]]) -> ExportCounts:
+    """Stream the platform's progression into `target`; the Summary sheet gets `summary` plus the counts."""
+    platform = platform_id(conn, platform_slug)
+    parents = _parents(conn, platform)
+    counts = ExportCounts()
+    def summary_rows() -> list[list]:  # filled once the other sheets have streamed and the counts are known
+        return [*([label, value] for label, value in summary),
+                *([f"Completions of {kind}s", counts.by_type[kind]] for kind in SHEET_OF_TYPE),
+                ["Content items", counts.content_items]]
+
+    sheets = [("Summary", ["Export", ""], summary_rows)]
+    sheets += [(SHEET_OF_TYPE[kind], RAW_HEADERS + ([] if kind == "programme" else [PARENT_HEADER]),
+                _completions(conn, platform, kind, parents, tz, counts)) for kind in SHEET_OF_TYPE]
+    sheets.append(("Content", ["Content uuid", "Type", "Title", PARENT_HEADER],
+                   _content(conn, platform, parents, counts)))
+    write_sheets(target, sheets)
+    return counts
+
+
+DAG_ID = "progression_export"
+
+
+def run_export(target, *, airflow_run_id: str | None, dry_run: bool = False) -> dict:
+    """Export one customer's progression to `reports/<date>/export.<run id>.xlsx`, recorded in the ledger.
+    An export writes no completion, so a dry run differs only in being marked as one."""
+    from progression import ledger, storage
+
+    customer = target.customer
+    run_id = ledger.new_run_id("export", customer.slug)
+    with target.engine.begin() as conn:
+        ledger.start_run(conn, run_id=run_id, customer=customer.slug, dag_id=DAG_ID, subject="progression export",
+                         airflow_run_id=airflow_run_id, dry_run=dry_run)
+    rel = f"{storage.REPORTS}/{ledger.utcnow():%Y-%m-%d}/export.{run_id}.xlsx"
+    destination = storage.at(target.root, rel)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    summary = [("Customer", customer.slug), ("Platform", customer.platform), ("Run id", run_id),
+               ("Exported at", local_text(ledger.utcnow(), customer.tz)), ("Time zone", customer.timezone)]
+    with target.engine.connect() as conn, destination.open("wb") as out:
+        counts = write_export(conn, customer.platform, customer.tz, out, summary=summary)
+    exported = sum(counts.by_type.values())
+    with target.engine.begin() as conn:
+        ledger.record_counts(conn, run_id, ledger.RunCounts(rows_read=exported))
+        ledger.finish_run(conn, run_id, "succeeded", report_path=rel)
+    return {"dag": DAG_ID, "customer": customer.slug, "run_id": run_id, "report": rel, "dry_run": dry_run,
+            "completions": {kind: n for kind, n in counts.by_type.items()}, "content_items": counts.content_items}

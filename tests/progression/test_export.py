@@ -1,0 +1,97 @@
+"""The progression export: its sheets, and a round trip through the import into another database."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import replace
+from zoneinfo import ZoneInfo
+
+import openpyxl
+import pytest
+
+from progression import ledger
+from progression.db import engine_for
+from progression.demo import seed_platform, workbook_bytes
+from progression.export import write_export
+from progression.pipeline import Target, plan, run_file
+from progression.platform import create_platform_tables
+from support import NOW, SMALL, drop, stored
+
+AMSTERDAM = ZoneInfo("Europe/Amsterdam")
+
+
+def import_file(target, rel):
+    job = run_file(target, plan(target, path=rel, content_type=None, dry_run=False, on_existing=None, force=False,
+                                airflow_run_id="t", started=NOW)[0])
+    assert job.status == "ok", job.message
+    return job
+
+
+def export(engine) -> openpyxl.Workbook:
+    buffer = io.BytesIO()
+    with engine.connect() as conn:
+        write_export(conn, "acme", AMSTERDAM, buffer, summary=[("Customer", "acme")])
+    return openpyxl.load_workbook(io.BytesIO(buffer.getvalue()))
+
+
+@pytest.fixture
+def imported(target, platform):
+    """A journey for two users and one loose activity, imported the ordinary way."""
+    journey = platform.uuids["journey"][0]
+    import_file(target, drop(target.root, "inbox/journeys/j.xlsx", workbook_bytes(
+        ["User email", "Content uuid", "Completion date"],
+        [[platform.emails[0], journey, "2024-03-31"], [platform.emails[1], journey, "2024-07-01 14:30"]])))
+    import_file(target, drop(target.root, "inbox/activities/a.xlsx", workbook_bytes(
+        ["User email", "Content uuid", "Completion date"], [[platform.emails[2], platform.uuids["activity"][-1],
+                                                             "2024-01-15"]])))
+    return journey
+
+
+def test_the_export_has_a_sheet_per_type_and_the_content_list(target, platform, imported):
+    book = export(target.engine)
+    assert book.sheetnames == ["Summary", "#Activities", "#Journeys", "#Programmes", "Content"]
+    journeys = list(book["#Journeys"].iter_rows(values_only=True))
+    assert journeys[0] == ("User email", "Content uuid", "Title", "Completion date", "Source", "Run id",
+                           "Parent uuids")
+    assert [(r[0], r[1], r[3], r[4]) for r in journeys[1:]] == [
+        (platform.emails[0], imported, "2024-03-31 00:00:00+01:00", "import"),  # before that night's DST change
+        (platform.emails[1], imported, "2024-07-01 14:30:00+02:00", "import")]
+    holders = journeys[1][6].split(";")  # the programmes that hold the journey (the generator shares one)
+    assert holders and set(holders) <= set(platform.uuids["programme"])
+    activities = list(book["#Activities"].iter_rows(values_only=True))[1:]
+    assert len(activities) == 2 * SMALL.activities_per_journey + 1
+    assert all(imported in r[6].split(";") for r in activities if r[0] == platform.emails[0])
+    content = list(book["Content"].iter_rows(values_only=True))
+    assert len(content) - 1 == sum(len(v) for v in platform.uuids.values())
+    summary = dict(book["Summary"].iter_rows(min_row=2, values_only=True))
+    assert summary["Completions of journeys"] == 2 and summary["Customer"] == "acme"
+
+
+def test_an_exported_sheet_imports_as_is_into_another_database_of_the_platform(target, platform, imported, tmp_path,
+                                                                               customer):
+    book = export(target.engine)
+    other = engine_for(f"sqlite:///{tmp_path / 'copy.db'}")
+    create_platform_tables(other)
+    ledger.upgrade(other)
+    seed_platform(other, "acme", sizes=SMALL)
+    seed_platform(other, "other", sizes=SMALL)
+    root = tmp_path / "copy-storage"
+    copy = Target(customer=replace(customer, timezone="UTC"), root=root, engine=other)  # another zone on purpose
+    buffer = io.BytesIO()
+    openpyxl.load_workbook(io.BytesIO(_saved(book))).save(buffer)
+    import_file(copy, drop(root, "inbox/activities/export.xlsx", buffer.getvalue()))  # takes #Activities
+    journeys_only = openpyxl.Workbook()
+    for row in book["#Journeys"].iter_rows(values_only=True):
+        journeys_only.active.append(row)
+    only = io.BytesIO()
+    journeys_only.save(only)
+    import_file(copy, drop(root, "inbox/journeys/journeys.xlsx", only.getvalue()))
+    original = {key: at for key, (at, _source, _run) in stored(target.engine).items()}
+    copied = {key: at for key, (at, _source, _run) in stored(other).items()}
+    assert copied == original
+
+
+def _saved(book: openpyxl.Workbook) -> bytes:
+    buffer = io.BytesIO()
+    book.save(buffer)
+    return buffer.getvalue()
