@@ -1,4 +1,7 @@
-"""The progression export workbook of one customer: #Activities, #Journeys, #Programmes and Content."""
+"""The progression export workbook of one customer: #Activities, #Journeys, #Programmes and Content.
+
+Triggered by hand for the customer in the form, or by the asset events of runs that changed completions
+(`progression://<customer>/completions`), then for each customer those events name."""
 
 from __future__ import annotations
 
@@ -6,14 +9,14 @@ import pendulum
 from airflow.sdk import Param, dag, task
 
 from progression.customers import load_registry
-from progression_airflow import target_of
+from progression_airflow import COMPLETIONS_CHANGED, customers_of_events, target_of
 
 REGISTRY = load_registry()
 
 
 @dag(
     dag_id="progression_export",
-    schedule=None,
+    schedule=[COMPLETIONS_CHANGED],
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     tags=["progression"],
@@ -27,13 +30,16 @@ REGISTRY = load_registry()
 )
 def progression_export():
     @task
-    def export(params: dict, run_id: str) -> dict:
+    def export(params: dict, run_id: str, triggering_asset_events=None) -> dict:
         """Stream the workbook into the customer's reports folder; the summary is the last line of the log."""
         import json
 
         from progression.export import run_export
 
-        summary = run_export(target_of(params["customer"]), airflow_run_id=run_id, dry_run=bool(params["dry_run"]))
+        customers = customers_of_events(triggering_asset_events) or [params["customer"]]
+        exports = [run_export(target_of(slug), airflow_run_id=run_id, dry_run=bool(params["dry_run"]))
+                   for slug in customers]
+        summary = exports[0] if len(exports) == 1 else {"dag": "progression_export", "exports": exports}
         print(json.dumps(summary))
         return summary
 

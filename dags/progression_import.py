@@ -6,7 +6,7 @@ import pendulum
 from airflow.sdk import Param, dag, task, task_group
 
 from progression.customers import CONTENT_TYPES, ON_EXISTING, load_registry
-from progression_airflow import FILE_LABEL, labelled, target_for, target_of
+from progression_airflow import COMPLETIONS_CHANGED, FILE_LABEL, announce_completions, labelled, target_for, target_of
 
 REGISTRY = load_registry()
 FILE_LABEL_TEMPLATE = "{{ " + FILE_LABEL + " }}"
@@ -83,15 +83,19 @@ def progression_import():
             staged = stage(name)(staged)
         return archive(staged)
 
-    @task(trigger_rule="all_done")
-    def summarise(jobs: list[dict], archived: list[dict], run_id: str) -> dict:
-        """One JSON line for the whole run, read back from the ledger so failed files are in it too."""
+    @task(trigger_rule="all_done", outlets=[COMPLETIONS_CHANGED])
+    def summarise(jobs: list[dict], archived: list[dict], run_id: str, outlet_events=None) -> dict:
+        """One JSON line for the whole run, read back from the ledger so failed files are in it too; an asset
+        event per customer whose completions changed, for DAGs that schedule on them."""
         import json
 
         from progression.pipeline import runs_of, summarise
 
         customers = sorted({job["customer"] for job in jobs})
-        summary = summarise([run for slug in customers for run in runs_of(target_of(slug), run_id)])
+        runs = {slug: runs_of(target_of(slug), run_id) for slug in customers}
+        for slug, customer_runs in runs.items():
+            announce_completions(outlet_events, slug, "progression_import", summarise(customer_runs))
+        summary = summarise([run for customer_runs in runs.values() for run in customer_runs])
         print(json.dumps(summary))
         return summary
 

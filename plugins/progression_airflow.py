@@ -14,6 +14,43 @@ if TYPE_CHECKING:  # the DAG files import this module at parse time: keep pandas
 FILE_LABEL = "progression_file"
 
 
+def _alias():
+    from airflow.sdk import AssetAlias
+
+    return AssetAlias("progression-completions")
+
+
+COMPLETIONS_CHANGED = _alias()  # resolves to `progression://<customer>/completions` as runs report changes
+
+
+def completions_asset(customer: str):
+    """The asset a downstream DAG schedules on to follow one customer's completions."""
+    from airflow.sdk import Asset
+
+    return Asset(uri=f"progression://{customer}/completions", name=f"{customer}_completions")
+
+
+def customers_of_events(events) -> list[str]:
+    """The customers named by the asset events that triggered a run (none for a run triggered by hand)."""
+    found = set()
+    for asset_events in (events or {}).values():
+        for event in asset_events:
+            uri = getattr(getattr(event, "asset", None), "uri", "") or ""
+            if uri.startswith("progression://"):
+                found.add(uri.removeprefix("progression://").split("/", 1)[0])
+    return sorted(found)
+
+
+def announce_completions(outlet_events, customer: str, dag_id: str, summary: dict) -> bool:
+    """Emit an asset event when a real (not dry) run changed the customer's completions; its extra has the
+    counts."""
+    counts = {k: int(summary.get(k) or 0) for k in ("imported", "updated", "derived_written", "removed", "restored")}
+    if summary.get("dry_run") or not any(counts.values()):
+        return False
+    outlet_events[COMPLETIONS_CHANGED].add(completions_asset(customer), extra={"dag": dag_id, **counts})
+    return True
+
+
 def platform_url(conn_id: str):
     """The SQLAlchemy URL of the platform database behind an Airflow connection."""
     from airflow.sdk import BaseHook

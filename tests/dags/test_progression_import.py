@@ -160,3 +160,21 @@ def test_a_postgresql_platform_through_an_airflow_connection(world, postgres_dat
                            text=True)
     assert again.returncode == 0, again.stderr[-2000:]
     engine.dispose()
+
+
+def asset_events(world) -> list[tuple[str, dict]]:
+    with sqlite3.connect(world["home"] / "airflow.db") as conn:
+        rows = conn.execute("SELECT a.uri, e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id "
+                            "WHERE a.uri LIKE 'progression://%' ORDER BY e.id").fetchall()
+    return [(uri, json.loads(extra)) for uri, extra in rows]
+
+
+def test_a_run_that_changed_completions_announces_them_as_an_asset_event(world):
+    before = len(asset_events(world))
+    drop(world, "acme", "inbox/activities/q3.xlsx", activities_file(world, "acme", 3))
+    drop(world, "globex", "inbox/activities/dry.xlsx", activities_file(world, "globex", 2))
+    assert dags_test(world, {"customer": "acme"}).returncode == 0
+    assert dags_test(world, {"customer": "globex", "dry_run": True}).returncode == 0
+    new = asset_events(world)[before:]
+    assert [uri for uri, _ in new] == ["progression://acme/completions"]  # the dry run announces nothing
+    assert new[0][1]["dag"] == "progression_import" and new[0][1]["imported"] == 3
