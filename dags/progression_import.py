@@ -6,7 +6,9 @@ import pendulum
 from airflow.sdk import Param, dag, task, task_group
 
 from progression.customers import CONTENT_TYPES, ON_EXISTING, load_registry
-from progression_airflow import COMPLETIONS_CHANGED, FILE_LABEL, announce_completions, labelled, target_for, target_of
+from progression_airflow import (
+    COMPLETIONS_CHANGED, FILE_LABEL, announce_completions, labelled, target_for, target_of, tell_customer,
+)
 
 REGISTRY = load_registry()
 FILE_LABEL_TEMPLATE = "{{ " + FILE_LABEL + " }}"
@@ -85,16 +87,22 @@ def progression_import():
 
     @task(trigger_rule="all_done", outlets=[COMPLETIONS_CHANGED])
     def summarise(jobs: list[dict], archived: list[dict], run_id: str, outlet_events=None) -> dict:
-        """One JSON line for the whole run, read back from the ledger so failed files are in it too; an asset
-        event per customer whose completions changed, for DAGs that schedule on them."""
+        """One JSON line for the whole run, read back from the ledger so failed files are in it too; per
+        customer, an asset event when completions changed and an e-mail when rows were rejected or files failed."""
         import json
+
+        from airflow.sdk import get_current_context
 
         from progression.pipeline import runs_of, summarise
 
+        registry = load_registry()
         customers = sorted({job["customer"] for job in jobs})
         runs = {slug: runs_of(target_of(slug), run_id) for slug in customers}
         for slug, customer_runs in runs.items():
-            announce_completions(outlet_events, slug, "progression_import", summarise(customer_runs))
+            part = summarise(customer_runs)
+            announce_completions(outlet_events, slug, "progression_import", part)
+            if tell_customer(registry.get(slug), part, customer_runs, get_current_context()):
+                print(f"told {slug}'s notify addresses about rejected rows or failed files")
         summary = summarise([run for customer_runs in runs.values() for run in customer_runs])
         print(json.dumps(summary))
         return summary

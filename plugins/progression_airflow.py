@@ -100,3 +100,18 @@ def labelled(fn: Callable) -> Callable:
         return fn(job, *args, **kwargs)
 
     return wrapper
+
+
+def tell_customer(customer: Customer, summary: dict, runs: list[dict], context) -> bool:
+    """E-mail the customer's `notify` addresses through Airflow's SMTP notifier when the run needs a look."""
+    from progression.notify import message, worth_telling
+
+    addresses = customer.notify.get("email") or []
+    if not addresses or summary.get("dry_run") or not worth_telling(summary):
+        return False
+    from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+
+    subject, body = message(customer.slug, summary, runs)
+    SmtpNotifier(to=addresses, subject=subject, html_content=body,
+                 smtp_conn_id=customer.notify.get("smtp_conn_id") or "smtp_default").notify(context)
+    return True

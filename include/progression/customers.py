@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -35,6 +35,7 @@ class Customer:
     on_existing: str = "keep"
     max_error_rate: float = 0.1
     active: bool = True
+    notify: dict = field(default_factory=dict, hash=False)  # {"email": [...], "smtp_conn_id": ...}
 
     @property
     def tz(self) -> ZoneInfo:
@@ -93,10 +94,16 @@ def _customer(path: Path, slug: str, entry: object) -> Customer:
     if missing:
         raise RegistryError(f"{where}: missing {', '.join(missing)}")
     known = set(Customer.__dataclass_fields__) - {"slug"}
-    unknown = sorted(set(entry) - known - {"notify"})
+    unknown = sorted(set(entry) - known)
     if unknown:
         raise RegistryError(f"{where}: unknown setting(s) {', '.join(unknown)}")
     values = {k: os.path.expandvars(v) if isinstance(v, str) else v for k, v in entry.items() if k in known}
+    notify = values.get("notify") or {}
+    if not isinstance(notify, dict) or set(notify) - {"email", "smtp_conn_id"}:
+        raise RegistryError(f"{where}: notify takes `email` (one address or a list) and `smtp_conn_id`")
+    if isinstance(notify.get("email"), str):
+        notify = {**notify, "email": [notify["email"]]}
+    values["notify"] = notify
     customer = Customer(slug=slug, **values)
     if customer.date_order not in DATE_ORDERS:
         raise RegistryError(f"{where}: date_order must be one of {', '.join(DATE_ORDERS)}")

@@ -3,10 +3,13 @@ connections and storage of the test's own, then the platform database, the stora
 
 from __future__ import annotations
 
+import email
 import json
+import socket
 import sqlite3
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -178,3 +181,46 @@ def test_a_run_that_changed_completions_announces_them_as_an_asset_event(world):
     new = asset_events(world)[before:]
     assert [uri for uri, _ in new] == ["progression://acme/completions"]  # the dry run announces nothing
     assert new[0][1]["dag"] == "progression_import" and new[0][1]["imported"] == 3
+
+
+@pytest.fixture
+def mailbox():
+    """A real SMTP server on loopback that keeps what it receives."""
+    from aiosmtpd.controller import Controller
+
+    received = []
+
+    class Keep:
+        async def handle_DATA(self, server, session, envelope):
+            received.append({"to": envelope.rcpt_tos, "data": envelope.content.decode("utf-8", "replace")})
+            return "250 OK"
+
+    with socket.socket() as probe:  # a free port on loopback
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    controller = Controller(Keep(), hostname="127.0.0.1", port=port)
+    controller.start()
+    yield port, received
+    controller.stop()
+
+
+def test_rejections_are_mailed_to_the_customer_and_a_clean_run_stays_quiet(world, mailbox):
+    port, received = mailbox
+    registry = Path(world["env"]["PROGRESSION_CUSTOMERS"])
+    registry.write_text(registry.read_text().replace(
+        "globex:", "  notify:\n    email: [data-team@acme.example]\n    smtp_conn_id: test_smtp\nglobex:"))
+    world["env"]["AIRFLOW_CONN_TEST_SMTP"] = json.dumps({
+        "conn_type": "smtp", "host": "127.0.0.1", "port": port,
+        "extra": {"disable_ssl": True, "disable_tls": True, "from_email": "progression@lxp.example"}})
+    drop(world, "acme", "inbox/activities/clean.xlsx", activities_file(world, "acme", 3))
+    assert dags_test(world, {"customer": "acme"}).returncode == 0
+    assert received == []
+    drop(world, "acme", "inbox/activities/bad.xlsx", activities_file(world, "acme", 10, bad=1))
+    done = dags_test(world, {"customer": "acme"})
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert len(received) == 1 and received[0]["to"] == ["data-team@acme.example"]
+    mail = email.message_from_string(received[0]["data"])
+    body = "".join(part.get_payload(decode=True).decode() for part in mail.walk() if part.get_content_type() ==
+                   "text/html")
+    assert mail["Subject"] == "Progression import for acme: 1 row(s) rejected"
+    assert "bad.xlsx" in body and "unknown user: 1" in body
