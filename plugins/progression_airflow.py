@@ -103,15 +103,22 @@ def labelled(fn: Callable) -> Callable:
 
 
 def tell_customer(customer: Customer, summary: dict, runs: list[dict], context) -> bool:
-    """E-mail the customer's `notify` addresses through Airflow's SMTP notifier when the run needs a look."""
-    from progression.notify import message, worth_telling
+    """Tell the customer's `notify` channels (e-mail through Airflow's SMTP notifier, a Slack webhook through the
+    Slack provider's) when the run needs a look; a clean or dry run tells nobody."""
+    from progression.notify import message, plain, worth_telling
 
     addresses = customer.notify.get("email") or []
-    if not addresses or summary.get("dry_run") or not worth_telling(summary):
+    slack = customer.notify.get("slack_webhook_conn_id")
+    if not (addresses or slack) or summary.get("dry_run") or not worth_telling(summary):
         return False
-    from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+    if addresses:
+        from airflow.providers.smtp.notifications.smtp import SmtpNotifier
 
-    subject, body = message(customer.slug, summary, runs)
-    SmtpNotifier(to=addresses, subject=subject, html_content=body,
-                 smtp_conn_id=customer.notify.get("smtp_conn_id") or "smtp_default").notify(context)
+        subject, body = message(customer.slug, summary, runs)
+        SmtpNotifier(to=addresses, subject=subject, html_content=body,
+                     smtp_conn_id=customer.notify.get("smtp_conn_id") or "smtp_default").notify(context)
+    if slack:
+        from airflow.providers.slack.notifications.slack_webhook import SlackWebhookNotifier
+
+        SlackWebhookNotifier(slack_webhook_conn_id=slack, text=plain(customer.slug, summary, runs)).notify(context)
     return True

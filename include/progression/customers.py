@@ -35,7 +35,7 @@ class Customer:
     on_existing: str = "keep"
     max_error_rate: float = 0.1
     active: bool = True
-    notify: dict = field(default_factory=dict, hash=False)  # {"email": [...], "smtp_conn_id": ...}
+    notify: dict = field(default_factory=dict, hash=False)  # email, smtp_conn_id, slack_webhook_conn_id
 
     @property
     def tz(self) -> ZoneInfo:
@@ -99,8 +99,9 @@ def _customer(path: Path, slug: str, entry: object) -> Customer:
         raise RegistryError(f"{where}: unknown setting(s) {', '.join(unknown)}")
     values = {k: os.path.expandvars(v) if isinstance(v, str) else v for k, v in entry.items() if k in known}
     notify = values.get("notify") or {}
-    if not isinstance(notify, dict) or set(notify) - {"email", "smtp_conn_id"}:
-        raise RegistryError(f"{where}: notify takes `email` (one address or a list) and `smtp_conn_id`")
+    if not isinstance(notify, dict) or set(notify) - {"email", "smtp_conn_id", "slack_webhook_conn_id"}:
+        raise RegistryError(f"{where}: notify takes `email` (one address or a list), `smtp_conn_id` and "
+                            "`slack_webhook_conn_id`")
     if isinstance(notify.get("email"), str):
         notify = {**notify, "email": [notify["email"]]}
     values["notify"] = notify

@@ -26,3 +26,15 @@ def message(customer: str, summary: dict, runs: list[dict]) -> tuple[str, str]:
                      + (f"<br>report: {escape(run['report_path'])}" if run.get("report_path") else "") + "</li>")
     lines.append("</ul>")
     return subject, "\n".join(lines)
+
+
+def plain(customer: str, summary: dict, runs: list[dict]) -> str:
+    """The same message as text, for chat."""
+    subject, _html = message(customer, summary, runs)
+    lines = [subject]
+    for run in runs:
+        if run["rejected"] or run["status"] == "failed":
+            reasons = ", ".join(f"{reason}: {count}" for reason, count in sorted(run["rejected_by_reason"].items()))
+            lines.append(f"- {run['subject']}: {run['status']}" + (f", {reasons}" if reasons else "")
+                         + (f" ({run['message']})" if run.get("message") else ""))
+    return "\n".join(lines)

@@ -9,6 +9,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -224,3 +225,39 @@ def test_rejections_are_mailed_to_the_customer_and_a_clean_run_stays_quiet(world
                    "text/html")
     assert mail["Subject"] == "Progression import for acme: 1 row(s) rejected"
     assert "bad.xlsx" in body and "unknown user: 1" in body
+
+
+@pytest.fixture
+def webhook():
+    """A Slack-style incoming webhook on loopback that keeps what is posted to it."""
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    received = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/services/hook", received
+    server.shutdown()
+
+
+def test_a_failed_file_is_posted_to_the_customers_slack_webhook(world, webhook):
+    url, received = webhook
+    registry = Path(world["env"]["PROGRESSION_CUSTOMERS"])
+    registry.write_text(registry.read_text().replace("globex:", "  notify:\n    slack_webhook_conn_id: team_slack\nglobex:"))
+    world["env"]["AIRFLOW_CONN_TEAM_SLACK"] = json.dumps({"conn_type": "slackwebhook", "password": url})
+    drop(world, "acme", "inbox/activities/bad.xlsx", activities_file(world, "acme", 1, bad=3))
+    dags_test(world, {"customer": "acme"})
+    assert len(received) == 1
+    assert received[0]["text"].startswith("Progression import for acme: 1 file(s) failed, 3 row(s) rejected")
+    assert "bad.xlsx: failed, unknown user: 3" in received[0]["text"]
