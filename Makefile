@@ -28,6 +28,17 @@ demo: var/airflow/.migrated
 	@echo "running progression_import as the nightly run would (log: var/logs/demo-import.log)..."
 	@bin/airflow dags test progression_import > var/logs/demo-import.log 2>&1 || (tail -40 var/logs/demo-import.log; exit 1)
 	@bin/progression-db summary demo
+	@echo "running progression_transfer, a journey replaced by another: first a dry run, then for real..."
+	@bin/airflow dags test progression_transfer --conf "$$(bin/progression-db demo-transfer demo)" \
+		> var/logs/demo-transfer-dry-run.log 2>&1 || (tail -40 var/logs/demo-transfer-dry-run.log; exit 1)
+	@bin/progression-db summary demo
+	@bin/airflow dags test progression_transfer --conf "$$(bin/progression-db demo-transfer demo --real)" \
+		> var/logs/demo-transfer.log 2>&1 || (tail -40 var/logs/demo-transfer.log; exit 1)
+	@bin/progression-db summary demo
+	@echo "undoing the demo's latest run with progression_undo (log: var/logs/demo-undo.log)..."
+	@bin/airflow dags test progression_undo --conf "$$(source bin/env.sh && python bin/progression_undo_demo.py conf demo)" \
+		> var/logs/demo-undo.log 2>&1 || (tail -40 var/logs/demo-undo.log; exit 1)
+	@source bin/env.sh && python bin/progression_undo_demo.py show demo
 
 airflow: var/airflow/.migrated
 	bin/airflow standalone

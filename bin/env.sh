@@ -9,7 +9,8 @@ export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="${AIRFLOW__DATABASE__SQL_ALCHEMY_CON
 export AIRFLOW__LOGGING__LOGGING_LEVEL="${AIRFLOW__LOGGING__LOGGING_LEVEL:-WARNING}"
 export PROGRESSION_CUSTOMERS="${PROGRESSION_CUSTOMERS:-$root/include/customers.yaml}"
 # The embedded default: the demo customer's platform database is SQLite under var/.
-export AIRFLOW_CONN_PROGRESSION_DEMO="${AIRFLOW_CONN_PROGRESSION_DEMO:-{\"conn_type\": \"sqlite\", \"host\": \"$root/var/platform.db\"}}"
+demo_connection="{\"conn_type\": \"sqlite\", \"host\": \"$root/var/platform.db\"}"
+export AIRFLOW_CONN_PROGRESSION_DEMO="${AIRFLOW_CONN_PROGRESSION_DEMO:-$demo_connection}"
 export PATH="$root/.venv/bin:$PATH"  # airflow standalone starts its components as `airflow ...`
 export PYTHONPATH="$root/include:$root/plugins${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONWARNINGS="${PYTHONWARNINGS:-ignore}"

@@ -28,6 +28,10 @@ def main(argv: list[str]) -> int:
     summary.add_argument("--airflow-run-id")
     seed = commands.add_parser("seed-demo", help="create the demo platform and drop sample files in its inbox")
     seed.add_argument("customer", help="customer slug from the registry, e.g. demo")
+    transfer = commands.add_parser("demo-transfer", help="print the run conf of the demo's transfer (a journey with "
+                                   "completions to another journey) for progression_transfer")
+    transfer.add_argument("customer", help="customer slug from the registry, e.g. demo")
+    transfer.add_argument("--real", action="store_true", help="a real run instead of a dry run")
     args = parser.parse_args(argv)
 
     if args.command == "upgrade":
@@ -48,6 +52,10 @@ def main(argv: list[str]) -> int:
         dropped = demo.drop_sample_files(engine, customer.platform, storage_root(customer.storage))
         print(("seeded" if created else "found") + f" platform {customer.platform!r}; "
               f"dropped {len(dropped)} sample file(s): {', '.join(dropped)}")
+    elif args.command == "demo-transfer":
+        customer = load_registry().get(args.customer)
+        old, new = demo.transfer_pair(platform_engine(customer.platform_conn_id), customer.platform)
+        print(json.dumps({"customer": customer.slug, "old_uuid": old, "new_uuid": new, "dry_run": not args.real}))
     elif args.command == "summary":
         customer = load_registry().get(args.customer)
         with platform_engine(customer.platform_conn_id).connect() as conn:
@@ -59,13 +67,19 @@ def main(argv: list[str]) -> int:
 def describe_runs(runs: list[dict], root) -> str:
     if not runs:
         return "no runs in the ledger yet"
-    lines = [f"Airflow run {runs[0]['airflow_run_id']}: {len(runs)} file(s)"]
+    transfer = runs[0]["dag_id"] == "progression_transfer"
+    lines = [f"Airflow run {runs[0]['airflow_run_id']}: " + ("transfer" if transfer else f"{len(runs)} file(s)")]
     for run in runs:
         lines.append(f"- {run['subject']}: {run['status']}{' (dry run)' if run['dry_run'] else ''}  "
                      f"[run {run['run_id']}]")
         if run["message"]:
             lines.append(f"    {run['message']}")
-        if run["status"] != "skipped":
+        if transfer and run["status"] == "succeeded":
+            lines.append(f"    completed the old item {run['rows_read']}, "
+                         f"new item written {run['imported'] + run['updated']}, "
+                         f"through its contents {run['derived_written']}, "
+                         f"skipped without access {run['without_access']}, already had it {run['kept']}")
+        elif not transfer and run["status"] != "skipped":
             lines.append(f"    rows read {run['rows_read']}, imported {run['imported']}, updated {run['updated']}, "
                          f"kept {run['kept']}, duplicates {run['duplicates']}, rejected {run['rejected']}")
             lines.append(f"    completed through the hierarchy {run['derived_written']}, "

@@ -100,7 +100,8 @@ def progression_import():
         runs = {slug: runs_of(target_of(slug), run_id) for slug in customers}
         for slug, customer_runs in runs.items():
             part = summarise(customer_runs)
-            announce_completions(outlet_events, slug, "progression_import", part)
+            announce_completions(outlet_events, slug, "progression_import", part,
+                                 ("imported", "updated", "derived_written"))
             if tell_customer(registry.get(slug), part, customer_runs, get_current_context()):
                 print(f"told {slug}'s notify addresses about rejected rows or failed files")
         summary = summarise([run for customer_runs in runs.values() for run in customer_runs])

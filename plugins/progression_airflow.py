@@ -41,10 +41,10 @@ def customers_of_events(events) -> list[str]:
     return sorted(found)
 
 
-def announce_completions(outlet_events, customer: str, dag_id: str, summary: dict) -> bool:
-    """Emit an asset event when a real (not dry) run changed the customer's completions; its extra has the
-    counts."""
-    counts = {k: int(summary.get(k) or 0) for k in ("imported", "updated", "derived_written", "removed", "restored")}
+def announce_completions(outlet_events, customer: str, dag_id: str, summary: dict, changed: tuple[str, ...]) -> bool:
+    """Emit `progression://<customer>/completions` when a real (not dry) run changed completions; the event's
+    extra holds the counts named in `changed`."""
+    counts = {name: int(summary.get(name) or 0) for name in changed}
     if summary.get("dry_run") or not any(counts.values()):
         return False
     outlet_events[COMPLETIONS_CHANGED].add(completions_asset(customer), extra={"dag": dag_id, **counts})

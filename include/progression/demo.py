@@ -14,7 +14,7 @@ from sqlalchemy.engine import Engine
 
 from progression import storage
 from progression.platform import (
-    content, content_groups, content_items, group_members, groups, platforms, users,
+    completions, content, content_groups, content_items, group_members, groups, platforms, users,
 )
 
 TOPICS = ["Onboarding", "Data Privacy", "Workplace Safety", "Customer Care", "Leadership", "Agile Basics",
@@ -193,6 +193,21 @@ def drop_sample_files(engine: Engine, slug: str, root, today: date | None = None
     for rel, data in files.items():
         storage.write_bytes(root, rel, data)
     return list(files)
+
+
+def transfer_pair(engine: Engine, slug: str) -> tuple[str, str]:
+    """The demo's transfer, once the sample files are imported: the first journey anyone completed is replaced by
+    the journey after it. That one sits in a single programme, so some users cannot see it and are skipped, and the
+    import completed it for others already."""
+    with engine.connect() as conn:
+        first_journey = (sa.select(content.c.id, content.c.uuid)
+                         .join(platforms, platforms.c.id == content.c.platform_id)
+                         .where(platforms.c.slug == slug, content.c.type == "journey").order_by(content.c.id).limit(1))
+        old = conn.execute(first_journey.where(sa.exists().where(completions.c.content_id == content.c.id))).first()
+        new = conn.execute(first_journey.where(content.c.id > old.id)).first() if old else None
+    if new is None:
+        raise LookupError(f"platform {slug!r} has no journey with completions to transfer; import the samples first")
+    return str(old.uuid), str(new.uuid)
 
 
 BENCHMARK_SIZES = DemoSizes(users=50_000, programmes=40, journeys_per_programme=5, activities_per_journey=8,

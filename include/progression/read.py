@@ -271,11 +271,13 @@ def utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-# --- workbooks of pairs (merges) --------------------------------------------------------------------------------
+# --- workbooks of pairs (merges, transfers) ---------------------------------------------------------------------
 
-def read_pairs(data: bytes, name: str, headers: tuple[str, str]) -> pd.DataFrame:
+def read_pairs(data: bytes, name: str, headers: tuple[str, str],
+               aliases: dict[str, tuple[str, ...]] | None = None) -> pd.DataFrame:
     """A `.xlsx` (first sheet with both headers) or `.csv` of pairs: columns ROW and the two `headers`, as trimmed
-    text or <NA>, blank rows left out. Headers are matched as the import's are, under a title row if need be."""
+    text or <NA>, blank rows left out. Headers are matched as the import's are, under a title row if need be;
+    `aliases` gives other spellings accepted for a header."""
     if not data:
         raise InputError("the file is empty (0 bytes)")
     if name.rsplit(".", 1)[-1].lower() == "csv":
@@ -292,12 +294,12 @@ def read_pairs(data: bytes, name: str, headers: tuple[str, str]) -> pd.DataFrame
                   .astype(object).where(lambda f: f.notna(), None).values.tolist()) for sheet in reader.sheet_names]
     else:
         raise InputError("the file is not an Excel workbook (.xlsx) or CSV file")
-    wanted = [header_key(h) for h in headers]
+    wanted = [{header_key(h), *(header_key(a) for a in (aliases or {}).get(h, ()))} for h in headers]
     for _sheet, grid in grids:
         for index, cells in enumerate(grid[:HEADER_SEARCH_ROWS]):
             keys = [header_key(c) if isinstance(c, str) else "" for c in cells]
-            if all(w in keys for w in wanted):
-                positions = [keys.index(w) for w in wanted]
+            positions = [next((p for p, key in enumerate(keys) if key in spellings), None) for spellings in wanted]
+            if None not in positions:
                 body = [[(row[p] or "").strip() if p < len(row) else "" for p in positions]
                         for row in grid[index + 1:]]
                 frame = pd.DataFrame(body, columns=list(headers), dtype="string").replace("", pd.NA)

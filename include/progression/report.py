@@ -145,8 +145,8 @@ def _values(rows: pd.DataFrame, take: np.ndarray, positions: list[int]) -> Itera
 
 
 def _cell(ws: WriteOnlyWorksheet, value: object) -> object:
-    """A value openpyxl will write as itself: text stays text, <NA>/NaN become an empty cell."""
-    if value is None or value is pd.NA:
+    """A value openpyxl will write as itself: text stays text, <NA>/NaN/NaT become an empty cell."""
+    if value is None or value is pd.NA or value is pd.NaT:
         return None
     if isinstance(value, str):
         if ILLEGAL_CHARACTERS_RE.search(value):  # control characters cannot be stored in a workbook

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 from pathlib import Path
 
@@ -35,3 +36,10 @@ def drop(world, slug: str, rel: str, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     return path
+
+
+def asset_events(world) -> list[tuple[str, dict]]:
+    with sqlite3.connect(world["home"] / "airflow.db") as conn:
+        rows = conn.execute("SELECT a.uri, e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id "
+                            "WHERE a.uri LIKE 'progression://%' ORDER BY e.id").fetchall()
+    return [(uri, json.loads(extra)) for uri, extra in rows]

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from dags_support import ROOT, drop, run_dag, summary_line
+from dags_support import ROOT, asset_events, drop, run_dag, summary_line
 from support import SMALL
 from progression.db import engine_for
 from progression.demo import describe, seed_platform, workbook_bytes
@@ -164,13 +164,6 @@ def test_a_postgresql_platform_through_an_airflow_connection(world, postgres_dat
                            text=True)
     assert again.returncode == 0, again.stderr[-2000:]
     engine.dispose()
-
-
-def asset_events(world) -> list[tuple[str, dict]]:
-    with sqlite3.connect(world["home"] / "airflow.db") as conn:
-        rows = conn.execute("SELECT a.uri, e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id "
-                            "WHERE a.uri LIKE 'progression://%' ORDER BY e.id").fetchall()
-    return [(uri, json.loads(extra)) for uri, extra in rows]
 
 
 def test_a_run_that_changed_completions_announces_them_as_an_asset_event(world):

@@ -240,3 +240,12 @@ def test_plain_sheets_are_written_as_text_where_they_look_like_formulas():
     assert book.sheetnames == ["Pairs", "Empty"]
     cells = list(book["Pairs"].iter_rows(min_row=2))[0]
     assert [c.value for c in cells] == ["=cmd()", "@x", 3] and cells[0].data_type == "s"
+
+
+def test_a_missing_time_is_an_empty_cell_and_a_time_keeps_its_zone():
+    from progression.report import write_sheets
+
+    target = io.BytesIO()
+    write_sheets(target, [("Times", ["Before", "After"], [[pd.NaT, pd.Timestamp("2024-03-01", tz="UTC")]])])
+    row = list(load_workbook(io.BytesIO(target.getvalue()))["Times"].iter_rows(min_row=2, values_only=True))[0]
+    assert row == (None, "2024-03-01 00:00:00+00:00")

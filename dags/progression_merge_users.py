@@ -1,0 +1,78 @@
+"""Account merges, triggered per customer: a user with a second account gets every completion of that account on
+the account they keep; where both hold the same item, the earliest date wins. One pair in the conf (`from_email`,
+`to_email`), or `path` to a workbook of pairs. `copy` leaves the second account's completions, `move` removes them.
+Users themselves are never created, deleted or changed. The whole merge is one run: `progression_undo` takes it back."""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import Param, dag, task
+
+from progression.customers import load_registry
+from progression_airflow import COMPLETIONS_CHANGED, announce_completions, target_of
+
+REGISTRY = load_registry()
+
+
+@dag(
+    dag_id="progression_merge_users",
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    tags=["progression"],
+    doc_md=__doc__,
+    params={
+        "customer": Param(type="string", enum=sorted(REGISTRY.customers),
+                          description="Customer slug from the registry."),
+        "from_email": Param(None, type=["null", "string"],
+                            description="The account whose completions are given to the other (the second one)."),
+        "to_email": Param(None, type=["null", "string"],
+                          description="The account that receives them (the one the user keeps)."),
+        "path": Param(None, type=["null", "string"],
+                      description="Instead of one pair: a workbook of pairs relative to the customer's storage root "
+                                  "(e.g. merges/q4.xlsx), columns 'From email' and 'To email'."),
+        "mode": Param("copy", type="string", enum=["copy", "move"],
+                      description="copy: the source account keeps its completions; move: they are removed from it."),
+        "dry_run": Param(False, type="boolean", description="Compute and report everything, write no completion."),
+    },
+)
+def progression_merge_users():
+    @task
+    def plan(params: dict, run_id: str, dag_run=None) -> dict:
+        """Refuse a bad conf before any work: every pair's e-mails are checked on the customer's platform."""
+        from progression.merge import plan
+
+        started = dag_run.start_date if dag_run and dag_run.start_date else pendulum.now("UTC")
+        job = plan(target_of(params["customer"]), from_email=params.get("from_email"),
+                   to_email=params.get("to_email"), path=params.get("path"), mode=params["mode"],
+                   dry_run=bool(params["dry_run"]), airflow_run_id=run_id, started=started)
+        print(f"{len(job.pairs)} pair(s) to merge ({job.mode}): "
+              + ", ".join(f"{p['from_email']} -> {p['to_email']}" for p in job.pairs))
+        return job.as_dict()
+
+    def stage(name: str):
+        @task(task_id=name)
+        def run(job: dict) -> dict:
+            from progression import merge
+
+            return getattr(merge, name)(target_of(job["customer"]), merge.MergeJob.from_dict(job)).as_dict()
+
+        return run
+
+    @task(outlets=[COMPLETIONS_CHANGED])
+    def summarise(job: dict, outlet_events=None) -> dict:
+        """One JSON line for the run: what it did, its run id (to undo it) and its report."""
+        import json
+
+        from progression.merge import MergeJob, summarise
+
+        summary = summarise(MergeJob.from_dict(job))
+        announce_completions(outlet_events, summary["customer"], "progression_merge_users", summary,
+                             ("copied", "replaced", "removed"))
+        print(json.dumps(summary))
+        return summary
+
+    summarise(stage("report")(stage("apply")(plan())))
+
+
+progression_merge_users()

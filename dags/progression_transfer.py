@@ -1,0 +1,95 @@
+"""Content replacement, triggered per customer: everyone who completed an old activity, journey or programme gets
+the new one completed, when they have access to it. One pair in the conf (`old_uuid`, `new_uuid`), or `path` to a
+workbook of pairs (by convention under inbox/transfers/). A transfer touches many users: `dry_run` is on unless
+switched off."""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import Param, dag, task
+
+from progression.customers import ON_EXISTING, load_registry
+from progression_airflow import COMPLETIONS_CHANGED, announce_completions, target_of
+
+REGISTRY = load_registry()
+# The trigger form's check; the plan checks every uuid again, as it checks those of a workbook.
+UUID = r"^\s*[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\s*$"
+
+
+@dag(
+    dag_id="progression_transfer",
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    tags=["progression"],
+    doc_md=__doc__,
+    params={
+        "customer": Param(type="string", enum=sorted(REGISTRY.customers),
+                          description="Customer slug from the registry."),
+        "old_uuid": Param(None, type=["null", "string"], pattern=UUID,
+                          description="The content being replaced: who completed it gets the new content."),
+        "new_uuid": Param(None, type=["null", "string"], pattern=UUID,
+                          description="The content that replaces it, of the same type, on the same platform."),
+        "path": Param(None, type=["null", "string"],
+                      description="Instead of one pair: a workbook of pairs relative to the customer's storage root "
+                                  "(e.g. inbox/transfers/q4.xlsx), columns 'Old content uuid' and 'New content uuid'."),
+        "dry_run": Param(True, type="boolean",
+                         description="Compute and report everything, write no completion. Switch off to transfer."),
+        "completion_date": Param("original", type="string", enum=["original", "transfer"],
+                                 description="original: the date of the old completion; transfer: the day of the run."),
+        "on_existing": Param(None, type=["null", "string"], enum=[None, *ON_EXISTING],
+                             description="When the new content is completed already. Empty: the customer's setting."),
+    },
+)
+def progression_transfer():
+    @task
+    def plan(params: dict, run_id: str, dag_run=None) -> dict:
+        """Refuse a bad conf before any work; check every pair on the customer's platform."""
+        from progression.transfer import plan
+
+        started = dag_run.start_date if dag_run and dag_run.start_date else pendulum.now("UTC")
+        job = plan(target_of(params["customer"]), old_uuid=params.get("old_uuid"), new_uuid=params.get("new_uuid"),
+                   path=params.get("path"), dry_run=bool(params["dry_run"]), completion_date=params["completion_date"],
+                   on_existing=params.get("on_existing"), airflow_run_id=run_id, started=started)
+        print(job.message or f"{len(job.pairs)} pair(s) to transfer: " + ", ".join(p.label for p in job.pairs))
+        return job.as_dict()
+
+    def stage(name: str):
+        @task(task_id=name)
+        def run(job: dict) -> dict:
+            from progression import transfer
+
+            return getattr(transfer, name)(target_of(job["customer"]), transfer.TransferJob.from_dict(job)).as_dict()
+
+        return run
+
+    @task
+    def archive(job: dict) -> dict:
+        """Move the pairs workbook out of the inbox; a refused transfer fails the run here, its report written."""
+        from progression import transfer
+
+        result = transfer.archive(target_of(job["customer"]), transfer.TransferJob.from_dict(job))
+        if result.refused:
+            raise RuntimeError(f"{result.message} (report {result.report})")
+        return result.as_dict()
+
+    # A teardown runs whatever happened before it and leaves the run's state to the work: a refused transfer
+    # fails the run, and still ends with its summary.
+    @task(outlets=[COMPLETIONS_CHANGED])
+    def summarise(params: dict, run_id: str, outlet_events=None) -> dict:
+        """One JSON line for the run."""
+        import json
+
+        from progression.transfer import summarise
+
+        summary = summarise(target_of(params["customer"]), run_id)
+        if summary.get("status") == "succeeded":
+            announce_completions(outlet_events, summary["customer"], "progression_transfer", summary,
+                                 ("written_directly", "written_through_contents"))
+        print(json.dumps(summary))
+        return summary
+
+    archive(stage("report")(stage("transfer")(plan()))) >> summarise().as_teardown()
+
+
+progression_transfer()

@@ -1,0 +1,73 @@
+"""Undo, triggered per customer: every completion one earlier run (an import, a transfer, a merge or an undo)
+inserted, changed or deleted is put back as it was, from the change journal, in one transaction. A completion a later
+run has changed since is a conflict, left alone unless `force`. Dry run by default: read its report, then switch
+`dry_run` off. The undo is a run of its own in the ledger, so it can be undone too."""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import Param, dag, task
+
+from progression.customers import load_registry
+from progression_airflow import COMPLETIONS_CHANGED, announce_completions, target_of
+
+REGISTRY = load_registry()
+
+
+@dag(
+    dag_id="progression_undo",
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    tags=["progression"],
+    doc_md=__doc__,
+    params={
+        "customer": Param(type="string", enum=sorted(REGISTRY.customers),
+                          description="Customer slug from the registry."),
+        "run_id": Param(type="string", minLength=1,
+                        description="The run to undo, as the ledger, the report and the DAG's summary show it "
+                                    "(e.g. import-acme-20261128T021500-3f9a1c)."),
+        "dry_run": Param(True, type="boolean",
+                         description="Compute and report what would be restored, write nothing. Switch off to undo."),
+        "force": Param(False, type="boolean",
+                       description="Also restore completions that a later run has changed since."),
+    },
+)
+def progression_undo():
+    @task
+    def plan(params: dict, run_id: str, dag_run=None) -> dict:
+        """Refuse a run that is not in the customer's ledger, or was a dry run, before any work."""
+        from progression.undo import plan
+
+        started = dag_run.start_date if dag_run and dag_run.start_date else pendulum.now("UTC")
+        job = plan(target_of(params["customer"]), run_id=params["run_id"].strip(), dry_run=bool(params["dry_run"]),
+                   force=bool(params["force"]), airflow_run_id=run_id, started=started)
+        print(f"undo run {job.undone_run_id} ({job.undone_dag_id}: {job.undone_subject})")
+        return job.as_dict()
+
+    def stage(name: str):
+        @task(task_id=name)
+        def run(job: dict) -> dict:
+            from progression import undo
+
+            return getattr(undo, name)(target_of(job["customer"]), undo.UndoJob.from_dict(job)).as_dict()
+
+        return run
+
+    @task(outlets=[COMPLETIONS_CHANGED])
+    def summarise(job: dict, outlet_events=None) -> dict:
+        """One JSON line for the run: what it restored, its own run id (an undo can be undone) and its report."""
+        import json
+
+        from progression.undo import UndoJob, summarise
+
+        summary = summarise(UndoJob.from_dict(job))
+        announce_completions(outlet_events, summary["customer"], "progression_undo", summary,
+                             ("removed", "put_back", "reinserted"))
+        print(json.dumps(summary))
+        return summary
+
+    summarise(stage("report")(stage("apply")(plan())))
+
+
+progression_undo()

@@ -1,0 +1,181 @@
+"""Undo: every completion one earlier run inserted, changed or deleted put back as it was, from the change journal.
+
+Any run that wrote completions can be undone (an import with what it completed through the hierarchy, a transfer,
+a merge, an undo). A completion that a later run has changed since is a conflict: left alone unless `force`. The
+undo is a run of its own, journaled like any other, so it can be undone too; a run is undone at most once.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+
+import pandas as pd
+
+from progression import ledger, storage
+from progression.pipeline import ConfError, Target
+from progression.platform import load_content, load_users, platform_id
+from progression.report import write_sheets
+from progression.write import RESTORE_COLUMNS, restore_from_journal
+
+DAG_ID = "progression_undo"
+COUNTS = {
+    "changes": "Completions the run changed", "restored": "Restored", "removed": "  removed (the run added them)",
+    "put_back": "  earlier values put back", "reinserted": "  put back (the run deleted them)",
+    "conflicts": "Changed by a later run (conflicts)", "left_alone": "Conflicts left alone",
+}
+DONE = {"delete": "removed", "update": "earlier values put back", "insert": "put back", "none": "nothing to do"}
+TIMES = ("new_completed_at", "now_completed_at", "old_completed_at")
+
+
+@dataclass
+class UndoJob:
+    customer: str
+    undone_run_id: str
+    undone_dag_id: str = ""
+    undone_subject: str = ""
+    dry_run: bool = True
+    force: bool = False
+    airflow_run_id: str | None = None
+    started: str = ""              # ISO time the run began
+    run_id: str = ""               # the undo's own run id
+    staging: str = ""              # where apply leaves the details for the report
+    status: str = "pending"        # pending | succeeded | skipped (the run was undone already)
+    message: str = ""
+    counts: dict[str, int] = field(default_factory=dict)
+    report: str = ""
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> UndoJob:
+        return cls(**data)
+
+    @property
+    def now(self) -> datetime:
+        return datetime.fromisoformat(self.started)
+
+
+def plan(target: Target, *, run_id: str, dry_run: bool, force: bool, airflow_run_id: str | None,
+         started: datetime) -> UndoJob:
+    """The run to undo, from the customer's ledger; a run that is not there or wrote nothing is refused."""
+    with target.engine.connect() as conn:
+        run = ledger.get_run(conn, run_id)
+    if run is None or run["customer"] != target.customer.slug:
+        raise ConfError(f"run_id {run_id!r} is not in the ledger of customer {target.customer.slug}")
+    if run["dry_run"]:
+        raise ConfError(f"run_id {run_id!r} was a dry run: it wrote no completion, so there is nothing to undo")
+    if run["status"] == "running":
+        raise ConfError(f"run_id {run_id!r} has not finished (status running): undo it once it has")
+    return UndoJob(customer=target.customer.slug, undone_run_id=run_id, undone_dag_id=run["dag_id"],
+                   undone_subject=run["subject"], dry_run=dry_run, force=force, airflow_run_id=airflow_run_id,
+                   started=started.astimezone(timezone.utc).isoformat())
+
+
+def apply(target: Target, job: UndoJob) -> UndoJob:
+    """Restore from the journal in one transaction, and mark the run undone (a dry run only reports)."""
+    job.run_id = ledger.new_run_id("undo", job.customer, job.now)
+    job.staging = f"{storage.STAGING}/{job.run_id}"
+    with target.engine.begin() as conn:
+        ledger.start_run(conn, run_id=job.run_id, customer=job.customer, dag_id=DAG_ID, subject=job.undone_run_id,
+                         airflow_run_id=job.airflow_run_id, dry_run=job.dry_run)
+    with target.engine.begin() as conn:
+        undone = ledger.lock_run(conn, job.undone_run_id)
+        if undone["undone_by"]:
+            job.status = "skipped"
+            job.message = f"run {job.undone_run_id} was undone already, by run {undone['undone_by']}: nothing to do"
+            rows = pd.DataFrame(columns=RESTORE_COLUMNS).astype({"conflict": bool, "applied": bool})
+        else:
+            rows = restore_from_journal(conn, job.undone_run_id, job.run_id, force=job.force, dry_run=job.dry_run)
+            if not job.dry_run:
+                ledger.mark_undone(conn, job.undone_run_id, job.run_id)
+                if undone["dag_id"] == DAG_ID:  # undoing an undo puts the run it undid back in place
+                    ledger.unmark_undone(conn, undone["subject"], job.undone_run_id)
+            job.status = "succeeded"
+            job.counts = _counts(rows)
+            job.message = _message(job)
+        # In the ledger's terms: the journal rows read, completions put back as new or as updates, and conflicts
+        # kept as they are; the message says it in words, removals included.
+        ledger.record_counts(conn, job.run_id, ledger.RunCounts(
+            rows_read=len(rows), imported=job.counts.get("reinserted", 0), updated=job.counts.get("put_back", 0),
+            kept=job.counts.get("left_alone", 0)))
+        ledger.finish_run(conn, job.run_id, job.status, message=job.message)
+    for column in TIMES:  # SQLite hands back text, PostgreSQL aware times
+        rows[column] = pd.to_datetime(rows[column], utc=True, format="ISO8601")
+    storage.write_frame(target.root, f"{job.staging}/details.parquet", rows)
+    return job
+
+
+def _counts(rows: pd.DataFrame) -> dict[str, int]:
+    applied = rows[rows["applied"]]
+    return {"changes": len(rows), "restored": len(applied),
+            **{name: int(applied["restore"].eq(kind).sum())
+               for name, kind in (("removed", "delete"), ("put_back", "update"), ("reinserted", "insert"))},
+            "conflicts": int(rows["conflict"].sum()),
+            "left_alone": int((rows["conflict"] & ~rows["applied"] & rows["restore"].ne("none")).sum())}
+
+
+def _message(job: UndoJob) -> str:
+    counts = job.counts
+    text = (f"{'would restore' if job.dry_run else 'restored'} {counts['restored']} of the {counts['changes']} "
+            f"completion(s) run {job.undone_run_id} changed")
+    if counts["conflicts"]:
+        text += (f"; {counts['conflicts']} changed by a later run since"
+                 + (" (restored anyway: force)" if job.force else
+                    f", {counts['left_alone']} of them left alone (undo the later runs first, or use force)"))
+    return text
+
+
+def report(target: Target, job: UndoJob) -> UndoJob:
+    """The undo's report workbook: a summary, every completion restored, and every conflict."""
+    rows = storage.read_frame(target.root, f"{job.staging}/details.parquet")
+    with target.engine.connect() as conn:
+        pid = platform_id(conn, target.customer.platform)
+        users, items = load_users(conn, pid), load_content(conn, pid)
+    rows = rows.merge(users, on="user_id", how="left").merge(items, on="content_id", how="left")
+    rows["done"] = rows["restore"].map(DONE).where(rows["applied"], "left alone")
+    rows.loc[rows["restore"].eq("none"), "done"] = DONE["none"]
+    job.report = f"{storage.REPORTS}/{job.now:%Y-%m-%d}/undo.{job.run_id}.xlsx"
+    summary = [("Customer", job.customer), ("Platform", target.customer.platform), ("Run id", job.run_id),
+               ("Undoes run", job.undone_run_id), ("Which was", f"{job.undone_dag_id}: {job.undone_subject}"),
+               ("Airflow run", job.airflow_run_id), ("Started (UTC)", job.started),
+               ("Status", ("DRY RUN, nothing written: " if job.dry_run else "") + job.status),
+               ("Force", job.force), ("Message", job.message or None),
+               *((label, job.counts.get(name, 0)) for name, label in COUNTS.items())]
+    key = ["email_key", "uuid_key", "type"]
+    restored = rows[rows["applied"]]
+    conflicts = rows[rows["conflict"]]
+    buffer = io.BytesIO()
+    write_sheets(buffer, [
+        ("Summary", ["Field", "Value"], summary),
+        ("Restored", ["User email", "Content uuid", "Type", "Undo", *_sides("Before the undo"), *_sides("Restored")],
+         restored[[*key, "done", "now_completed_at", "now_source", "now_run_id", "old_completed_at", "old_source",
+                   "old_run_id"]].itertuples(index=False)),
+        ("Conflicts", ["User email", "Content uuid", "Type", "Undo", *_sides("The run left"), *_sides("Now")],
+         conflicts[[*key, "done", "new_completed_at", "new_source", "new_run_id", "now_completed_at", "now_source",
+                    "now_run_id"]].itertuples(index=False)),
+    ])
+    storage.write_bytes(target.root, job.report, buffer.getvalue())
+    storage.remove_tree(target.root, job.staging)
+    with target.engine.begin() as conn:
+        ledger.finish_run(conn, job.run_id, job.status, report_path=job.report)
+    return job
+
+
+def _sides(when: str) -> list[str]:
+    return [f"{when}: completed at (UTC)", f"{when}: source", f"{when}: run id"]
+
+
+def run_undo(target: Target, job: UndoJob) -> UndoJob:
+    """Every stage after planning, in this process (the tests use this)."""
+    return report(target, apply(target, job))
+
+
+def summarise(job: UndoJob) -> dict:
+    """The run's summary, as the last task logs and returns it."""
+    return {"dag": DAG_ID, "customer": job.customer, "run_id": job.run_id, "undone_run_id": job.undone_run_id,
+            "undone": f"{job.undone_dag_id}: {job.undone_subject}", "status": job.status, "dry_run": job.dry_run,
+            "force": job.force, **{name: job.counts.get(name, 0) for name in COUNTS}, "message": job.message,
+            "report": job.report}
