@@ -9,7 +9,7 @@ import pendulum
 from airflow.sdk import Param, dag, task
 
 from progression.customers import load_registry
-from progression_airflow import COMPLETIONS_CHANGED, announce_completions, target_of
+from progression_airflow import COMPLETIONS_CHANGED, announce_completions, stage_task, target_of
 
 REGISTRY = load_registry()
 
@@ -51,13 +51,7 @@ def progression_merge_users():
         return job.as_dict()
 
     def stage(name: str):
-        @task(task_id=name)
-        def run(job: dict) -> dict:
-            from progression import merge
-
-            return getattr(merge, name)(target_of(job["customer"]), merge.MergeJob.from_dict(job)).as_dict()
-
-        return run
+        return stage_task("merge", "MergeJob", name)
 
     @task(outlets=[COMPLETIONS_CHANGED])
     def summarise(job: dict, outlet_events=None) -> dict:

@@ -9,7 +9,7 @@ import pendulum
 from airflow.sdk import Param, dag, task
 
 from progression.customers import ON_EXISTING, load_registry
-from progression_airflow import COMPLETIONS_CHANGED, announce_completions, target_of
+from progression_airflow import COMPLETIONS_CHANGED, announce_completions, stage_task, target_of
 
 REGISTRY = load_registry()
 # The trigger form's check; the plan checks every uuid again, as it checks those of a workbook.
@@ -55,13 +55,7 @@ def progression_transfer():
         return job.as_dict()
 
     def stage(name: str):
-        @task(task_id=name)
-        def run(job: dict) -> dict:
-            from progression import transfer
-
-            return getattr(transfer, name)(target_of(job["customer"]), transfer.TransferJob.from_dict(job)).as_dict()
-
-        return run
+        return stage_task("transfer", "TransferJob", name)
 
     @task
     def archive(job: dict) -> dict:

@@ -9,7 +9,7 @@ import pendulum
 from airflow.sdk import Param, dag, task
 
 from progression.customers import load_registry
-from progression_airflow import COMPLETIONS_CHANGED, announce_completions, target_of
+from progression_airflow import COMPLETIONS_CHANGED, announce_completions, stage_task, target_of
 
 REGISTRY = load_registry()
 
@@ -46,13 +46,7 @@ def progression_undo():
         return job.as_dict()
 
     def stage(name: str):
-        @task(task_id=name)
-        def run(job: dict) -> dict:
-            from progression import undo
-
-            return getattr(undo, name)(target_of(job["customer"]), undo.UndoJob.from_dict(job)).as_dict()
-
-        return run
+        return stage_task("undo", "UndoJob", name)
 
     @task(outlets=[COMPLETIONS_CHANGED])
     def summarise(job: dict, outlet_events=None) -> dict:

@@ -89,6 +89,20 @@ def target_of(slug: str) -> Target:
     return target_for(load_registry().get(slug))
 
 
+def stage_task(module: str, job_type: str, name: str):
+    """A task running the stage `progression.<module>.<name>` on the job a previous task returned."""
+    from airflow.sdk import task
+
+    @task(task_id=name)
+    def run(job: dict) -> dict:
+        import importlib
+
+        stages = importlib.import_module(f"progression.{module}")
+        return getattr(stages, name)(target_of(job["customer"]), getattr(stages, job_type).from_dict(job)).as_dict()
+
+    return run
+
+
 def labelled(fn: Callable) -> Callable:
     """Name a mapped task instance after its file (e.g. `demo/activities/q3.xlsx`) instead of a number."""
 
