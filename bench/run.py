@@ -22,6 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "include"), str(ROOT / "plugins")]
 
+from database import benchmark_database  # noqa: E402 - after the path is set
+
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/progression_bench"
 DATA = ROOT / "var" / "bench"
 
@@ -175,24 +177,9 @@ def in_child(kind: str, *args: str) -> dict:
 # --- the run --------------------------------------------------------------------------------------------------
 
 def prepare(url: str, recreate: bool):
-    import sqlalchemy as sa
-
-    from progression import ledger
-    from progression.db import engine_for
     from progression.demo import BENCHMARK_SIZES, describe, seed_platform
-    from progression.platform import create_platform_tables
 
-    database = sa.make_url(url).database
-    admin = sa.create_engine(sa.make_url(url).set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        exists = conn.execute(sa.text("SELECT 1 FROM pg_database WHERE datname = :d"), {"d": database}).scalar()
-        if exists and recreate:
-            conn.execute(sa.text(f'DROP DATABASE "{database}" WITH (FORCE)'))
-        if not exists or recreate:
-            conn.execute(sa.text(f'CREATE DATABASE "{database}"'))
-    engine = engine_for(url)
-    create_platform_tables(engine)
-    ledger.upgrade(engine)
+    engine = benchmark_database(url, recreate)
     started = time.perf_counter()
     created = seed_platform(engine, "bench", "Benchmark", BENCHMARK_SIZES)
     if created:
@@ -203,7 +190,7 @@ def prepare(url: str, recreate: bool):
 def reset(engine) -> None:
     with engine.begin() as conn:
         conn.exec_driver_sql("TRUNCATE completions, progression_journal, progression_runs")
-        conn.exec_driver_sql("VACUUM ANALYZE completions" if False else "ANALYZE completions")
+        conn.exec_driver_sql("ANALYZE completions")
 
 
 def files(found, sizes: list[int], programme_rows: int) -> list[tuple[str, Path, str]]:

@@ -22,6 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "include"), str(ROOT / "plugins")]
 
+from database import benchmark_database  # noqa: E402 - after the path is set
+
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/progression_bench_transfer"
 STORAGE = ROOT / "var" / "bench" / "transfer-storage"
 USERS_WITHOUT_GROUP = 5_000
@@ -31,22 +33,9 @@ def prepare(url: str, users: int, item: str, recreate: bool):
     """The platform and the old journey's completions; both kept between runs unless `recreate`."""
     import sqlalchemy as sa
 
-    from progression import ledger
-    from progression.db import engine_for
     from progression.demo import DemoSizes, describe, seed_platform
-    from progression.platform import create_platform_tables
 
-    database = sa.make_url(url).database
-    admin = sa.create_engine(sa.make_url(url).set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        exists = conn.execute(sa.text("SELECT 1 FROM pg_database WHERE datname = :d"), {"d": database}).scalar()
-        if exists and recreate:
-            conn.execute(sa.text(f'DROP DATABASE "{database}" WITH (FORCE)'))
-        if not exists or recreate:
-            conn.execute(sa.text(f'CREATE DATABASE "{database}"'))
-    engine = engine_for(url)
-    create_platform_tables(engine)
-    ledger.upgrade(engine)
+    engine = benchmark_database(url, recreate)
     sizes = DemoSizes(users=users + USERS_WITHOUT_GROUP, programmes=2, journeys_per_programme=5,
                       activities_per_journey=8, shared_items=1, standalone_activities=0, groups=2,
                       users_without_group=USERS_WITHOUT_GROUP, seed=2026)
