@@ -7,7 +7,7 @@ import io
 import re
 import warnings
 from dataclasses import dataclass
-from datetime import date, datetime, time, timezone
+from datetime import date, datetime, time
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -266,9 +266,6 @@ def parse_dates(raw: pd.Series, *, tz: ZoneInfo, date_order: str, now: datetime,
     completed[unreadable | future] = pd.NaT
     return ParsedDates(completed_at=completed, error=error)
 
-
-def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 # --- workbooks of pairs (merges, transfers) ---------------------------------------------------------------------
