@@ -9,7 +9,7 @@ pairs it holds, so that one undo takes all of it back.
 from __future__ import annotations
 
 import io
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import pandas as pd
@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from progression import ledger, storage
+from progression.jobs import Job
 from progression.pipeline import ConfError, Target
 from progression.platform import completions, content, load_users, normalise_email, platform_id
 from progression.read import ROW, InputError, read_pairs
@@ -42,7 +43,7 @@ REASON_OF = {
 
 
 @dataclass
-class MergeJob:
+class MergeJob(Job):
     customer: str
     subject: str                   # "a@x -> b@x", or the workbook of pairs
     mode: str = "copy"
@@ -55,17 +56,6 @@ class MergeJob:
     status: str = "pending"        # pending | succeeded
     message: str = ""
     report: str = ""
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> MergeJob:
-        return cls(**data)
-
-    @property
-    def now(self) -> datetime:
-        return datetime.fromisoformat(self.started)
 
     def total(self, name: str) -> int:
         return sum(int(pair.get(name, 0)) for pair in self.pairs)

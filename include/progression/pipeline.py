@@ -4,7 +4,7 @@ a run-scoped staging folder of the customer's storage. The DAG, the tests and th
 from __future__ import annotations
 
 import io
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
@@ -14,6 +14,7 @@ from sqlalchemy.engine import Engine
 from progression import ledger, storage
 from progression.customers import CONTENT_TYPES, ON_EXISTING, Customer
 from progression.expand import expand_completions, without_access
+from progression.jobs import Job
 from progression.platform import load_assignments, snapshot
 from progression.read import ROW, InputError, read_input
 from progression.report import write_import_report
@@ -35,7 +36,7 @@ class Target:
 
 
 @dataclass
-class FileJob:
+class FileJob(Job):
     customer: str
     path: str                      # relative to the storage root, e.g. inbox/activities/q3.xlsx
     content_type: str | None
@@ -56,14 +57,6 @@ class FileJob:
     report: str = ""
     archived_to: str = ""
 
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> FileJob:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
-
     @property
     def label(self) -> str:
         return f"{self.customer}/{self.path.removeprefix('inbox/')}"
@@ -71,10 +64,6 @@ class FileJob:
     @property
     def failed(self) -> bool:
         return self.status == "failed"
-
-    @property
-    def now(self) -> datetime:
-        return datetime.fromisoformat(self.started)
 
 
 class ConfError(ValueError):

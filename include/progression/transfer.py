@@ -14,7 +14,7 @@ from __future__ import annotations
 import io
 import re
 from collections import Counter, deque
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import datetime, time, timezone
 from functools import partial
 
@@ -25,6 +25,7 @@ from sqlalchemy.engine import Connection
 from progression import ledger, storage
 from progression.customers import ON_EXISTING
 from progression.expand import ancestors, descendants
+from progression.jobs import Job
 from progression.pipeline import ConfError, Target
 from progression.platform import (
     completions, content, content_groups, group_members, load_edges, platform_id, users,
@@ -90,7 +91,7 @@ class Problem:
 
 
 @dataclass
-class TransferJob:
+class TransferJob(Job):
     customer: str
     path: str | None               # the pairs workbook relative to the storage root; None for the conf's pair
     dry_run: bool = True
@@ -108,13 +109,9 @@ class TransferJob:
     report: str = ""
     archived_to: str = ""
 
-    def as_dict(self) -> dict:
-        return asdict(self)
-
     @classmethod
     def from_dict(cls, data: dict) -> TransferJob:
-        names = {f.name for f in fields(cls)}
-        job = cls(**{k: v for k, v in data.items() if k in names})
+        job = super().from_dict(data)
         job.pairs = [Pair(**p) if isinstance(p, dict) else p for p in job.pairs]
         job.problems = [Problem(**p) if isinstance(p, dict) else p for p in job.problems]
         return job
@@ -122,10 +119,6 @@ class TransferJob:
     @property
     def refused(self) -> bool:
         return self.status == "refused"
-
-    @property
-    def now(self) -> datetime:
-        return datetime.fromisoformat(self.started)
 
     @property
     def staging(self) -> str:

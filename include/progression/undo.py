@@ -8,12 +8,13 @@ undo is a run of its own, journaled like any other, so it can be undone too; a r
 from __future__ import annotations
 
 import io
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import pandas as pd
 
 from progression import ledger, storage
+from progression.jobs import Job
 from progression.pipeline import ConfError, Target
 from progression.platform import load_content, load_users, platform_id
 from progression.report import write_sheets
@@ -30,7 +31,7 @@ TIMES = ("new_completed_at", "now_completed_at", "old_completed_at")
 
 
 @dataclass
-class UndoJob:
+class UndoJob(Job):
     customer: str
     undone_run_id: str
     undone_dag_id: str = ""
@@ -45,17 +46,6 @@ class UndoJob:
     message: str = ""
     counts: dict[str, int] = field(default_factory=dict)
     report: str = ""
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> UndoJob:
-        return cls(**data)
-
-    @property
-    def now(self) -> datetime:
-        return datetime.fromisoformat(self.started)
 
 
 def plan(target: Target, *, run_id: str, dry_run: bool, force: bool, airflow_run_id: str | None,

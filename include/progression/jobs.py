@@ -1,0 +1,28 @@
+"""What a run's tasks hand each other: a small dataclass that travels between them as a dict (an XCom)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, fields
+from datetime import datetime
+from typing import TypeVar
+
+J = TypeVar("J", bound="Job")
+
+
+class Job:
+    """Mixed into the job dataclasses of the import, transfer, merge and undo. `started` is the ISO time the run
+    began: it fixes "today" for every task of the run."""
+
+    started: str
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls: type[J], data: dict) -> J:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    @property
+    def now(self) -> datetime:
+        return datetime.fromisoformat(self.started)
