@@ -1,0 +1,153 @@
+"""A customer whose storage is `s3://<conn_id>@bucket/prefix`, against a real S3 protocol server on loopback (moto in
+server mode): files are found, fetched, staged, archived and reported in the bucket through ObjectStoragePath and
+the Amazon provider, as they are on AWS or MinIO."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import subprocess
+
+import boto3
+import openpyxl
+import pytest
+import sqlalchemy as sa
+from moto.server import ThreadedMotoServer
+
+from dags_support import ROOT, run_dag, summary_line
+from progression import ledger
+from progression.db import engine_for
+from progression.demo import describe, seed_platform, workbook_bytes
+from progression.platform import completions, create_platform_tables
+from support import SMALL
+
+pytestmark = pytest.mark.airflow
+BUCKET, PREFIX = "hooli-files", "lms"
+IN_GROUP_1 = 6  # this user's group is given programme 1, which holds journey 2 (see tests/progression)
+
+
+@pytest.fixture(scope="module")
+def s3_server():
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3(s3_server, world):
+    """The `hooli` customer: a SQLite platform, its files in a bucket of the S3 server behind an `aws` connection."""
+    client = boto3.client("s3", endpoint_url=s3_server, aws_access_key_id="hooli", aws_secret_access_key="secret",
+                          region_name="us-east-1")
+    client.create_bucket(Bucket=BUCKET)
+    db = world["dir"] / "hooli.db"
+    engine = engine_for(f"sqlite:///{db}")
+    create_platform_tables(engine)
+    ledger.upgrade(engine)
+    seed_platform(engine, "hooli", sizes=SMALL)
+    registry = world["dir"] / "s3-customers.yaml"
+    registry.write_text(f"hooli:\n  platform_conn_id: hooli_db\n  platform: hooli\n"
+                        f"  storage: s3://hooli_files@{BUCKET}/{PREFIX}\n  timezone: Europe/Amsterdam\n"
+                        "  max_error_rate: 0.5\n")
+    env = {**world["env"], "PROGRESSION_CUSTOMERS": str(registry),
+           "AIRFLOW_CONN_HOOLI_DB": json.dumps({"conn_type": "sqlite", "host": str(db)}),
+           "AIRFLOW_CONN_HOOLI_FILES": json.dumps({
+               "conn_type": "aws", "login": "hooli", "password": "secret",
+               "extra": {"endpoint_url": s3_server, "region_name": "us-east-1"}})}
+    yield {**world, "env": env, "client": client, "engine": engine}
+    for key in keys(client):
+        client.delete_object(Bucket=BUCKET, Key=f"{PREFIX}/{key}")
+    client.delete_bucket(Bucket=BUCKET)
+
+
+def keys(client) -> list[str]:
+    """Every object under the customer's prefix, relative to it."""
+    listed = client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=f"{PREFIX}/")
+    return sorted(item["Key"].removeprefix(f"{PREFIX}/") for page in listed for item in page.get("Contents", []))
+
+
+def put(s3, rel: str, data: bytes) -> None:
+    s3["client"].put_object(Bucket=BUCKET, Key=f"{PREFIX}/{rel}", Body=data)
+
+
+def get(s3, rel: str) -> bytes:
+    return s3["client"].get_object(Bucket=BUCKET, Key=f"{PREFIX}/{rel}")["Body"].read()
+
+
+def count(engine, source: str | None = None) -> int:
+    query = sa.select(sa.func.count()).select_from(completions)
+    if source:
+        query = query.where(completions.c.source == source)
+    with engine.connect() as conn:
+        return conn.execute(query).scalar()
+
+
+def test_the_nightly_import_reads_archives_and_reports_in_the_bucket(s3):
+    found = describe(s3["engine"], "hooli")
+    good = workbook_bytes(["Email", "Content uuid", "Completion date"],
+                          [[found.emails[i], found.uuids["activity"][i], "2024-03-31"] for i in range(3)]
+                          + [["ghost@nowhere.example", found.uuids["activity"][0], "2024-03-31"]])
+    bad = workbook_bytes(["Email", "Content uuid", "Completion date"],
+                         [[f"ghost{i}@nowhere.example", found.uuids["activity"][0], "2024-03-31"] for i in range(3)])
+    put(s3, "inbox/activities/q3.xlsx", good)
+    put(s3, "inbox/activities/bad.xlsx", bad)
+    put(s3, "inbox/journeys/j.csv", f"Email,Content uuid\n{found.emails[5]},{found.uuids['journey'][0]}\n".encode())
+
+    done = run_dag(s3, "progression_import", env=s3["env"])
+    summary = summary_line(done, "progression_import")
+    assert summary["succeeded"] == ["hooli/activities/q3.xlsx", "hooli/journeys/j.csv"]
+    assert summary["failed"] == ["hooli/activities/bad.xlsx"]
+    assert summary["imported"] == 4 and summary["rejected"] >= 1
+    assert count(s3["engine"], "import") == 4 + summary["derived_written"]
+
+    stored = keys(s3["client"])
+    assert not [key for key in stored if key.startswith(("inbox/", "staging/"))], stored
+    assert get(s3, "processed/activities/q3.xlsx") == good and get(s3, "failed/activities/bad.xlsx") == bad
+    assert "processed/journeys/j.csv" in stored
+    report = openpyxl.load_workbook(io.BytesIO(get(s3, summary["reports"]["hooli/activities/q3.xlsx"])),
+                                    read_only=True)
+    assert "Rejected" in report.sheetnames
+    assert summary["reports"]["hooli/activities/bad.xlsx"] in stored
+
+    # The customer sends the same file again: recognised by its bytes, nothing written.
+    put(s3, "inbox/activities/q3.xlsx", good)
+    again = summary_line(run_dag(s3, "progression_import", {"customer": "hooli"}, env=s3["env"]),
+                         "progression_import")
+    assert again["skipped"] == ["hooli/activities/q3.xlsx"] and again["imported"] == 0
+    assert count(s3["engine"], "import") == 4 + summary["derived_written"]
+
+
+def test_a_transfer_workbook_and_an_export_in_the_bucket(s3):
+    found = describe(s3["engine"], "hooli")
+    journey_0, journey_2 = found.uuids["journey"][0], found.uuids["journey"][2]
+    put(s3, "inbox/journeys/j.xlsx", workbook_bytes(["Email", "Content uuid", "Completion date"],
+                                                    [[found.emails[IN_GROUP_1], journey_0, "2024-03-31"]]))
+    assert run_dag(s3, "progression_import", {"customer": "hooli"}, env=s3["env"]).returncode == 0
+    put(s3, "inbox/transfers/pairs.xlsx", workbook_bytes(["Old content uuid", "New content uuid"],
+                                                         [[journey_0, journey_2]]))
+    done = run_dag(s3, "progression_transfer", {"customer": "hooli", "path": "inbox/transfers/pairs.xlsx",
+                                                "dry_run": False}, env=s3["env"])
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert count(s3["engine"], "transfer") >= 1
+    assert "processed/transfers/pairs.xlsx" in keys(s3["client"])
+
+    exported = summary_line(run_dag(s3, "progression_export", {"customer": "hooli"}, env=s3["env"]),
+                            "progression_export")
+    book = openpyxl.load_workbook(io.BytesIO(get(s3, exported["report"])), read_only=True)
+    assert book.sheetnames == ["Summary", "#Activities", "#Journeys", "#Programmes", "Content"]
+    assert sum(exported["completions"].values()) == count(s3["engine"])
+
+
+def test_the_demo_seeds_its_sample_files_into_a_bucket(s3):
+    """What the compose file's init service does for the demo customer."""
+    env = {**s3["env"]}
+    done = subprocess.run([str(ROOT / "bin/progression-db"), "seed-demo", "hooli"], env=env, capture_output=True,
+                          text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    inbox = [key for key in keys(s3["client"]) if key.startswith("inbox/")]
+    assert len(inbox) == 3 and "dropped 3 sample file(s)" in done.stdout
+    summary = summary_line(run_dag(s3, "progression_import", env=env), "progression_import")
+    assert len(summary["succeeded"]) == 3 and summary["imported"] > 0
