@@ -46,7 +46,7 @@ class Customer:
 class Registry:
     path: str
     customers: dict[str, Customer]
-    schedule: str = DEFAULT_SCHEDULE
+    schedule: str | None = DEFAULT_SCHEDULE  # None: no nightly run, manual triggers only
 
     def get(self, slug: str) -> Customer:
         try:
@@ -75,7 +75,8 @@ def load_registry(path: str | os.PathLike | None = None) -> Registry:
         raise RegistryError(f"customer registry {path} is not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
         raise RegistryError(f"customer registry {path} must map customer slugs to their settings")
-    schedule = str(raw.get("schedule") or DEFAULT_SCHEDULE)
+    schedule = raw.get("schedule", DEFAULT_SCHEDULE)  # an explicit null: manual triggers only
+    schedule = None if schedule is None else str(schedule)
     customers = {
         str(slug): _customer(path, str(slug), entry)
         for slug, entry in raw.items()

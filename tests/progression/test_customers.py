@@ -1,0 +1,59 @@
+"""The customer registry: what a data engineer writes in customers.yaml and what a mistake in it says."""
+
+from __future__ import annotations
+
+import pytest
+
+from progression.customers import DEFAULT_SCHEDULE, RegistryError, load_registry
+
+ACME = """
+acme:
+  platform_conn_id: acme_db
+  platform: acme
+  storage: s3://acme_files@acme-bucket/lms
+  timezone: Europe/Amsterdam
+"""
+
+
+def registry(tmp_path, text: str):
+    path = tmp_path / "customers.yaml"
+    path.write_text(text)
+    return load_registry(path)
+
+
+def test_a_customer_with_defaults_and_the_nightly_schedule(tmp_path):
+    found = registry(tmp_path, ACME)
+    acme = found.get("acme")
+    assert (acme.storage, acme.on_existing, acme.max_error_rate, acme.active) == (
+        "s3://acme_files@acme-bucket/lms", "keep", 0.1, True)
+    assert found.schedule == DEFAULT_SCHEDULE
+
+
+def test_the_schedule_can_be_changed_or_switched_off_for_manual_runs(tmp_path):
+    assert registry(tmp_path, 'schedule: "30 4 * * *"\n' + ACME).schedule == "30 4 * * *"
+    assert registry(tmp_path, "schedule: null\n" + ACME).schedule is None
+
+
+def test_values_are_expanded_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("ACME_BUCKET", "acme-prod")
+    text = ACME.replace("acme-bucket", "${ACME_BUCKET}")
+    assert registry(tmp_path, text).get("acme").storage == "s3://acme_files@acme-prod/lms"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("acme:\n  platform: acme\n  storage: file:///x\n", "customer 'acme' in .*: missing platform_conn_id"),
+    (ACME + "  timezone_name: UTC\n", "unknown setting\\(s\\) timezone_name"),
+    (ACME.replace("Europe/Amsterdam", "Mars/Olympus"), "unknown time zone 'Mars/Olympus'"),
+    (ACME + "  max_error_rate: 2\n", "max_error_rate must be between 0 and 1"),
+    (ACME + "  on_existing: never\n", "on_existing must be one of keep, earliest, latest, overwrite"),
+    (ACME.replace("acme:", "Acme Corp:"), "a slug is lowercase letters"),
+    ("acme: [1, 2]\n", "expected a mapping of settings"),
+])
+def test_a_mistake_names_the_customer_and_the_setting(tmp_path, text, message):
+    with pytest.raises(RegistryError, match=message):
+        registry(tmp_path, text)
+
+
+def test_an_unknown_customer_lists_the_known_ones(tmp_path):
+    with pytest.raises(RegistryError, match="unknown customer 'globex' .* has: acme"):
+        registry(tmp_path, ACME).get("globex")
