@@ -85,7 +85,9 @@ def progression_import():
             staged = stage(name)(staged)
         return archive(staged)
 
-    @task(trigger_rule="all_done", outlets=[COMPLETIONS_CHANGED])
+    # A teardown runs whatever happened before it and leaves the run's state to the files: a run with a failed
+    # file is a failed run in Airflow, and its summary is still written.
+    @task(outlets=[COMPLETIONS_CHANGED])
     def summarise(jobs: list[dict], archived: list[dict], run_id: str, outlet_events=None) -> dict:
         """One JSON line for the whole run, read back from the ledger so failed files are in it too; per
         customer, an asset event when completions changed and an e-mail when rows were rejected or files failed."""
@@ -109,7 +111,7 @@ def progression_import():
         return summary
 
     jobs = discover()
-    summarise(jobs, each_file.expand(job=jobs))
+    summarise(jobs, each_file.expand(job=jobs)).as_teardown()
 
 
 progression_import()
