@@ -5,7 +5,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test airflow bench clean-demo
+.PHONY: venv demo test e2e airflow bench clean-demo
 
 venv: $(STAMP)
 
@@ -44,7 +44,12 @@ airflow: var/airflow/.migrated
 	bin/airflow standalone
 
 test: $(STAMP)
-	@$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+	@$(VENV)/bin/python -m pytest --ignore=tests/e2e $(PYTEST_ARGS)
+
+# Airflow as a cluster, on loopback: api-server, scheduler, dag-processor and a Celery worker with PostgreSQL
+# metadata and the local Redis as broker (tests/e2e; stops what it started).
+e2e: $(STAMP)
+	@$(VENV)/bin/python -m pytest tests/e2e $(PYTEST_ARGS)
 
 clean-demo:
 	rm -rf var/

@@ -6,21 +6,19 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import subprocess
 
 import boto3
 import openpyxl
 import pytest
 import sqlalchemy as sa
-from moto.server import ThreadedMotoServer
 
 from dags_support import ROOT, run_dag, summary_line
 from progression import ledger
 from progression.db import engine_for
 from progression.demo import describe, seed_platform, workbook_bytes
 from progression.platform import completions, create_platform_tables
-from support import SMALL
+from support import SMALL, loopback_s3
 
 pytestmark = pytest.mark.airflow
 BUCKET, PREFIX = "hooli-files", "lms"
@@ -29,12 +27,8 @@ IN_GROUP_1 = 6  # this user's group is given programme 1, which holds journey 2 
 
 @pytest.fixture(scope="module")
 def s3_server():
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+    with loopback_s3() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture
