@@ -22,7 +22,9 @@ COMPONENTS = {
     "api-server": ["api-server", "--host", "127.0.0.1", "--port", "{api_port}"],
     "scheduler": ["scheduler"],
     "dag-processor": ["dag-processor"],
-    "celery-worker": ["celery", "worker", "--concurrency", "4"],
+    # Two workers, as `docker compose up --scale airflow-worker=2` gives: the files of a run spread over both.
+    "worker-1": ["celery", "worker", "--concurrency", "2", "--celery-hostname", "worker-1@%h"],
+    "worker-2": ["celery", "worker", "--concurrency", "2", "--celery-hostname", "worker-2@%h"],
 }
 
 
@@ -66,7 +68,6 @@ def cluster_environment(home: Path, metadata: sa.URL, broker: str, api_port: int
         "AIRFLOW__CORE__FERNET_KEY": "",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN}:admin",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
-        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
         "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
         "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
@@ -86,7 +87,9 @@ class Cluster:
         for name, args in COMPONENTS.items():
             log = (self.logs / f"{name}.log").open("w")
             command = [str(ROOT / "bin/airflow"), *(a.format(api_port=api_port) for a in args)]
-            self.processes[name] = subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            # Each worker serves its task logs on a port of its own (on one host they would collide).
+            env = {**self.env, "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port())}
+            self.processes[name] = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
                                                     stdin=subprocess.DEVNULL, start_new_session=True)
 
     def stop(self) -> dict[str, int]:
@@ -135,8 +138,14 @@ class Cluster:
         self.token = response.json()["access_token"]
 
     def call(self, method: str, path: str, **kwargs) -> httpx.Response:
+        """Airflow's REST API (`/api/v2...`), or another app of the API server with a path starting elsewhere."""
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        return httpx.request(method, f"{self.api}/api/v2{path}", headers=headers, timeout=30, **kwargs)
+        url = f"{self.api}{path}" if path.startswith("/progression") else f"{self.api}/api/v2{path}"
+        return httpx.request(method, url, headers=headers, timeout=30, **kwargs)
+
+    def tasks_received(self, worker: str) -> int:
+        """Task instances a Celery worker was handed, from its log."""
+        return (self.logs / f"{worker}.log").read_text(errors="replace").count("] received")
 
 
 def _signal_group(process: subprocess.Popen, sig: int) -> None:
