@@ -9,7 +9,7 @@ import pendulum
 from airflow.sdk import Param, dag, task
 
 from progression.customers import load_registry
-from progression_airflow import COMPLETIONS_CHANGED, announce_completions, stage_task, target_of
+from progression_airflow import stage_task, summary_task, target_of
 
 REGISTRY = load_registry()
 
@@ -53,18 +53,7 @@ def progression_merge_users():
     def stage(name: str):
         return stage_task("merge", "MergeJob", name)
 
-    @task(outlets=[COMPLETIONS_CHANGED])
-    def summarise(job: dict, outlet_events=None) -> dict:
-        """One JSON line for the run: what it did, its run id (to undo it) and its report."""
-        import json
-
-        from progression.merge import MergeJob, summarise
-
-        summary = summarise(MergeJob.from_dict(job))
-        announce_completions(outlet_events, summary["customer"], "progression_merge_users", summary,
-                             ("copied", "replaced", "removed"))
-        print(json.dumps(summary))
-        return summary
+    summarise = summary_task("merge", "MergeJob", "progression_merge_users", ("copied", "replaced", "removed"))
 
     summarise(stage("report")(stage("apply")(plan())))
 

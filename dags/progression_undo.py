@@ -9,7 +9,7 @@ import pendulum
 from airflow.sdk import Param, dag, task
 
 from progression.customers import load_registry
-from progression_airflow import COMPLETIONS_CHANGED, announce_completions, stage_task, target_of
+from progression_airflow import stage_task, summary_task, target_of
 
 REGISTRY = load_registry()
 
@@ -48,18 +48,7 @@ def progression_undo():
     def stage(name: str):
         return stage_task("undo", "UndoJob", name)
 
-    @task(outlets=[COMPLETIONS_CHANGED])
-    def summarise(job: dict, outlet_events=None) -> dict:
-        """One JSON line for the run: what it restored, its own run id (an undo can be undone) and its report."""
-        import json
-
-        from progression.undo import UndoJob, summarise
-
-        summary = summarise(UndoJob.from_dict(job))
-        announce_completions(outlet_events, summary["customer"], "progression_undo", summary,
-                             ("removed", "put_back", "reinserted"))
-        print(json.dumps(summary))
-        return summary
+    summarise = summary_task("undo", "UndoJob", "progression_undo", ("removed", "put_back", "reinserted"))
 
     summarise(stage("report")(stage("apply")(plan())))
 

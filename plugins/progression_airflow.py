@@ -103,6 +103,25 @@ def stage_task(module: str, job_type: str, name: str):
     return run
 
 
+def summary_task(module: str, job_type: str, dag_id: str, changed: tuple[str, ...]):
+    """The last task of a one-job DAG: one JSON line from `progression.<module>.summarise` (what the run did, its
+    run id and report), and the asset event when the counts named in `changed` show completions changed."""
+    from airflow.sdk import task
+
+    @task(task_id="summarise", outlets=[COMPLETIONS_CHANGED])
+    def summarise(job: dict, outlet_events=None) -> dict:
+        import importlib
+        import json
+
+        stages = importlib.import_module(f"progression.{module}")
+        summary = stages.summarise(getattr(stages, job_type).from_dict(job))
+        announce_completions(outlet_events, summary["customer"], dag_id, summary, changed)
+        print(json.dumps(summary))
+        return summary
+
+    return summarise
+
+
 def labelled(fn: Callable) -> Callable:
     """Name a mapped task instance after its file (e.g. `demo/activities/q3.xlsx`) instead of a number."""
 
