@@ -74,3 +74,21 @@ def loopback_s3() -> Iterator[str]:
         yield f"http://{host}:{port}"
     finally:
         server.stop()
+
+
+def recreate_database(admin_url: sa.URL, name: str) -> sa.URL:
+    """A new empty database `name` on the server of `admin_url` (dropped first if there); its URL."""
+    drop_database(admin_url, name)
+    admin = sa.create_engine(admin_url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return admin_url.set(database=name)
+
+
+def drop_database(admin_url: sa.URL, name: str) -> None:
+    """Drop `name`, even with sessions still connected."""
+    admin = sa.create_engine(admin_url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()

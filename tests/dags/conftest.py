@@ -15,7 +15,7 @@ from progression import ledger
 from progression.db import engine_for
 from progression.demo import seed_platform
 from progression.platform import create_platform_tables
-from support import PG_URL, SMALL, require_postgres
+from support import PG_URL, SMALL, drop_database, recreate_database, require_postgres
 
 
 @pytest.fixture(scope="session")
@@ -52,14 +52,6 @@ def postgres_database():
     """A fresh PostgreSQL database for one test, dropped afterwards."""
     require_postgres()
     name = f"progression_dag_{os.getpid()}"
-    admin = sa.create_engine(sa.make_url(PG_URL).set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = sa.make_url(PG_URL).set(database=name)
-    yield url
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
-
-
+    admin = sa.make_url(PG_URL)
+    yield recreate_database(admin, name)
+    drop_database(admin, name)

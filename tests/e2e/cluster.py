@@ -34,22 +34,6 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def recreate_database(admin_url: sa.URL, name: str) -> sa.URL:
-    admin = sa.create_engine(admin_url.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return admin_url.set(database=name)
-
-
-def drop_database(admin_url: sa.URL, name: str) -> None:
-    admin = sa.create_engine(admin_url.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
-
-
 def cluster_environment(home: Path, metadata: sa.URL, broker: str, api_port: int) -> dict[str, str]:
     """What every component shares, as the compose file's common block sets it."""
     passwords = home / "simple_auth_manager_passwords.json"

@@ -13,10 +13,10 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from cluster import ROOT, Cluster, cluster_environment, drop_database, free_port, recreate_database
+from cluster import ROOT, Cluster, cluster_environment, free_port
 from progression.demo import describe, seed_platform, workbook_bytes
 from progression.platform import completions
-from support import PG_URL, SMALL, loopback_s3, require_postgres
+from support import PG_URL, SMALL, drop_database, loopback_s3, recreate_database, require_postgres
 
 pytestmark = pytest.mark.e2e
 REDIS_URL = os.environ.get("PROGRESSION_TEST_REDIS", "redis://127.0.0.1:6379/7")

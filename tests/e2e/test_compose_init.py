@@ -11,9 +11,8 @@ import boto3
 import pytest
 import sqlalchemy as sa
 
-from cluster import drop_database, recreate_database
 from compose import ROOT, SERVICES, environment, interpolated
-from support import PG_URL, loopback_s3, require_postgres
+from support import PG_URL, drop_database, loopback_s3, recreate_database, require_postgres
 
 pytestmark = pytest.mark.e2e
 DATABASES = {"metadata": "progression_compose_airflow", "platform": "progression_compose_platform"}
