@@ -35,13 +35,13 @@ def peak_mb() -> float:
 # --- child processes ------------------------------------------------------------------------------------------
 
 def project_target(url: str):
-    from progression import pipeline
+    from progression import runs
     from progression.customers import Customer
     from progression.db import engine_for
 
     customer = Customer(slug="bench", platform_conn_id="bench", platform="bench", storage=str(DATA / "storage"),
                         timezone="Europe/Amsterdam", max_error_rate=0.1)
-    return pipeline.Target(customer=customer, root=DATA / "storage", engine=engine_for(url))
+    return runs.Target(customer=customer, root=DATA / "storage", engine=engine_for(url))
 
 
 def child_stage(url: str, name: str, job_file: Path) -> dict:

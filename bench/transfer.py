@@ -68,7 +68,7 @@ def prepare(url: str, users: int, item: str, recreate: bool):
 def run(engine, old: str, new: str, dry_run: bool) -> tuple[dict, dict]:
     from progression import transfer
     from progression.customers import Customer
-    from progression.pipeline import Target
+    from progression.runs import Target
 
     shutil.rmtree(STORAGE, ignore_errors=True)
     STORAGE.mkdir(parents=True)

@@ -7,7 +7,8 @@ from airflow.sdk import Param, dag, task, task_group
 
 from progression.customers import CONTENT_TYPES, ON_EXISTING, load_registry
 from progression_airflow import (
-    COMPLETIONS_CHANGED, FILE_LABEL, announce_completions, labelled, target_for, target_of, tell_customer,
+    COMPLETIONS_CHANGED, FILE_LABEL, airflow_run_is_live, announce_completions, labelled, refused_conf, target_for,
+    target_of, tell_customer,
 )
 
 REGISTRY = load_registry()
@@ -38,18 +39,23 @@ FILE_LABEL_TEMPLATE = "{{ " + FILE_LABEL + " }}"
 )
 def progression_import():
     @task
+    @refused_conf
     def discover(params: dict, run_id: str, dag_run=None) -> list[dict]:
-        """Refuse a bad conf before any work, then list the files to import."""
+        """Refuse a bad conf before any work; put back the files of runs that died; list the files to import."""
         from progression.pipeline import plan
+        from progression.runs import ConfError, recover
 
         registry = load_registry()
         customers = [registry.get(params["customer"])] if params.get("customer") else registry.active()
         if params.get("path") and not params.get("customer"):
-            raise ValueError("path needs a customer: a path is relative to one customer's storage root")
+            raise ConfError("path needs a customer: a path is relative to one customer's storage root")
         started = dag_run.start_date if dag_run and dag_run.start_date else pendulum.now("UTC")
         jobs = []
         for customer in customers:
-            jobs += plan(target_for(customer), path=params.get("path"), content_type=params.get("content_type"),
+            target = target_for(customer)
+            for line in recover(target, airflow_run_is_live):
+                print(f"{customer.slug}: recovered {line}")
+            jobs += plan(target, path=params.get("path"), content_type=params.get("content_type"),
                          dry_run=bool(params.get("dry_run")), on_existing=params.get("on_existing"),
                          force=bool(params.get("force")), airflow_run_id=run_id, started=started)
         print(f"{len(jobs)} file(s) to import: " + ", ".join(j.label for j in jobs))
@@ -61,7 +67,7 @@ def progression_import():
         def run(job: dict) -> dict:
             from progression import pipeline
 
-            result = getattr(pipeline, name)(target_of(job["customer"]), pipeline.FileJob.from_dict(job))
+            result = pipeline.run_stage(target_of(job["customer"]), pipeline.FileJob.from_dict(job), name)
             if result.message:
                 print(result.message)
             return result.as_dict()
@@ -88,23 +94,31 @@ def progression_import():
     # A teardown runs whatever happened before it and leaves the run's state to the files: a run with a failed
     # file is a failed run in Airflow, and its summary is still written.
     @task(outlets=[COMPLETIONS_CHANGED])
-    def summarise(jobs: list[dict], archived: list[dict], run_id: str, outlet_events=None) -> dict:
+    def summarise(jobs: list[dict] | None, archived: list[dict] | None, run_id: str, outlet_events=None) -> dict:
         """One JSON line for the whole run, read back from the ledger so failed files are in it too; per
-        customer, an asset event when completions changed and an e-mail when rows were rejected or files failed."""
+        customer, an asset event when completions changed and an e-mail when rows were rejected or files failed;
+        the run's staging folders removed."""
         import json
 
         from airflow.sdk import get_current_context
 
-        from progression.pipeline import runs_of, summarise
+        from progression.pipeline import FileJob, close_run_staging, runs_of, summarise
 
+        context = get_current_context()
+        if jobs is None:  # discover refused the conf: nothing ran
+            summary = {**summarise([]), "refused": context["ti"].xcom_pull(task_ids="discover", key="refused")}
+            print(json.dumps(summary))
+            return summary
         registry = load_registry()
         customers = sorted({job["customer"] for job in jobs})
         runs = {slug: runs_of(target_of(slug), run_id) for slug in customers}
+        for slug in customers:
+            close_run_staging(target_of(slug), [FileJob.from_dict(job) for job in jobs if job["customer"] == slug])
         for slug, customer_runs in runs.items():
             part = summarise(customer_runs)
             announce_completions(outlet_events, slug, "progression_import", part,
                                  ("imported", "updated", "derived_written"))
-            if tell_customer(registry.get(slug), part, customer_runs, get_current_context()):
+            if tell_customer(registry.get(slug), part, customer_runs, context):
                 print(f"told {slug}'s notify addresses about rejected rows or failed files")
         summary = summarise([run for customer_runs in runs.values() for run in customer_runs])
         print(json.dumps(summary))

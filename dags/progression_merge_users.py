@@ -9,7 +9,7 @@ import pendulum
 from airflow.sdk import Param, dag, task
 
 from progression.customers import load_registry
-from progression_airflow import stage_task, summary_task, target_of
+from progression_airflow import refused_conf, stage_task, summary_task, target_of
 
 REGISTRY = load_registry()
 
@@ -38,6 +38,7 @@ REGISTRY = load_registry()
 )
 def progression_merge_users():
     @task
+    @refused_conf
     def plan(params: dict, run_id: str, dag_run=None) -> dict:
         """Refuse a bad conf before any work: every pair's e-mails are checked on the customer's platform."""
         from progression.merge import plan
@@ -55,7 +56,8 @@ def progression_merge_users():
 
     summarise = summary_task("merge", "MergeJob", "progression_merge_users", ("copied", "replaced", "removed"))
 
-    summarise(stage("report")(stage("apply")(plan())))
+    # A teardown: it runs whatever happened before it, and the run's state stays the work's.
+    summarise(stage("report")(stage("apply")(plan()))).as_teardown()
 
 
 progression_merge_users()

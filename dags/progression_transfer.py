@@ -9,7 +9,7 @@ import pendulum
 from airflow.sdk import Param, dag, task
 
 from progression.customers import ON_EXISTING, load_registry
-from progression_airflow import COMPLETIONS_CHANGED, announce_completions, stage_task, target_of
+from progression_airflow import COMPLETIONS_CHANGED, announce_completions, refused_conf, stage_task, target_of
 
 REGISTRY = load_registry()
 # The trigger form's check; the plan checks every uuid again, as it checks those of a workbook.
@@ -43,6 +43,7 @@ UUID = r"^\s*[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-f
 )
 def progression_transfer():
     @task
+    @refused_conf
     def plan(params: dict, run_id: str, dag_run=None) -> dict:
         """Refuse a bad conf before any work; check every pair on the customer's platform."""
         from progression.transfer import plan
@@ -77,6 +78,11 @@ def progression_transfer():
         from progression.transfer import summarise
 
         summary = summarise(target_of(params["customer"]), run_id)
+        if summary["status"] == "refused":
+            from airflow.sdk import get_current_context
+
+            summary["message"] = get_current_context()["ti"].xcom_pull(task_ids="plan", key="refused") or \
+                summary["message"]
         if summary.get("status") == "succeeded":
             announce_completions(outlet_events, summary["customer"], "progression_transfer", summary,
                                  ("written_directly", "written_through_contents"))

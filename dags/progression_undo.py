@@ -9,7 +9,7 @@ import pendulum
 from airflow.sdk import Param, dag, task
 
 from progression.customers import load_registry
-from progression_airflow import stage_task, summary_task, target_of
+from progression_airflow import refused_conf, stage_task, summary_task, target_of
 
 REGISTRY = load_registry()
 
@@ -35,6 +35,7 @@ REGISTRY = load_registry()
 )
 def progression_undo():
     @task
+    @refused_conf
     def plan(params: dict, run_id: str, dag_run=None) -> dict:
         """Refuse a run that is not in the customer's ledger, or was a dry run, before any work."""
         from progression.undo import plan
@@ -50,7 +51,8 @@ def progression_undo():
 
     summarise = summary_task("undo", "UndoJob", "progression_undo", ("removed", "put_back", "reinserted"))
 
-    summarise(stage("report")(stage("apply")(plan())))
+    # A teardown: it runs whatever happened before it, and the run's state stays the work's.
+    summarise(stage("report")(stage("apply")(plan()))).as_teardown()
 
 
 progression_undo()

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Callable
 from progression.customers import Customer, load_registry
 
 if TYPE_CHECKING:  # the DAG files import this module at parse time: keep pandas and SQLAlchemy out of it
-    from progression.pipeline import Target
+    from progression.runs import Target
 
 FILE_LABEL = "progression_file"
 
@@ -79,7 +79,7 @@ def storage_root(url: str):
 
 
 def target_for(customer: Customer) -> Target:
-    from progression.pipeline import Target
+    from progression.runs import Target
 
     return Target(customer=customer, root=storage_root(customer.storage),
                   engine=platform_engine(customer.platform_conn_id))
@@ -104,22 +104,62 @@ def stage_task(module: str, job_type: str, name: str):
 
 
 def summary_task(module: str, job_type: str, dag_id: str, changed: tuple[str, ...]):
-    """The last task of a one-job DAG: one JSON line from `progression.<module>.summarise` (what the run did, its
-    run id and report), and the asset event when the counts named in `changed` show completions changed."""
+    """The last task of a one-job DAG, a teardown: one JSON line from `progression.<module>.summarise` (what the run
+    did, its run id and report), and the asset event when the counts named in `changed` show completions changed.
+    When the run stopped early (a refused conf, a failed stage) the line says so."""
     from airflow.sdk import task
 
     @task(task_id="summarise", outlets=[COMPLETIONS_CHANGED])
-    def summarise(job: dict, outlet_events=None) -> dict:
+    def summarise(job: dict | None, params: dict, outlet_events=None) -> dict:
         import importlib
         import json
 
-        stages = importlib.import_module(f"progression.{module}")
-        summary = stages.summarise(getattr(stages, job_type).from_dict(job))
-        announce_completions(outlet_events, summary["customer"], dag_id, summary, changed)
+        from airflow.sdk import get_current_context
+
+        if job is None:
+            refused = get_current_context()["ti"].xcom_pull(task_ids="plan", key="refused")
+            summary = {"dag": dag_id, "customer": params.get("customer"), "status": "refused" if refused else "failed",
+                       "message": refused or "a task failed before the report: see its log"}
+        else:
+            stages = importlib.import_module(f"progression.{module}")
+            summary = stages.summarise(getattr(stages, job_type).from_dict(job))
+            announce_completions(outlet_events, summary["customer"], dag_id, summary, changed)
         print(json.dumps(summary))
         return summary
 
     return summarise
+
+
+def airflow_run_is_live(dag_id: str, run_id: str) -> bool:
+    """Whether Airflow still has this DAG run queued or running (asked from inside a task, through the task
+    execution API). A run Airflow no longer knows is over; when Airflow cannot be asked, it counts as alive, so a
+    live run's files are never taken from it."""
+    from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+    try:
+        state = RuntimeTaskInstance.get_dagrun_state(dag_id=dag_id, run_id=run_id)
+    except Exception as exc:  # noqa: BLE001 - the execution API's errors come in several types
+        text = str(exc).lower()
+        return not ("404" in text or "not found" in text or "not_found" in text)
+    return str(state).lower().rsplit(".", 1)[-1] in ("queued", "running")
+
+
+def refused_conf(fn: Callable) -> Callable:
+    """A first task that refuses a bad conf leaves its reason in XCom (key `refused`) for the summary task."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from progression.runs import ConfError
+
+        try:
+            return fn(*args, **kwargs)
+        except ConfError as exc:
+            from airflow.sdk import get_current_context
+
+            get_current_context()["ti"].xcom_push(key="refused", value=str(exc))
+            raise
+
+    return wrapper
 
 
 def labelled(fn: Callable) -> Callable:

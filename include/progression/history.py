@@ -14,7 +14,7 @@ from sqlalchemy.engine import Engine
 from progression.ledger import runs
 
 PAGE_SIZE = 50
-STATUSES = ("running", "succeeded", "failed", "skipped")
+STATUSES = ("running", "succeeded", "failed", "skipped", "abandoned")
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,7 @@ _STYLE = """<style>
 body{font-family:system-ui,sans-serif;margin:1.5rem;color:#1d2433}
 table{border-collapse:collapse;width:100%;font-size:.9rem}th,td{padding:.35rem .5rem;border-bottom:1px solid #e3e6ec;
 text-align:left;vertical-align:top}th{background:#f4f6f9}td.n{text-align:right;font-variant-numeric:tabular-nums}
-.succeeded{color:#1a7f37}.failed{color:#cf222e;font-weight:600}.skipped{color:#6e7781}.running{color:#9a6700}
+.succeeded{color:#1a7f37}.failed,.abandoned{color:#cf222e;font-weight:600}.skipped{color:#6e7781}.running{color:#9a6700}
 form{margin:.5rem 0 1rem}form>*{margin-right:.4rem}.pager a{margin-right:.6rem}.bar{fill:#3b82f6}
 </style>"""
 

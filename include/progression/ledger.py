@@ -12,7 +12,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from progression.platform import Id, UtcTime
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: `staging`, where a running file sits, for recovery after a crash
 metadata = sa.MetaData()
 
 schema_version = sa.Table(
@@ -45,6 +45,9 @@ runs = sa.Table(
     sa.Column("report_path", sa.Text),
     sa.Column("message", sa.Text),
     sa.Column("undone_by", sa.String(80)),
+    # The run's staging folder while it holds customer data there (an import: the claimed file); cleared once the
+    # data is archived, so a run that died with data in staging is found and its file put back.
+    sa.Column("staging", sa.Text),
 )
 # One row per completion a run inserted, changed or deleted, with what was there before. Read by run only, so a
 # plain index on run_id (small: its values repeat) instead of a key that would be maintained per row.
@@ -69,6 +72,8 @@ def upgrade(engine: Engine) -> int:
     """Create or upgrade the project's tables; touches nothing else. Returns the schema version."""
     metadata.create_all(engine, checkfirst=True)
     with engine.begin() as conn:
+        if "staging" not in {c["name"] for c in sa.inspect(conn).get_columns(runs.name)}:  # a version 1 ledger
+            conn.execute(sa.text(f"ALTER TABLE {runs.name} ADD COLUMN staging TEXT"))
         known = conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar()
         if known is None or known < SCHEMA_VERSION:
             conn.execute(sa.insert(schema_version).values(version=SCHEMA_VERSION, applied_at=utcnow()))
@@ -103,12 +108,40 @@ class RunCounts:
 
 def start_run(
     conn: Connection, *, run_id: str, customer: str, dag_id: str, subject: str, airflow_run_id: str | None = None,
-    content_type: str | None = None, checksum: str | None = None, dry_run: bool = False,
+    content_type: str | None = None, checksum: str | None = None, dry_run: bool = False, staging: str | None = None,
 ) -> None:
     conn.execute(sa.insert(runs).values(
         run_id=run_id, customer=customer, dag_id=dag_id, airflow_run_id=airflow_run_id, subject=subject,
         content_type=content_type, checksum=checksum, status="running", dry_run=dry_run, started_at=utcnow(),
+        staging=staging,
     ))
+
+
+def update_run(conn: Connection, run_id: str, **values) -> None:
+    """Set columns of a run's row as the run learns them (its checksum, its staging folder emptied: None)."""
+    conn.execute(sa.update(runs).where(runs.c.run_id == run_id).values(**values))
+
+
+def unfinished_runs(conn: Connection, customer: str) -> list[dict]:
+    """A customer's runs that are still running or still hold data in staging, oldest first."""
+    query = (sa.select(runs).where(runs.c.customer == customer,
+                                   sa.or_(runs.c.status == "running", runs.c.staging.is_not(None)))
+             .order_by(runs.c.started_at))
+    return [_decoded(row) for row in conn.execute(query).mappings()]
+
+
+def failure_streak(conn: Connection, customer: str, checksum: str) -> list[str]:
+    """The runs, newest first, that failed or died on these exact bytes since they last succeeded."""
+    query = (sa.select(runs.c.run_id, runs.c.status)
+             .where(runs.c.customer == customer, runs.c.checksum == checksum, runs.c.dag_id == "progression_import",
+                    runs.c.dry_run.is_(False), runs.c.status != "running")
+             .order_by(runs.c.started_at.desc()).limit(20))
+    streak = []
+    for run_id, status in conn.execute(query):
+        if status not in ("failed", "abandoned"):
+            break
+        streak.append(run_id)
+    return streak
 
 
 def record_counts(conn: Connection, run_id: str, counts: RunCounts) -> None:

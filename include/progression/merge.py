@@ -16,9 +16,9 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from progression import ledger, storage
+from progression import ledger, runs, storage
 from progression.jobs import Job
-from progression.pipeline import ConfError, Target
+from progression.runs import ConfError, Target
 from progression.platform import completions, content, load_users, normalise_email, platform_id
 from progression.read import ROW, InputError, read_pairs
 from progression.report import write_sheets
@@ -143,7 +143,7 @@ def apply(target: Target, job: MergeJob) -> MergeJob:
         ledger.start_run(conn, run_id=job.run_id, customer=job.customer, dag_id=DAG_ID, subject=job.subject,
                          airflow_run_id=job.airflow_run_id, dry_run=job.dry_run)
     pairs = pd.DataFrame(job.pairs).rename_axis("pair").reset_index()
-    with target.engine.begin() as conn:
+    with runs.writing(target) as conn:
         pid = platform_id(conn, target.customer.platform)
         held = _completions_of(conn, pairs["from_user_id"].tolist(), pid).merge(
             pairs, left_on="user_id", right_on="from_user_id")

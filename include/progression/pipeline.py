@@ -9,30 +9,20 @@ from datetime import datetime, timezone
 from typing import Any
 
 import pandas as pd
-from sqlalchemy.engine import Engine
 
-from progression import ledger, storage
-from progression.customers import CONTENT_TYPES, ON_EXISTING, Customer
+from progression import ledger, runs, storage
+from progression.customers import CONTENT_TYPES, ON_EXISTING
 from progression.expand import expand_completions, without_access
 from progression.jobs import Job
 from progression.platform import load_assignments, snapshot
 from progression.read import ROW, InputError, read_input
 from progression.report import write_import_report
 from progression.resolve import resolve_rows
+from progression.runs import ConfError, Target
 from progression.validate import validate_rows
 from progression.write import write_completions
 
-DAG_ID = "progression_import"
-OUTCOMES = ("imported", "updated", "kept", "rejected", "not written")
-
-
-@dataclass
-class Target:
-    """Where one import's files and completions go."""
-
-    customer: Customer
-    root: Any       # the customer's storage root (pathlib-like)
-    engine: Engine  # the customer's platform database
+DAG_ID = runs.IMPORT_DAG
 
 
 @dataclass
@@ -66,10 +56,6 @@ class FileJob(Job):
         return self.status == "failed"
 
 
-class ConfError(ValueError):
-    """A run conf that is refused before any work."""
-
-
 def plan(target: Target, *, path: str | None, content_type: str | None, dry_run: bool, on_existing: str | None,
          force: bool, airflow_run_id: str | None, started: datetime) -> list[FileJob]:
     """The files this run will import for one customer (one file when `path` is given)."""
@@ -93,9 +79,29 @@ def plan(target: Target, *, path: str | None, content_type: str | None, dry_run:
     return [
         FileJob(customer=customer.slug, path=rel, content_type=content_type or folder_type, dry_run=dry_run,
                 on_existing=on_existing, force=force, airflow_run_id=airflow_run_id, started=stamp.isoformat(),
-                staging=f"{storage.STAGING}/{stamp:%Y%m%dT%H%M%S}-{_safe(airflow_run_id or 'local')}/{index:04d}")
+                run_id=ledger.new_run_id("import", customer.slug, stamp),
+                staging=f"{run_staging(stamp, airflow_run_id)}/{index:04d}")
         for index, (rel, folder_type) in enumerate(files)
     ]
+
+
+def run_staging(started: datetime, airflow_run_id: str | None) -> str:
+    """The staging folder of one run of a customer; each file works in a folder of its own inside it."""
+    return f"{storage.STAGING}/{started:%Y%m%dT%H%M%S}-{_safe(airflow_run_id or 'local')}"
+
+
+def close_run_staging(target: Target, jobs: list[FileJob]) -> bool:
+    """Remove the run's staging folder once none of its files holds data there (the last task does this: a file's
+    own tasks never touch another file's folder). A file left there by a failed task stays for recovery."""
+    if not jobs:
+        return False
+    folder = jobs[0].staging.rsplit("/", 1)[0]
+    with target.engine.connect() as conn:
+        if any((run["staging"] or "").startswith(f"{folder}/")
+               for run in ledger.unfinished_runs(conn, target.customer.slug)):
+            return False
+    storage.remove_tree(target.root, folder)
+    return True
 
 
 def _safe(text: str) -> str:
@@ -122,14 +128,24 @@ def _fail(target: Target, job: FileJob, message: str) -> FileJob:
 # --- stages -------------------------------------------------------------------------------------------------------
 
 def fetch(target: Target, job: FileJob) -> FileJob:
-    """Read the file from storage into staging; open its ledger run; skip bytes that were imported before."""
-    data = storage.at(target.root, job.path).read_bytes()
-    job.checksum = storage.checksum(data)
-    job.run_id = ledger.new_run_id("import", job.customer, job.now)
-    with target.engine.begin() as conn:
+    """Claim the file into this run's staging (a dry run copies it), open its ledger run, skip bytes that were
+    imported before, and read it."""
+    with target.engine.begin() as conn:  # opened first: a run that dies holding the file is found by its row
         ledger.start_run(conn, run_id=job.run_id, customer=job.customer, dag_id=DAG_ID, subject=job.path,
-                         airflow_run_id=job.airflow_run_id, content_type=job.content_type, checksum=job.checksum,
-                         dry_run=job.dry_run)
+                         airflow_run_id=job.airflow_run_id, content_type=job.content_type, dry_run=job.dry_run,
+                         staging=job.staging)
+    try:
+        with runs.claiming(target):
+            take = storage.copy_in if job.dry_run else storage.claim
+            data = take(target.root, job.path, runs.claimed_file(job.staging, job.path))
+    except storage.Gone:
+        job.status, job.message = "skipped", f"{job.path}: claimed by another run meanwhile; nothing to do here"
+        with target.engine.begin() as conn:
+            ledger.finish_run(conn, job.run_id, "skipped", message=job.message)
+        return job
+    job.checksum = storage.checksum(data)
+    with target.engine.begin() as conn:
+        ledger.update_run(conn, job.run_id, checksum=job.checksum)
         earlier = None if job.force else ledger.earlier_import_of(conn, job.customer, job.checksum)
     if earlier:
         job.status = "skipped"
@@ -225,7 +241,7 @@ def write(target: Target, job: FileJob) -> FileJob:
                                   f"({rate:.1%}), above the customer's max_error_rate of {limit:.1%}; "
                                   "nothing was written")
     completions = _get(target, job, "completions")
-    with target.engine.begin() as conn:
+    with runs.writing(target) as conn:
         result = write_completions(conn, completions, run_id=job.run_id, source="import",
                                    on_existing=job.on_existing, dry_run=job.dry_run)
         counts.imported, counts.updated, counts.kept = (result.count(o) for o in ("imported", "updated", "kept"))
@@ -302,21 +318,42 @@ def summary_lines(target: Target, job: FileJob) -> list[tuple[str, object]]:
 
 
 def archive(target: Target, job: FileJob) -> FileJob:
-    """Move the file out of the inbox (a dry run leaves it) and clear this file's staging folder."""
-    if not job.dry_run:
-        folder = storage.FAILED if job.failed else storage.PROCESSED
-        sub = f"{folder}/{job.content_type}" if job.content_type else folder
-        job.archived_to = storage.free_name(target.root, sub, job.path.rsplit("/", 1)[-1], job.now)
-        storage.move(target.root, job.path, job.archived_to)
-    storage.remove_tree(target.root, job.staging)
+    """Move the claimed file to processed/ or failed/ (a dry run's copy just goes) and clear this file's staging."""
+    held = runs.claimed_file(job.staging, job.path)
+    with runs.executing(target.engine, job.run_id):
+        if not job.dry_run and storage.at(target.root, held).exists():
+            folder = storage.FAILED if job.failed else storage.PROCESSED
+            sub = f"{folder}/{job.content_type}" if job.content_type else folder
+            job.archived_to = storage.free_name(target.root, sub, job.path.rsplit("/", 1)[-1], job.now)
+            storage.move(target.root, held, job.archived_to)
+        storage.remove_tree(target.root, job.staging)
+        with target.engine.begin() as conn:
+            ledger.update_run(conn, job.run_id, staging=None)
     return job
+
+
+STAGES = {stage.__name__: stage for stage in (fetch, validate, resolve, expand, write, report)}
+
+
+def run_stage(target: Target, job: FileJob, name: str) -> FileJob:
+    """One stage as a task runs it: a failure fails the file (reported, moved to failed/), never the ledger open."""
+    return runs.guarded(target, job, STAGES[name], _fail_stage)
+
+
+def _fail_stage(target: Target, job: FileJob, message: str) -> FileJob:
+    if job.status == "ok" and "imported" in job.counts:  # written already: the run stands, the message says more
+        job.message = message
+        with target.engine.begin() as conn:
+            ledger.update_run(conn, job.run_id, message=message)
+        return job
+    return _fail(target, job, message)
 
 
 def run_file(target: Target, job: FileJob) -> FileJob:
     """Every stage of one file, in order, in this process (tests and the benchmark use this)."""
-    for stage in (fetch, validate, resolve, expand, write, report, archive):
-        job = stage(target, job)
-    return job
+    for name in STAGES:
+        job = run_stage(target, job, name)
+    return archive(target, job)
 
 
 def summarise(runs: list[dict]) -> dict:

@@ -121,3 +121,26 @@ def remove_tree(root: Root, rel: str) -> None:
             folder.rmdir()
         except (OSError, NotImplementedError):
             break  # not empty yet, or an object store, which has no real directories
+
+
+class Gone(FileNotFoundError):
+    """The file is no longer where the run found it: another run claimed it, or it was removed."""
+
+
+def claim(root: Root, source_rel: str, dest_rel: str) -> bytes:
+    source, dest = at(root, source_rel), at(root, dest_rel)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        source.rename(dest)
+    except FileNotFoundError:
+        raise Gone(f"{source_rel}: claimed by another run or removed") from None
+    return dest.read_bytes()
+
+
+def copy_in(root: Root, source_rel: str, dest_rel: str) -> bytes:
+    try:
+        data = at(root, source_rel).read_bytes()
+    except FileNotFoundError:
+        raise Gone(f"{source_rel}: claimed by another run or removed") from None
+    write_bytes(root, dest_rel, data)
+    return data

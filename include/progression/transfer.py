@@ -22,11 +22,11 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from progression import ledger, storage
+from progression import ledger, runs, storage
 from progression.customers import ON_EXISTING
 from progression.expand import ancestors, descendants
 from progression.jobs import Job
-from progression.pipeline import ConfError, Target
+from progression.runs import ConfError, Target
 from progression.platform import (
     completions, content, content_groups, group_members, load_edges, platform_id, users,
 )
@@ -290,7 +290,7 @@ def transfer(target: Target, job: TransferJob) -> TransferJob:
     """Every pair's completions in one transaction: all of them or none. A dry run decides and writes nothing."""
     if job.status != "ok":
         return job
-    with target.engine.begin() as conn:
+    with runs.writing(target) as conn:
         pid = platform_id(conn, target.customer.platform)
         edges = load_edges(conn, pid)
         completed = pd.concat([completed_old(conn, pid, index, pair, edges) for index, pair in enumerate(job.pairs)],

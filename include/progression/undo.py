@@ -13,9 +13,9 @@ from datetime import datetime, timezone
 
 import pandas as pd
 
-from progression import ledger, storage
+from progression import ledger, runs, storage
 from progression.jobs import Job
-from progression.pipeline import ConfError, Target
+from progression.runs import ConfError, Target
 from progression.platform import load_content, load_users, platform_id
 from progression.report import write_sheets
 from progression.write import RESTORE_COLUMNS, restore_from_journal
@@ -57,6 +57,9 @@ def plan(target: Target, *, run_id: str, dry_run: bool, force: bool, airflow_run
         raise ConfError(f"run_id {run_id!r} is not in the ledger of customer {target.customer.slug}")
     if run["dry_run"]:
         raise ConfError(f"run_id {run_id!r} was a dry run: it wrote no completion, so there is nothing to undo")
+    if run["status"] in ("failed", "abandoned", "skipped"):
+        raise ConfError(f"run_id {run_id!r} {run['status']} without writing any completion: there is nothing "
+                        "to undo")
     if run["status"] == "running":
         raise ConfError(f"run_id {run_id!r} has not finished (status running): undo it once it has")
     return UndoJob(customer=target.customer.slug, undone_run_id=run_id, undone_dag_id=run["dag_id"],
@@ -71,7 +74,7 @@ def apply(target: Target, job: UndoJob) -> UndoJob:
     with target.engine.begin() as conn:
         ledger.start_run(conn, run_id=job.run_id, customer=job.customer, dag_id=DAG_ID, subject=job.undone_run_id,
                          airflow_run_id=job.airflow_run_id, dry_run=job.dry_run)
-    with target.engine.begin() as conn:
+    with runs.writing(target) as conn:
         undone = ledger.lock_run(conn, job.undone_run_id)
         if undone["undone_by"]:
             job.status = "skipped"

@@ -126,6 +126,9 @@ def test_a_bad_conf_is_refused_before_any_work(world, conf, message):
     drop(world, "globex", "inbox/activities/may.xlsx", activities_file(world, "globex", 2))
     done = dags_test(world, conf)
     assert message in done.stdout + done.stderr
+    if "param" not in message:  # refused by the first task, not by the trigger form: the summary still comes
+        summary = summary_of(done)
+        assert message in summary["refused"] and summary["files"] == 0
     assert count_completions(world, "globex") == 0
     assert (world["dir"] / "globex/inbox/activities/may.xlsx").exists()
 

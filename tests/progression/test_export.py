@@ -13,7 +13,8 @@ from progression import ledger
 from progression.db import engine_for
 from progression.demo import seed_platform, workbook_bytes
 from progression.export import write_export
-from progression.pipeline import Target, plan, run_file
+from progression.pipeline import plan, run_file
+from progression.runs import Target
 from progression.platform import create_platform_tables
 from support import NOW, SMALL, drop, stored
 

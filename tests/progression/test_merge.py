@@ -10,7 +10,7 @@ from support import NOW, drop, stored, utc
 from progression import ledger
 from progression.demo import describe, workbook_bytes
 from progression.merge import plan, run_merge
-from progression.pipeline import ConfError
+from progression.runs import ConfError
 from progression.platform import completions, content, users
 
 

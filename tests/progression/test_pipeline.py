@@ -12,7 +12,8 @@ import sqlalchemy as sa
 from support import NOW, as_utc, drop, stored, utc
 from progression import ledger
 from progression.demo import describe, workbook_bytes
-from progression.pipeline import ConfError, plan, run_file
+from progression.pipeline import plan, run_file
+from progression.runs import ConfError
 from progression.platform import content, content_items
 
 HEADER = ["User email", "Content uuid", "Completion date"]
@@ -239,30 +240,6 @@ def test_too_many_rejected_rows_fail_the_file_and_write_nothing(target, platform
     assert outcomes == ["not written", "rejected", "rejected"]
     with target.engine.connect() as conn:
         assert ledger.get_run(conn, job.run_id)["status"] == "failed"
-
-
-def test_a_file_is_written_whole_or_not_at_all(target, platform, engine):
-    """A database error half-way through the write leaves no completion and no journal row behind."""
-    journey = platform.uuids["journey"][0]
-    last_activity = children(engine, journey)[-1]
-    with engine.begin() as conn:
-        content_id = conn.execute(sa.select(content.c.id).where(content.c.uuid == last_activity)).scalar()
-        if engine.dialect.name == "sqlite":
-            conn.exec_driver_sql(f"CREATE TRIGGER boom BEFORE INSERT ON completions WHEN NEW.content_id = "
-                                 f"{content_id} BEGIN SELECT RAISE(ABORT, 'boom'); END")
-        else:
-            conn.exec_driver_sql("CREATE FUNCTION boom() RETURNS trigger AS $$ BEGIN "
-                                 f"IF NEW.content_id = {content_id} THEN RAISE EXCEPTION 'boom'; END IF; "
-                                 "RETURN NEW; END $$ LANGUAGE plpgsql")
-            conn.exec_driver_sql("CREATE TRIGGER boom BEFORE INSERT ON completions FOR EACH ROW EXECUTE "
-                                 "FUNCTION boom()")
-    rel = drop(target.root, "inbox/journeys/j.xlsx", xlsx([[platform.emails[0], journey, "2024-04-10"],
-                                                           [platform.emails[1], journey, "2024-04-10"]]))
-    with pytest.raises(Exception, match="boom"):
-        run(target, rel)
-    assert stored(engine) == {}
-    with engine.connect() as conn:
-        assert conn.execute(sa.select(sa.func.count()).select_from(ledger.journal)).scalar() == 0
 
 
 def test_the_journal_holds_every_change_with_what_was_there_before(target, platform):

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from support import NOW, as_utc, drop, stored, utc
 from progression import ledger
 from progression.demo import describe, workbook_bytes
-from progression.pipeline import ConfError
+from progression.runs import ConfError
 from progression.platform import completions, content, content_groups, content_items, groups, users
 from progression.transfer import plan, run_transfer, summarise
 

@@ -15,7 +15,8 @@ from progression import ledger
 from progression.demo import workbook_bytes
 from progression.expand import expand_completions
 from progression.merge import plan as plan_merge, run_merge
-from progression.pipeline import ConfError, plan as plan_import, run_file
+from progression.pipeline import plan as plan_import, run_file
+from progression.runs import ConfError
 from progression.platform import completions, content, load_edges, users
 from progression.transfer import plan as plan_transfer, run_transfer
 from progression.undo import plan, run_undo

@@ -1,0 +1,200 @@
+"""What every run shares, whatever it does: where it works (Target), refusing a conf (ConfError), the per-customer
+writer lock, a stage that fails without losing the file or leaving the ledger open, and recovery of runs that died.
+
+Liveness. A run is alive while one of its tasks executes (on PostgreSQL each stage holds a session advisory lock on
+its run id: a killed process loses its connection, and with it the lock) or while Airflow says its DAG run is still
+queued or running (between tasks). A ledger row that is `running`, or still holds data in staging, of a run that is
+alive by neither test died outright: the next run of the customer closes it as `abandoned` and puts the file back.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from progression import ledger, storage
+from progression.customers import Customer
+
+log = logging.getLogger(__name__)
+
+# Advisory lock namespaces (first key of the two-key form): customers that write, runs that are executing, and
+# customers whose inbox is being claimed from.
+_CUSTOMER_LOCKS, _RUN_LOCKS, _CLAIM_LOCKS = 1347571527, 1347571528, 1347571529
+STRIKES = 3  # the same bytes failing this many times in a row are not tried again
+IMPORT_DAG = "progression_import"
+
+# Errors that say nothing about the file: the stage may succeed when tried again, so the file is not failed.
+TRANSIENT = (sa.exc.OperationalError, sa.exc.InterfaceError, ConnectionError, TimeoutError)
+
+AirflowRunIsLive = Callable[[str, str], bool]  # (dag_id, airflow run id) -> still queued or running
+
+
+@dataclass
+class Target:
+    """Where one customer's run reads and writes."""
+
+    customer: Customer
+    root: Any       # the customer's storage root (ObjectStoragePath in the DAGs, pathlib.Path in tests)
+    engine: Engine  # the customer's platform database
+
+
+class ConfError(ValueError):
+    """A run conf that is refused before any work."""
+
+
+@contextmanager
+def _customer_lock(target: Target, namespace: int) -> Iterator[Connection]:
+    with target.engine.begin() as conn:  # on SQLite BEGIN IMMEDIATE: one writer at a time anyway
+        if conn.dialect.name == "postgresql":
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:ns, hashtext(:key))"),
+                         {"ns": namespace, "key": target.customer.slug})
+        yield conn
+
+
+def writing(target: Target):
+    """A transaction that holds the customer's writer lock: runs of one customer that write completions (import,
+    transfer, merge, undo) take turns instead of racing."""
+    return _customer_lock(target, _CUSTOMER_LOCKS)
+
+
+def claiming(target: Target):
+    """The customer's inbox lock, held while a file is claimed: on object storage a claim is a copy and a delete,
+    not one atomic rename, so two runs must not claim at once. Separate from the writer lock, so claims do not
+    wait for another file's long write."""
+    return _customer_lock(target, _CLAIM_LOCKS)
+
+
+@contextmanager
+def executing(engine: Engine, run_id: str) -> Iterator[None]:
+    """Mark the run alive while this block runs (PostgreSQL: a session advisory lock, released by the server when
+    the process dies)."""
+    if not run_id or engine.dialect.name != "postgresql":
+        yield
+        return
+    with engine.connect() as conn:
+        conn.execute(sa.text("SELECT pg_advisory_lock(:ns, hashtext(:run))"), {"ns": _RUN_LOCKS, "run": run_id})
+        conn.commit()
+        try:
+            yield
+        finally:
+            conn.execute(sa.text("SELECT pg_advisory_unlock(:ns, hashtext(:run))"),
+                         {"ns": _RUN_LOCKS, "run": run_id})
+            conn.commit()
+
+
+def _executing_now(conn: Connection, run_id: str) -> bool:
+    """Whether a task of this run holds its lock right now (PostgreSQL; SQLite cannot tell: False)."""
+    if conn.dialect.name != "postgresql":
+        return False
+    free = conn.execute(sa.text("SELECT pg_try_advisory_lock(:ns, hashtext(:run))"),
+                        {"ns": _RUN_LOCKS, "run": run_id}).scalar()
+    if free:
+        conn.execute(sa.text("SELECT pg_advisory_unlock(:ns, hashtext(:run))"), {"ns": _RUN_LOCKS, "run": run_id})
+    return not free
+
+
+def is_alive(conn: Connection, run: dict, airflow_run_is_live: AirflowRunIsLive | None) -> bool:
+    if _executing_now(conn, run["run_id"]):
+        return True
+    if run["airflow_run_id"]:
+        # Without a way to ask Airflow (a run started outside it), a row of an Airflow run is taken as alive.
+        return airflow_run_is_live is None or airflow_run_is_live(run["dag_id"], run["airflow_run_id"])
+    # A run outside Airflow: on PostgreSQL its lock says it all; on SQLite nothing can tell, so it is left alone.
+    return conn.dialect.name != "postgresql"
+
+
+class StagedJob(Protocol):
+    run_id: str
+    path: str
+    message: str
+    status: str
+
+
+J = TypeVar("J", bound=StagedJob)
+
+
+def guarded(target: Target, job: J, stage: Callable[[Target, J], J], fail: Callable[[Target, J, str], J]) -> J:
+    """Run one stage while marked alive. An error that is the file's (a reader error, a constraint that refuses a
+    row, a Rust panic in the reader) fails the file through `fail`, with one sentence naming the file and the
+    stage; a transient one (a lost connection) is raised for Airflow to retry, and the ledger says so."""
+    name = stage.__name__
+    try:
+        with executing(target.engine, job.run_id):
+            return stage(target, job)
+    except TRANSIENT as exc:
+        if job.run_id:
+            try:
+                with target.engine.begin() as conn:
+                    ledger.update_run(conn, job.run_id, message=f"{job.path}: the {name} stage was interrupted "
+                                      f"({_brief(exc)}); it is tried again, else the next run puts the file back")
+            except Exception:  # noqa: BLE001 - the database may be what is gone; the task's own error says more
+                log.warning("could not record the interruption of %s in the ledger", job.run_id)
+        raise
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # noqa: BLE001 - a reader's Rust panic is a BaseException, and is the file's fault
+        log.exception("stage %s of %s failed", name, job.path)
+        return fail(target, job, f"{job.path}: the {name} stage failed: {_brief(exc)}")
+
+
+def _brief(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{exc.__class__.__name__}: {text[:300]}" if text else exc.__class__.__name__
+
+
+def recover(target: Target, airflow_run_is_live: AirflowRunIsLive | None) -> list[str]:
+    """Close the customer's runs that died (`abandoned`), put each file they held back where it belongs, and remove
+    their staging. Returns one line per run recovered."""
+    lines = []
+    with target.engine.connect() as conn:
+        dead = [run for run in ledger.unfinished_runs(conn, target.customer.slug)
+                if not is_alive(conn, run, airflow_run_is_live)]
+    for run in dead:
+        lines.append(_recover_run(target, run))
+    return lines
+
+
+def _recover_run(target: Target, run: dict) -> str:
+    root, staging = target.root, run["staging"]
+    held = claimed_file(staging, run["subject"]) if staging and run["dag_id"] == IMPORT_DAG else None
+    where = ""
+    status, message = run["status"], run["message"]
+    with writing(target) as conn:
+        if held and storage.at(root, held).exists():
+            checksum = run["checksum"] or storage.checksum(storage.read_bytes(root, held))
+            if status == "running":
+                status = "abandoned"
+                streak = [run["run_id"], *ledger.failure_streak(conn, run["customer"], checksum)]
+                if len(streak) >= STRIKES:
+                    folder = f"{storage.FAILED}/{run['content_type']}" if run["content_type"] else storage.FAILED
+                    message = (f"{run['subject']}: these bytes failed {len(streak)} times in a row (runs "
+                               f"{', '.join(reversed(streak))}); moved to {folder}/ instead of trying again")
+                else:
+                    folder = run["subject"].rsplit("/", 1)[0]
+                    message = (f"{run['subject']}: the run stopped before it finished (worker killed or lost); "
+                               "nothing was written and the file went back to the inbox for the next run")
+            else:  # it got as far as deciding; only the move out of staging was left undone
+                folder = f"{storage.FAILED if status == 'failed' else storage.PROCESSED}/{run['content_type']}"
+            where = storage.free_name(root, folder, run["subject"].rsplit("/", 1)[-1], ledger.utcnow())
+            storage.move(root, held, where)
+            ledger.update_run(conn, run["run_id"], checksum=checksum)
+        elif status == "running":
+            status = "abandoned"
+            message = f"{run['subject']}: the run stopped before it finished (worker killed or lost)"
+        if status != run["status"]:
+            ledger.finish_run(conn, run["run_id"], status, message=message)
+        ledger.update_run(conn, run["run_id"], staging=None)
+    if staging:
+        storage.remove_tree(root, staging)
+    return f"run {run['run_id']} ({run['subject']}): {status}" + (f", file now at {where}" if where else "")
+
+
+def claimed_file(staging: str, subject: str) -> str:
+    """Where an import run keeps the file it claimed from the inbox."""
+    return f"{staging}/claimed/{subject.rsplit('/', 1)[-1]}"
