@@ -138,9 +138,8 @@ def airflow_run_is_live(dag_id: str, run_id: str) -> bool:
 
     try:
         state = RuntimeTaskInstance.get_dagrun_state(dag_id=dag_id, run_id=run_id)
-    except Exception as exc:  # noqa: BLE001 - the execution API's errors come in several types
-        text = str(exc).lower()
-        return not ("404" in text or "not found" in text or "not_found" in text)
+    except Exception as exc:  # noqa: BLE001 - the execution API answers a run it does not know with an HTTP 404
+        return getattr(getattr(exc, "response", None), "status_code", None) != 404
     return str(state).lower().rsplit(".", 1)[-1] in ("queued", "running")
 
 

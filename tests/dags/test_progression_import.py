@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -17,9 +18,12 @@ import sqlalchemy as sa
 
 from dags_support import ROOT, asset_events, drop, run_dag, summary_line
 from support import SMALL
+from progression import ledger, pipeline
+from progression.customers import load_registry
 from progression.db import engine_for
 from progression.demo import describe, seed_platform, workbook_bytes
 from progression.platform import completions
+from progression.runs import Target
 
 pytestmark = pytest.mark.airflow
 
@@ -258,3 +262,26 @@ def test_a_failed_file_is_posted_to_the_customers_slack_webhook(world, webhook):
     assert len(received) == 1
     assert received[0]["text"].startswith("Progression import for acme: 1 file(s) failed, 3 row(s) rejected")
     assert "bad.xlsx: failed, unknown user: 3" in received[0]["text"]
+
+
+def test_a_file_held_by_a_run_that_died_goes_back_and_is_imported(world):
+    """A worker died after claiming the file: its Airflow run is over (here: one Airflow never had), so the next
+    run closes the ledger row as abandoned, puts the file back and imports it."""
+    drop(world, "acme", "inbox/activities/q3.xlsx", activities_file(world, "acme", 3))
+    customer = load_registry(world["dir"] / "customers.yaml").get("acme")
+    target = Target(customer=customer, root=world["dir"] / "acme",
+                    engine=engine_for(f"sqlite:///{world['dir'] / 'acme.db'}"))
+    [job] = pipeline.plan(target, path=None, content_type=None, dry_run=False, on_existing=None, force=False,
+                          airflow_run_id="scheduled__2026-11-27T02:00:00+00:00", started=datetime.now(timezone.utc))
+    died = pipeline.run_stage(target, job, "fetch")
+    assert not (world["dir"] / "acme/inbox/activities/q3.xlsx").exists()
+
+    done = dags_test(world, {"customer": "acme"})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert f"recovered run {died.run_id}" in done.stdout + done.stderr
+    assert summary_of(done)["succeeded"] == ["acme/activities/q3.xlsx"]
+    assert count_completions(world, "acme") == 3
+    with target.engine.connect() as conn:
+        statuses = {row["run_id"]: row["status"] for row in ledger.list_runs(conn)}
+    assert statuses[died.run_id] == "abandoned" and sorted(statuses.values()) == ["abandoned", "succeeded"]
+    assert not list((world["dir"] / "acme").glob("staging/*"))
