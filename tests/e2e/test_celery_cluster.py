@@ -112,6 +112,8 @@ def test_two_customers_imported_by_the_celery_worker_and_checked_through_the_api
                                                                                           range(0, 6)))
     s3.put_object(Bucket=BUCKET, Key="acme/inbox/activities/q4.xlsx", Body=activity_rows(engines["acme"], "acme",
                                                                                           range(6, 10)))
+    s3.put_object(Bucket=BUCKET, Key="acme/inbox/activities/q5.xlsx", Body=activity_rows(engines["acme"], "acme",
+                                                                                          range(10, 13)))
     inbox = home / "globex/inbox/activities"
     inbox.mkdir(parents=True)
     (inbox / "may.xlsx").write_bytes(activity_rows(engines["globex"], "globex", range(0, 5)))
@@ -142,7 +144,7 @@ def test_two_customers_imported_by_the_celery_worker_and_checked_through_the_api
         writes = {t["rendered_map_index"]: t["state"] for t in instances if t["task_id"].endswith(".write")}
         archives = {t["rendered_map_index"]: t["state"] for t in instances if t["task_id"].endswith(".archive")}
         if slug == "acme":
-            assert writes == archives == {"acme/activities/q3.xlsx": "success", "acme/activities/q4.xlsx": "success"}
+            assert writes == archives == {f"acme/activities/{name}.xlsx": "success" for name in ("q3", "q4", "q5")}
         else:
             assert archives == {"globex/activities/may.xlsx": "success", "globex/activities/june.xlsx": "failed"}
         ran = [t for t in instances if t["state"] in ("success", "failed")]
@@ -150,7 +152,7 @@ def test_two_customers_imported_by_the_celery_worker_and_checked_through_the_api
     summarise = next(t for t in tasks["globex"] if t["task_id"] == "summarise")
     assert summarise["state"] == "success"
 
-    assert imported(engines["acme"]) == 10 and imported(engines["globex"]) == 5
+    assert imported(engines["acme"]) == 13 and imported(engines["globex"]) == 5
     with engines["globex"].connect() as conn:
         ledger_runs = dict(conn.execute(sa.text(
             "SELECT subject, status FROM progression_runs WHERE airflow_run_id = :run"),
@@ -158,9 +160,14 @@ def test_two_customers_imported_by_the_celery_worker_and_checked_through_the_api
     assert ledger_runs == {"inbox/activities/may.xlsx": "succeeded", "inbox/activities/june.xlsx": "failed"}
     listed = s3.list_objects_v2(Bucket=BUCKET, Prefix="acme/")
     stored = {item["Key"] for item in listed.get("Contents", [])}
-    assert {"acme/processed/activities/q3.xlsx", "acme/processed/activities/q4.xlsx"} <= stored
+    assert {f"acme/processed/activities/{name}.xlsx" for name in ("q3", "q4", "q5")} <= stored
     assert not any(key.startswith(("acme/inbox/", "acme/staging/")) for key in stored)
     assert (home / "globex/failed/activities/june.xlsx").exists()
+    # Each file's tasks removed only their own staging; the last task removed the run's folder.
+    assert not list((home / "globex").glob("staging/*"))
+    with engines["acme"].connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM progression_runs WHERE status = 'running' "
+                                    "OR staging IS NOT NULL")).scalar() == 0
 
     # The runs' task instances went to both workers.
     assert api.tasks_received("worker-1") > 0 and api.tasks_received("worker-2") > 0, api.tail()
