@@ -4,6 +4,7 @@ a run-scoped staging folder of the customer's storage. The DAG, the tests and th
 from __future__ import annotations
 
 import io
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -22,6 +23,7 @@ from progression.resolve import resolve_rows
 from progression.validate import validate_rows
 from progression.write import write_completions
 
+log = logging.getLogger(__name__)
 DAG_ID = "progression_import"
 OUTCOMES = ("imported", "updated", "kept", "rejected", "not written")
 
@@ -82,13 +84,17 @@ def plan(target: Target, *, path: str | None, content_type: str | None, dry_run:
     if path:
         try:
             rel = storage.relative(path)
+            present = storage.is_file(target.root, rel)
         except storage.PathRefused as exc:
             raise ConfError(str(exc)) from None
-        if not storage.at(target.root, rel).is_file():
+        if not present:
             raise ConfError(f"path {rel!r} does not exist in the storage of customer {customer.slug}")
         files = [(rel, storage.type_from_folder(rel))]
     else:
-        files = storage.inbox_files(target.root, content_type)
+        inbox = storage.inbox_files(target.root, content_type)
+        files = inbox.files
+        for refusal in inbox.refused:
+            log.warning("customer %s: %s", customer.slug, refusal)
     stamp = started.astimezone(timezone.utc)
     return [
         FileJob(customer=customer.slug, path=rel, content_type=content_type or folder_type, dry_run=dry_run,
@@ -123,7 +129,7 @@ def _fail(target: Target, job: FileJob, message: str) -> FileJob:
 
 def fetch(target: Target, job: FileJob) -> FileJob:
     """Read the file from storage into staging; open its ledger run; skip bytes that were imported before."""
-    data = storage.at(target.root, job.path).read_bytes()
+    data = storage.read_bytes(target.root, job.path)
     job.checksum = storage.checksum(data)
     job.run_id = ledger.new_run_id("import", job.customer, job.now)
     with target.engine.begin() as conn:

@@ -151,9 +151,10 @@ def plan(target: Target, *, old_uuid: str | None = None, new_uuid: str | None = 
     if path:
         try:
             rel = storage.relative(path)
+            present = storage.is_file(target.root, rel)
         except storage.PathRefused as exc:
             raise ConfError(str(exc)) from None
-        if not storage.at(target.root, rel).is_file():
+        if not present:
             raise ConfError(f"path {rel!r} does not exist in the storage of customer {customer.slug}")
     stamp = started.astimezone(timezone.utc)
     job = TransferJob(customer=customer.slug, path=rel, dry_run=dry_run, completion_date=completion_date,
@@ -161,7 +162,7 @@ def plan(target: Target, *, old_uuid: str | None = None, new_uuid: str | None = 
                       run_id=ledger.new_run_id("transfer", customer.slug, stamp),
                       subject=rel or f"{old_uuid.strip().lower()} -> {new_uuid.strip().lower()}")
     if rel:
-        requested, job.problems = requested_in(storage.at(target.root, rel).read_bytes(), rel)
+        requested, job.problems = requested_in(storage.read_bytes(target.root, rel), rel)
     else:
         requested = [(None, old_uuid, new_uuid)]
     with target.engine.begin() as conn:
