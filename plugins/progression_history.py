@@ -79,7 +79,7 @@ def report(customer: str, run_id: str) -> Response:
     target, _engine, run = _run(customer, run_id)
     if not run.get("report_path"):
         raise HTTPException(status_code=404, detail=f"run {run_id!r} has no report")
-    data = storage.at(storage_root(target.storage), run["report_path"]).read_bytes()
+    data = storage.read_bytes(storage_root(target.storage), run["report_path"])
     name = run["report_path"].rsplit("/", 1)[-1]
     return Response(data, media_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
                     headers={"Content-Disposition": f'attachment; filename="{name}"'})

@@ -110,11 +110,9 @@ def run_export(target, *, airflow_run_id: str | None, dry_run: bool = False) -> 
         ledger.start_run(conn, run_id=run_id, customer=customer.slug, dag_id=DAG_ID, subject="progression export",
                          airflow_run_id=airflow_run_id, dry_run=dry_run)
     rel = f"{storage.REPORTS}/{ledger.utcnow():%Y-%m-%d}/export.{run_id}.xlsx"
-    destination = storage.at(target.root, rel)
-    destination.parent.mkdir(parents=True, exist_ok=True)
     summary = [("Customer", customer.slug), ("Platform", customer.platform), ("Run id", run_id),
                ("Exported at", local_text(ledger.utcnow(), customer.tz)), ("Time zone", customer.timezone)]
-    with target.engine.connect() as conn, destination.open("wb") as out:
+    with target.engine.connect() as conn, storage.writer(target.root, rel) as out:
         counts = write_export(conn, customer.platform, customer.tz, out, summary=summary)
     exported = sum(counts.by_type.values())
     with target.engine.begin() as conn:

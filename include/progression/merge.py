@@ -88,13 +88,13 @@ def plan(target: Target, *, from_email: str | None, to_email: str | None, path: 
 def _pairs_from_workbook(target: Target, path: str) -> pd.DataFrame:
     try:
         rel = storage.relative(path)
+        present = storage.is_file(target.root, rel)
     except storage.PathRefused as exc:
         raise ConfError(str(exc)) from None
-    source = storage.at(target.root, rel)
-    if not source.is_file():
+    if not present:
         raise ConfError(f"path {rel!r} does not exist in the storage of customer {target.customer.slug}")
     try:
-        rows = read_pairs(source.read_bytes(), rel, PAIR_HEADERS)
+        rows = read_pairs(storage.read_bytes(target.root, rel), rel, PAIR_HEADERS)
     except InputError as exc:
         raise ConfError(f"path {rel}: {exc}") from None
     if rows.empty:
@@ -141,7 +141,7 @@ def apply(target: Target, job: MergeJob) -> MergeJob:
     job.staging = f"{storage.STAGING}/{job.run_id}"
     with target.engine.begin() as conn:
         ledger.start_run(conn, run_id=job.run_id, customer=job.customer, dag_id=DAG_ID, subject=job.subject,
-                         airflow_run_id=job.airflow_run_id, dry_run=job.dry_run)
+                         airflow_run_id=job.airflow_run_id, dry_run=job.dry_run, staging=job.staging)
     pairs = pd.DataFrame(job.pairs).rename_axis("pair").reset_index()
     with runs.writing(target) as conn:
         pid = platform_id(conn, target.customer.platform)
@@ -220,9 +220,9 @@ def report(target: Target, job: MergeJob) -> MergeJob:
                          "Target had (UTC)", "Outcome", "Reason", "Removed from source"], items),
     ])
     storage.write_bytes(target.root, job.report, buffer.getvalue())
-    storage.remove_tree(target.root, job.staging)
     with target.engine.begin() as conn:
         ledger.finish_run(conn, job.run_id, job.status, report_path=job.report)
+    runs.release_staging(target, job.run_id, job.staging)
     return job
 
 

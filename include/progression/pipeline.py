@@ -4,6 +4,7 @@ a run-scoped staging folder of the customer's storage. The DAG, the tests and th
 from __future__ import annotations
 
 import io
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -22,6 +23,7 @@ from progression.runs import ConfError, Target
 from progression.validate import validate_rows
 from progression.write import write_completions
 
+log = logging.getLogger(__name__)
 DAG_ID = runs.IMPORT_DAG
 
 
@@ -68,13 +70,17 @@ def plan(target: Target, *, path: str | None, content_type: str | None, dry_run:
     if path:
         try:
             rel = storage.relative(path)
+            present = storage.is_file(target.root, rel)
         except storage.PathRefused as exc:
             raise ConfError(str(exc)) from None
-        if not storage.at(target.root, rel).is_file():
+        if not present:
             raise ConfError(f"path {rel!r} does not exist in the storage of customer {customer.slug}")
         files = [(rel, storage.type_from_folder(rel))]
     else:
-        files = storage.inbox_files(target.root, content_type)
+        inbox = storage.inbox_files(target.root, content_type)
+        files = inbox.files
+        for refusal in inbox.refused:
+            log.warning("customer %s: %s", customer.slug, refusal)
     stamp = started.astimezone(timezone.utc)
     return [
         FileJob(customer=customer.slug, path=rel, content_type=content_type or folder_type, dry_run=dry_run,
@@ -326,9 +332,7 @@ def archive(target: Target, job: FileJob) -> FileJob:
             sub = f"{folder}/{job.content_type}" if job.content_type else folder
             job.archived_to = storage.free_name(target.root, sub, job.path.rsplit("/", 1)[-1], job.now)
             storage.move(target.root, held, job.archived_to)
-        storage.remove_tree(target.root, job.staging)
-        with target.engine.begin() as conn:
-            ledger.update_run(conn, job.run_id, staging=None)
+        runs.release_staging(target, job.run_id, job.staging)
     return job
 
 

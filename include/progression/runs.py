@@ -157,6 +157,13 @@ def recover(target: Target, airflow_run_is_live: AirflowRunIsLive | None) -> lis
                 if not is_alive(conn, run, airflow_run_is_live)]
     for run in dead:
         lines.append(_recover_run(target, run))
+    # A file's folder sits in its run's folder: once none of that run's files holds data there, it goes too.
+    folders = {run["staging"].rsplit("/", 1)[0] for run in dead if run["staging"] and "/" in run["staging"]}
+    with target.engine.connect() as conn:
+        held = [run["staging"] or "" for run in ledger.unfinished_runs(conn, target.customer.slug)]
+    for folder in folders - {storage.STAGING}:
+        if not any(staging.startswith(f"{folder}/") for staging in held):
+            storage.remove_tree(target.root, folder)
     return lines
 
 
@@ -193,6 +200,13 @@ def _recover_run(target: Target, run: dict) -> str:
     if staging:
         storage.remove_tree(root, staging)
     return f"run {run['run_id']} ({run['subject']}): {status}" + (f", file now at {where}" if where else "")
+
+
+def release_staging(target: Target, run_id: str, staging: str) -> None:
+    """The run is done with its staging folder: remove it, and the ledger stops pointing at it."""
+    storage.remove_tree(target.root, staging)
+    with target.engine.begin() as conn:
+        ledger.update_run(conn, run_id, staging=None)
 
 
 def claimed_file(staging: str, subject: str) -> str:

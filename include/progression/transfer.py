@@ -151,9 +151,10 @@ def plan(target: Target, *, old_uuid: str | None = None, new_uuid: str | None = 
     if path:
         try:
             rel = storage.relative(path)
+            present = storage.is_file(target.root, rel)
         except storage.PathRefused as exc:
             raise ConfError(str(exc)) from None
-        if not storage.at(target.root, rel).is_file():
+        if not present:
             raise ConfError(f"path {rel!r} does not exist in the storage of customer {customer.slug}")
     stamp = started.astimezone(timezone.utc)
     job = TransferJob(customer=customer.slug, path=rel, dry_run=dry_run, completion_date=completion_date,
@@ -161,14 +162,14 @@ def plan(target: Target, *, old_uuid: str | None = None, new_uuid: str | None = 
                       run_id=ledger.new_run_id("transfer", customer.slug, stamp),
                       subject=rel or f"{old_uuid.strip().lower()} -> {new_uuid.strip().lower()}")
     if rel:
-        requested, job.problems = requested_in(storage.at(target.root, rel).read_bytes(), rel)
+        requested, job.problems = requested_in(storage.read_bytes(target.root, rel), rel)
     else:
         requested = [(None, old_uuid, new_uuid)]
     with target.engine.begin() as conn:
         if requested:
             job.pairs, job.problems = check_pairs(conn, customer.platform, requested)
         ledger.start_run(conn, run_id=job.run_id, customer=job.customer, dag_id=DAG_ID, subject=job.subject,
-                         airflow_run_id=airflow_run_id, dry_run=dry_run)
+                         airflow_run_id=airflow_run_id, dry_run=dry_run, staging=job.staging)
         if job.problems:
             job.status, job.pairs = "refused", []
             job.message = refusal_message(job.problems)
@@ -471,7 +472,7 @@ def archive(target: Target, job: TransferJob) -> TransferJob:
         folder = f"{storage.FAILED if job.refused else storage.PROCESSED}/{TRANSFERS}"
         job.archived_to = storage.free_name(target.root, folder, job.path.rsplit("/", 1)[-1], job.now)
         storage.move(target.root, job.path, job.archived_to)
-    storage.remove_tree(target.root, job.staging)
+    runs.release_staging(target, job.run_id, job.staging)
     return job
 
 

@@ -73,7 +73,7 @@ def apply(target: Target, job: UndoJob) -> UndoJob:
     job.staging = f"{storage.STAGING}/{job.run_id}"
     with target.engine.begin() as conn:
         ledger.start_run(conn, run_id=job.run_id, customer=job.customer, dag_id=DAG_ID, subject=job.undone_run_id,
-                         airflow_run_id=job.airflow_run_id, dry_run=job.dry_run)
+                         airflow_run_id=job.airflow_run_id, dry_run=job.dry_run, staging=job.staging)
     with runs.writing(target) as conn:
         undone = ledger.lock_run(conn, job.undone_run_id)
         if undone["undone_by"]:
@@ -151,9 +151,9 @@ def report(target: Target, job: UndoJob) -> UndoJob:
                     "now_run_id"]].itertuples(index=False)),
     ])
     storage.write_bytes(target.root, job.report, buffer.getvalue())
-    storage.remove_tree(target.root, job.staging)
     with target.engine.begin() as conn:
         ledger.finish_run(conn, job.run_id, job.status, report_path=job.report)
+    runs.release_staging(target, job.run_id, job.staging)
     return job
 
 

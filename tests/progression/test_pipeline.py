@@ -314,3 +314,20 @@ def test_without_a_path_every_inbox_file_is_planned_with_its_folder_type(target)
     assert [(j.path, j.content_type) for j in jobs] == [
         ("inbox/activities/a.xlsx", "activities"), ("inbox/journeys/b.xlsx", "journeys"),
         ("inbox/programmes/c.csv", "programmes")]
+
+
+def test_a_link_in_the_inbox_is_refused_and_left_where_it_is(target, tmp_path, caplog):
+    """A link to another customer's file or folder is neither imported nor accepted as a path: named in the log."""
+    drop(tmp_path / "globex", "inbox/activities/theirs.xlsx", b"theirs")
+    drop(target.root, "inbox/activities/ours.xlsx", b"ours")
+    (target.root / "inbox/activities/theirs.xlsx").symlink_to(tmp_path / "globex/inbox/activities/theirs.xlsx")
+    (target.root / "inbox/journeys").symlink_to(tmp_path / "globex/inbox/activities")
+    conf = {"content_type": None, "dry_run": False, "on_existing": None, "force": False, "airflow_run_id": None,
+            "started": NOW}
+    assert [job.path for job in plan(target, path=None, **conf)] == ["inbox/activities/ours.xlsx"]
+    assert "acme: inbox/journeys is a symbolic link" in caplog.text
+    assert "acme: inbox/activities/theirs.xlsx is a symbolic link" in caplog.text
+    with pytest.raises(ConfError, match="inbox/activities/theirs.xlsx is a symbolic link"):
+        plan(target, path="inbox/activities/theirs.xlsx", **conf)
+    assert (target.root / "inbox/activities/theirs.xlsx").is_symlink()
+    assert (tmp_path / "globex/inbox/activities/theirs.xlsx").read_bytes() == b"theirs"
