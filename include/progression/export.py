@@ -33,11 +33,12 @@ class ExportCounts:
 
 
 def local_text(value, tz: ZoneInfo) -> str:
-    """A completion time in the customer's zone, with its offset: readable, and exact when imported again."""
+    """A completion time in the customer's zone, with its offset: readable, and exact when imported again (to
+    the microsecond, where the time has any)."""
     moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
     if moment.tzinfo is None:  # SQLite keeps UTC without a zone
         moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(tz).isoformat(sep=" ", timespec="seconds")
+    return moment.astimezone(tz).isoformat(sep=" ")
 
 
 def _parents(conn: Connection, platform: int) -> dict[int, str]:
@@ -112,8 +113,9 @@ def run_export(target, *, airflow_run_id: str | None, dry_run: bool = False) -> 
     rel = f"{storage.REPORTS}/{ledger.utcnow():%Y-%m-%d}/export.{run_id}.xlsx"
     destination = storage.at(target.root, rel)
     destination.parent.mkdir(parents=True, exist_ok=True)
+    exported_at = local_text(ledger.utcnow().replace(microsecond=0), customer.tz)
     summary = [("Customer", customer.slug), ("Platform", customer.platform), ("Run id", run_id),
-               ("Exported at", local_text(ledger.utcnow(), customer.tz)), ("Time zone", customer.timezone)]
+               ("Exported at", exported_at), ("Time zone", customer.timezone)]
     with target.engine.connect() as conn, destination.open("wb") as out:
         counts = write_export(conn, customer.platform, customer.tz, out, summary=summary)
     exported = sum(counts.by_type.values())
