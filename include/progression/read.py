@@ -11,6 +11,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from datetime import date, datetime, time
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -19,6 +20,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from progression.customers import EXCEL_MAX_ROWS
+
+if TYPE_CHECKING:
+    from fastexcel import ExcelReader
 
 EMAIL, UUID, DATE = "email", "uuid", "completed_raw"
 ROW = "row"  # the row number a person sees in Excel (or the line in a CSV)
@@ -97,7 +101,7 @@ def _is_csv(data: bytes, name: str) -> bool:
     raise InputError(_NOT_READABLE)
 
 
-def open_workbook(data: bytes):
+def open_workbook(data: bytes) -> ExcelReader:
     """A fastexcel reader for a workbook of any format Excel or LibreOffice writes, once its bytes are known to
     stay within the bounds above; InputError otherwise."""
     import fastexcel
@@ -112,7 +116,7 @@ def open_workbook(data: bytes):
         raise _reader_error(exc, "the workbook cannot be opened") from None
 
 
-def load_sheet(reader, sheet: str) -> pa.RecordBatch:
+def load_sheet(reader: ExcelReader, sheet: str) -> pa.RecordBatch:
     """Every cell of one sheet as text. skip_rows=0 keeps leading empty rows, so positions are sheet rows."""
     try:
         whole = reader.load_sheet(sheet, header_row=None, skip_rows=0, dtypes="string").to_arrow()
