@@ -76,8 +76,9 @@ class InputTable:
 
 
 def read_input(data: bytes, name: str, *, max_rows: int = EXCEL_MAX_ROWS) -> InputTable:
-    """Read a workbook's or a CSV file's bytes; raises InputError naming what is wrong. A file over `max_rows`
-    data rows, or a workbook that would unpack past the bounds below, is refused before it is parsed."""
+    """Read a workbook's or a CSV file's bytes; raises InputError naming what is wrong. A workbook that would
+    unpack past the bounds below is refused before it is parsed, and so is a CSV file with more lines than
+    `max_rows`; a sheet is refused past Excel's last row or `max_rows` data rows once it is loaded."""
     if _is_csv(data, name):
         return _read_csv(data, max_rows)
     return _read_workbook(data, max_rows)
