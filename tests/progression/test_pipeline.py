@@ -323,6 +323,14 @@ def test_a_bad_file_fails_whole_with_a_message_and_a_report(target, name, data, 
     assert stored(target.engine) == {}
 
 
+def test_a_file_over_the_customer_max_rows_fails_whole(target, platform):
+    smaller = replace(target, customer=replace(target.customer, max_rows=2))
+    rows = [[email, platform.uuids["activity"][0], "2024-01-01"] for email in platform.emails[:3]]
+    job = run(smaller, drop(target.root, "inbox/activities/big.xlsx", xlsx(rows)))
+    assert job.failed and "has 3 data rows, over the 2 allowed for this customer (max_rows)" in job.message
+    assert (target.root / "failed/activities/big.xlsx").exists() and stored(target.engine) == {}
+
+
 @pytest.mark.parametrize("conf, message", [
     ({"path": "../other-customer/inbox/x.xlsx"}, "leaves the customer's storage root"),
     ({"path": "/etc/passwd"}, "must be relative"),
