@@ -52,6 +52,9 @@ HEADER_SEARCH_ROWS = 10
 MIN_INFLATE_RATIO = 0.01
 GRACE_PART_SIZE = 100 * 1024
 MAX_UNPACKED_SIZE = 1 << 30
+# Workbooks have dozens of parts, a few thousand with many sheets or pictures; a million empty parts would take
+# zipfile alone seconds and gigabytes to list.
+MAX_PARTS = 10_000
 
 
 class InputError(ValueError):
@@ -150,6 +153,9 @@ def _is_encrypted(data: bytes) -> bool:
 def _check_zip(data: bytes) -> None:
     """Refuse a workbook whose parts would unpack past the bounds, judging by what they declare and then by
     what they really inflate to, a chunk at a time: the reader inflates a part to its end whatever it declares."""
+    # Every part zipfile lists starts with this signature, so counting it bounds the listing before it is made.
+    if data.count(b"PK\x01\x02") > MAX_PARTS:
+        raise InputError(f"the workbook has more than {MAX_PARTS:,} parts: it is damaged or a zip bomb")
     try:
         parts = zipfile.ZipFile(io.BytesIO(data)).infolist()
     except (zipfile.BadZipFile, ValueError, EOFError) as exc:

@@ -562,6 +562,18 @@ def test_a_part_that_inflates_past_the_size_it_declares_is_refused():
     assert len(canonical(_with_sheet(sheet, declared=len(sheet)))) == 20_000  # the same part, declared truly
 
 
+def test_a_workbook_of_too_many_parts_is_refused_before_they_are_listed():
+    parts = _stored_parts(one_sheet([["User email", "Content uuid"], ["ann@example.com", U1]]))
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in parts.items():
+            archive.writestr(name, data)
+        for number in range(10_001 - len(parts)):
+            archive.writestr(f"xl/media/empty{number}.bin", b"")
+    with pytest.raises(InputError, match="more than 10,000 parts"):
+        read_input(buffer.getvalue(), "parts.xlsx")
+
+
 def test_a_sheet_past_excel_last_row_is_refused():
     far = (b'<row r="1048577"><c r="A1048577" t="inlineStr"><is><t>ann@example.com</t></is></c></row>'
            b"</sheetData>")
