@@ -14,6 +14,7 @@ CONTENT_TYPES = ("activities", "journeys", "programmes")
 ON_EXISTING = ("keep", "earliest", "latest", "overwrite")
 DATE_ORDERS = ("DMY", "MDY")
 DEFAULT_SCHEDULE = "0 2 * * *"
+EXCEL_MAX_ROWS = 1_048_576  # Excel's last row: the default bound on the rows of one file
 # Top-level registry keys that are settings, not customers.
 SETTINGS_KEYS = ("schedule",)
 
@@ -34,6 +35,7 @@ class Customer:
     date_order: str = "DMY"
     on_existing: str = "keep"
     max_error_rate: float = 0.1
+    max_rows: int = EXCEL_MAX_ROWS
     active: bool = True
     notify: dict = field(default_factory=dict, hash=False)  # email, smtp_conn_id, slack_webhook_conn_id
 
@@ -117,6 +119,8 @@ def _customer(path: Path, slug: str, entry: object) -> Customer:
         raise RegistryError(f"{where}: max_error_rate must be a number between 0 and 1") from None
     if not 0 <= rate <= 1:
         raise RegistryError(f"{where}: max_error_rate must be between 0 and 1")
+    if isinstance(customer.max_rows, bool) or not isinstance(customer.max_rows, int) or customer.max_rows < 1:
+        raise RegistryError(f"{where}: max_rows must be a whole number of rows above 0")
     try:
         customer.tz
     except (ZoneInfoNotFoundError, ValueError):

@@ -33,11 +33,12 @@ class ExportCounts:
 
 
 def local_text(value, tz: ZoneInfo) -> str:
-    """A completion time in the customer's zone, with its offset: readable, and exact when imported again."""
+    """A completion time in the customer's zone, with its offset: readable, and exact when imported again (to
+    the microsecond, where the time has any)."""
     moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
     if moment.tzinfo is None:  # SQLite keeps UTC without a zone
         moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(tz).isoformat(sep=" ", timespec="seconds")
+    return moment.astimezone(tz).isoformat(sep=" ")
 
 
 def _parents(conn: Connection, platform: int) -> dict[int, str]:
@@ -110,8 +111,9 @@ def run_export(target, *, airflow_run_id: str | None, dry_run: bool = False) -> 
         ledger.start_run(conn, run_id=run_id, customer=customer.slug, dag_id=DAG_ID, subject="progression export",
                          airflow_run_id=airflow_run_id, dry_run=dry_run)
     rel = f"{storage.REPORTS}/{ledger.utcnow():%Y-%m-%d}/export.{run_id}.xlsx"
+    exported_at = local_text(ledger.utcnow().replace(microsecond=0), customer.tz)
     summary = [("Customer", customer.slug), ("Platform", customer.platform), ("Run id", run_id),
-               ("Exported at", local_text(ledger.utcnow(), customer.tz)), ("Time zone", customer.timezone)]
+               ("Exported at", exported_at), ("Time zone", customer.timezone)]
     with target.engine.connect() as conn, storage.writer(target.root, rel) as out:
         counts = write_export(conn, customer.platform, customer.tz, out, summary=summary)
     exported = sum(counts.by_type.values())

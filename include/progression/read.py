@@ -5,15 +5,24 @@ from __future__ import annotations
 import csv
 import io
 import re
+import struct
 import warnings
+import zipfile
+import zlib
 from dataclasses import dataclass
 from datetime import date, datetime, time
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from progression.customers import EXCEL_MAX_ROWS
+
+if TYPE_CHECKING:
+    from fastexcel import ExcelReader
 
 EMAIL, UUID, DATE = "email", "uuid", "completed_raw"
 ROW = "row"  # the row number a person sees in Excel (or the line in a CSV)
@@ -38,6 +47,15 @@ def header_key(text: object) -> str:
 ALIAS_TO_FIELD = {header_key(alias): field for field, aliases in _ALIASES.items() for alias in aliases}
 HEADER_SEARCH_ROWS = 10
 
+# A workbook is a zip. As Apache POI's ZipSecureFile: no part may inflate past 100:1 unless it unpacks to under
+# 100 KiB, and the whole may not unpack past a cap (1 GiB here).
+MIN_INFLATE_RATIO = 0.01
+GRACE_PART_SIZE = 100 * 1024
+MAX_UNPACKED_SIZE = 1 << 30
+# Workbooks have dozens of parts, a few thousand with many sheets or pictures; a million empty parts would take
+# zipfile alone seconds and gigabytes to list.
+MAX_PARTS = 10_000
+
 
 class InputError(ValueError):
     """The file as a whole cannot be imported; the message says what and where."""
@@ -60,19 +78,124 @@ class InputTable:
         return out
 
 
-def read_input(data: bytes, name: str) -> InputTable:
-    """Read a `.xlsx` or `.csv` file's bytes; raises InputError naming what is wrong."""
+def read_input(data: bytes, name: str, *, max_rows: int = EXCEL_MAX_ROWS) -> InputTable:
+    """Read a workbook's or a CSV file's bytes; raises InputError naming what is wrong. A workbook that would
+    unpack past the bounds below is refused before it is parsed, and so is a CSV file with more lines than
+    `max_rows`; a sheet is refused past Excel's last row or `max_rows` data rows once it is loaded."""
+    if _is_csv(data, name):
+        return _read_csv(data, max_rows)
+    return _read_workbook(data, max_rows)
+
+
+# --- opening files within bounds --------------------------------------------------------------------------------
+
+_NOT_READABLE = "the file is not a workbook (.xlsx, .xlsm, .xlsb, .xls, .ods) or a CSV file"
+_ZIP, _OLE2 = b"PK\x03\x04", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+_CHUNK = 1 << 20
+
+
+def _is_csv(data: bytes, name: str) -> bool:
+    """The first bytes say what a file is; a `.csv` name only counts for a file that is no workbook."""
     if not data:
         raise InputError("the file is empty (0 bytes)")
-    suffix = name.rsplit(".", 1)[-1].lower() if "." in name else ""
-    if suffix == "csv":
-        return _read_csv(data)
-    if data[:4] == b"\xd0\xcf\x11\xe0":
-        raise InputError("the workbook is password protected or in the old .xls format: "
-                         "save it as .xlsx without a password")
-    if data[:4] != b"PK\x03\x04":
-        raise InputError("the file is not an Excel workbook (.xlsx) or CSV file")
-    return _read_xlsx(data)
+    if data.startswith((_ZIP, _OLE2)):
+        return False
+    if name.rsplit(".", 1)[-1].lower() == "csv":
+        return True
+    raise InputError(_NOT_READABLE)
+
+
+def open_workbook(data: bytes) -> ExcelReader:
+    """A fastexcel reader for a workbook of any format Excel or LibreOffice writes, once its bytes are known to
+    stay within the bounds above; InputError otherwise."""
+    import fastexcel
+
+    if data.startswith(_OLE2) and _is_encrypted(data):
+        raise InputError("the workbook is password protected: remove the password and drop it again")
+    if data.startswith(_ZIP):
+        _check_zip(data)
+    try:
+        return fastexcel.read_excel(data)
+    except BaseException as exc:
+        raise _reader_error(exc, "the workbook cannot be opened") from None
+
+
+def load_sheet(reader: ExcelReader, sheet: str) -> pa.RecordBatch:
+    """Every cell of one sheet as text. skip_rows=0 keeps leading empty rows, so positions are sheet rows."""
+    try:
+        whole = reader.load_sheet(sheet, header_row=None, skip_rows=0, dtypes="string").to_arrow()
+    except BaseException as exc:
+        raise _reader_error(exc, f"sheet {sheet!r} cannot be read") from None
+    if whole.num_rows > EXCEL_MAX_ROWS:
+        raise InputError(f"sheet {sheet!r} has {whole.num_rows:,} rows, over Excel's {EXCEL_MAX_ROWS:,}")
+    return whole
+
+
+def _reader_error(exc: BaseException, what: str) -> InputError:
+    # fastexcel raises its own errors for damaged files; a panic in its Rust code arrives as pyo3's
+    # PanicException, a BaseException. Anything else (an interrupt, the task being stopped) goes on.
+    if not isinstance(exc, Exception) and type(exc).__name__ != "PanicException":
+        raise exc
+    return InputError(f"{what} ({exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''})")
+
+
+def _is_encrypted(data: bytes) -> bool:
+    """An OLE2 container is a legacy .xls, or an Office file encrypted with a password (its EncryptionInfo)."""
+    import olefile
+
+    try:
+        with olefile.OleFileIO(io.BytesIO(data)) as container:
+            return container.exists("EncryptionInfo")
+    except Exception:  # olefile raises whatever its parsing meets in a damaged container: the reader says so
+        return False
+
+
+def _check_zip(data: bytes) -> None:
+    """Refuse a workbook whose parts would unpack past the bounds, judging by what they declare and then by
+    what they really inflate to, a chunk at a time: the reader inflates a part to its end whatever it declares."""
+    # Every part zipfile lists starts with this signature, so counting it bounds the listing before it is made.
+    if data.count(b"PK\x01\x02") > MAX_PARTS:
+        raise InputError(f"the workbook has more than {MAX_PARTS:,} parts: it is damaged or a zip bomb")
+    try:
+        parts = zipfile.ZipFile(io.BytesIO(data)).infolist()
+    except (zipfile.BadZipFile, ValueError, EOFError) as exc:
+        raise InputError(f"the workbook cannot be opened (a damaged zip: {exc})") from None
+    declared = sum(part.file_size for part in parts)
+    if declared > MAX_UNPACKED_SIZE:
+        raise InputError(f"the workbook unpacks to {declared / 2**20:,.0f} MiB, over the "
+                         f"{MAX_UNPACKED_SIZE / 2**20:,.0f} MiB an import reads: it is damaged or a zip bomb")
+    for part in parts:
+        if part.file_size >= GRACE_PART_SIZE and part.compress_size < part.file_size * MIN_INFLATE_RATIO:
+            raise InputError(f"part {part.filename!r} of the workbook inflates "
+                             f"{part.file_size / max(part.compress_size, 1):,.0f} times, over the "
+                             f"{1 / MIN_INFLATE_RATIO:.0f} an import reads: it is damaged or a zip bomb")
+    for part in parts:
+        _check_inflated_size(data, part)
+
+
+def _check_inflated_size(data: bytes, part: zipfile.ZipInfo) -> None:
+    """Inflate the part as the reader will (zipfile would stop at the declared size), a chunk at a time, and
+    refuse it as soon as it passes the size it declares."""
+    try:
+        name_length, extra_length = struct.unpack_from("<HH", data, part.header_offset + 26)
+    except struct.error:
+        raise InputError(f"the workbook cannot be opened (part {part.filename!r} is cut off)") from None
+    start = part.header_offset + 30 + name_length + extra_length
+    raw = memoryview(data)[start:start + part.compress_size]
+    if part.compress_type == zipfile.ZIP_STORED:
+        produced = len(raw)
+    elif part.compress_type == zipfile.ZIP_DEFLATED:
+        inflate, produced = zlib.decompressobj(-zlib.MAX_WBITS), 0
+        for offset in range(0, len(raw), _CHUNK):
+            pending: bytes | memoryview = raw[offset:offset + _CHUNK]
+            while pending and produced <= part.file_size:
+                produced += len(inflate.decompress(pending, _CHUNK))
+                pending = inflate.unconsumed_tail
+    else:
+        raise InputError(f"part {part.filename!r} of the workbook is compressed in a way Excel never writes")
+    if produced > part.file_size:
+        raise InputError(f"part {part.filename!r} of the workbook unpacks to more than the {part.file_size:,} "
+                         "bytes it declares: it is damaged or a zip bomb")
 
 
 def _find_header(frame: pd.DataFrame) -> tuple[int, dict[str, int]] | None:
@@ -101,25 +224,19 @@ def _missing_message(found: list[str]) -> str:
     return f"no sheet has the mandatory columns {wanted}; found {'; '.join(found) or 'nothing'}"
 
 
-def _read_xlsx(data: bytes) -> InputTable:
-    import fastexcel
-
-    try:
-        reader = fastexcel.read_excel(data)
-    except Exception as exc:  # fastexcel raises its own error types for damaged or encrypted files
-        raise InputError(f"the workbook cannot be opened ({exc.__class__.__name__}: {exc})") from None
+def _read_workbook(data: bytes, max_rows: int) -> InputTable:
+    reader = open_workbook(data)
     seen: list[str] = []
     # A report workbook dropped back into the inbox: its Rejected sheet is what is meant to be imported again.
     for sheet in sorted(reader.sheet_names, key=lambda name: name != "Rejected"):
-        # One load per sheet (the reader parses the whole sheet whatever n_rows says). skip_rows=0 keeps
-        # leading empty rows, so positions are sheet rows.
-        whole = reader.load_sheet(sheet, header_row=None, skip_rows=0, dtypes="string").to_arrow()
+        whole = load_sheet(reader, sheet)
         top = whole.slice(0, HEADER_SEARCH_ROWS).to_pandas()
         hit = _find_header(top)
         if hit is None:
             seen.append(f"sheet {sheet!r}: {_describe_headers(top)}")
             continue
         header_index, _ = hit
+        _check_rows(whole.num_rows - header_index - 1, max_rows, f"sheet {sheet!r}")
         headers = [str(c).strip() if isinstance(c, str) else "" for c in top.iloc[header_index].tolist()]
         body = whole.slice(header_index + 1).rename_columns([f"__{i}" for i in range(len(headers))]).to_pandas()
         body.columns = headers
@@ -128,7 +245,16 @@ def _read_xlsx(data: bytes) -> InputTable:
     raise InputError(_missing_message(seen))
 
 
-def _read_csv(data: bytes) -> InputTable:
+def _check_rows(rows: int, max_rows: int, where: str) -> None:
+    if rows > max_rows:
+        raise InputError(f"{where} has {rows:,} data rows, over the {max_rows:,} allowed for this customer "
+                         "(max_rows): split it into smaller files")
+
+
+def _read_csv(data: bytes, max_rows: int) -> InputTable:
+    # Lines bound rows (a quoted cell may hold a line break, never the other way round): counted before parsing.
+    lines = max(data.count(b"\n"), data.count(b"\r")) + (not data.endswith((b"\n", b"\r")))
+    _check_rows(lines - 1, max_rows, "the CSV file")
     for encoding in ("utf-8-sig", "cp1252"):
         try:
             text = data.decode(encoding)
@@ -136,7 +262,7 @@ def _read_csv(data: bytes) -> InputTable:
         except UnicodeDecodeError:
             continue
     else:
-        raise InputError("the file is not an Excel workbook (.xlsx) or CSV file")
+        raise InputError(_NOT_READABLE)
     # The delimiter is the one under which a header row (possibly below a title line) has the mandatory columns.
     top_lines = text.splitlines()[:HEADER_SEARCH_ROWS]
     if not any(line.strip() for line in top_lines):
@@ -272,25 +398,16 @@ def parse_dates(raw: pd.Series, *, tz: ZoneInfo, date_order: str, now: datetime,
 
 def read_pairs(data: bytes, name: str, headers: tuple[str, str],
                aliases: dict[str, tuple[str, ...]] | None = None) -> pd.DataFrame:
-    """A `.xlsx` (first sheet with both headers) or `.csv` of pairs: columns ROW and the two `headers`, as trimmed
+    """A workbook (first sheet with both headers) or `.csv` of pairs: columns ROW and the two `headers`, as trimmed
     text or <NA>, blank rows left out. Headers are matched as the import's are, under a title row if need be;
     `aliases` gives other spellings accepted for a header."""
-    if not data:
-        raise InputError("the file is empty (0 bytes)")
-    if name.rsplit(".", 1)[-1].lower() == "csv":
+    if _is_csv(data, name):
         text = data.decode("utf-8-sig", errors="replace")
         grids = [(None, list(csv.reader(io.StringIO(text), delimiter=d))) for d in (";", ",", "\t", "|")]
-    elif data[:4] == b"PK\x03\x04":
-        import fastexcel
-
-        try:
-            reader = fastexcel.read_excel(data)
-        except Exception as exc:  # fastexcel raises its own error types for damaged or encrypted files
-            raise InputError(f"the workbook cannot be opened ({exc.__class__.__name__}: {exc})") from None
-        grids = [(sheet, reader.load_sheet(sheet, header_row=None, skip_rows=0, dtypes="string").to_pandas()
-                  .astype(object).where(lambda f: f.notna(), None).values.tolist()) for sheet in reader.sheet_names]
     else:
-        raise InputError("the file is not an Excel workbook (.xlsx) or CSV file")
+        reader = open_workbook(data)
+        grids = [(sheet, load_sheet(reader, sheet).to_pandas().astype(object).where(lambda f: f.notna(), None)
+                  .values.tolist()) for sheet in reader.sheet_names]
     wanted = [{header_key(h), *(header_key(a) for a in (aliases or {}).get(h, ()))} for h in headers]
     for _sheet, grid in grids:
         for index, cells in enumerate(grid[:HEADER_SEARCH_ROWS]):

@@ -24,8 +24,9 @@ def registry(tmp_path, text: str):
 def test_a_customer_with_defaults_and_the_nightly_schedule(tmp_path):
     found = registry(tmp_path, ACME)
     acme = found.get("acme")
-    assert (acme.storage, acme.on_existing, acme.max_error_rate, acme.active) == (
-        "s3://acme_files@acme-bucket/lms", "keep", 0.1, True)
+    assert (acme.storage, acme.on_existing, acme.max_error_rate, acme.max_rows, acme.active) == (
+        "s3://acme_files@acme-bucket/lms", "keep", 0.1, 1_048_576, True)
+    assert registry(tmp_path, ACME + "  max_rows: 50000\n").get("acme").max_rows == 50_000
     assert found.schedule == DEFAULT_SCHEDULE
 
 
@@ -45,6 +46,9 @@ def test_values_are_expanded_from_the_environment(tmp_path, monkeypatch):
     (ACME + "  timezone_name: UTC\n", "unknown setting\\(s\\) timezone_name"),
     (ACME.replace("Europe/Amsterdam", "Mars/Olympus"), "unknown time zone 'Mars/Olympus'"),
     (ACME + "  max_error_rate: 2\n", "max_error_rate must be between 0 and 1"),
+    (ACME + "  max_rows: 0\n", "customer 'acme' in .*: max_rows must be a whole number of rows above 0"),
+    (ACME + "  max_rows: lots\n", "customer 'acme' in .*: max_rows must be a whole number"),
+    (ACME + "  max_rows: 1000.5\n", "customer 'acme' in .*: max_rows must be a whole number"),
     (ACME + "  on_existing: never\n", "on_existing must be one of keep, earliest, latest, overwrite"),
     (ACME.replace("acme:", "Acme Corp:"), "a slug is lowercase letters"),
     ("acme: [1, 2]\n", "expected a mapping of settings"),

@@ -21,9 +21,9 @@ from support import NOW, SMALL, drop, stored
 AMSTERDAM = ZoneInfo("Europe/Amsterdam")
 
 
-def import_file(target, rel):
-    job = run_file(target, plan(target, path=rel, content_type=None, dry_run=False, on_existing=None, force=False,
-                                airflow_run_id="t", started=NOW)[0])
+def import_file(target, rel, on_existing=None):
+    job = run_file(target, plan(target, path=rel, content_type=None, dry_run=False, on_existing=on_existing,
+                                force=False, airflow_run_id="t", started=NOW)[0])
     assert job.status == "ok", job.message
     return job
 
@@ -96,3 +96,20 @@ def _saved(book: openpyxl.Workbook) -> bytes:
     buffer = io.BytesIO()
     book.save(buffer)
     return buffer.getvalue()
+
+
+def test_an_export_imported_back_with_overwrite_changes_nothing_down_to_the_microsecond(target, platform):
+    items = platform.uuids["activity"][:3]
+    times = ["2024-03-31 14:05:07.123456", "2024-07-01 09:00:00.000001", "2024-10-27 02:30:59.999999"]
+    import_file(target, drop(target.root, "inbox/activities/precise.xlsx", workbook_bytes(
+        ["User email", "Content uuid", "Completion date"],
+        [[email, item, at] for email, item, at in zip(platform.emails[:3], items, times, strict=True)])))
+    before = stored(target.engine)
+    assert sorted(at.microsecond for at, _source, _run in before.values()) == [1, 123456, 999999]
+    activities = openpyxl.Workbook()
+    for row in export(target.engine)["#Activities"].iter_rows(values_only=True):
+        activities.active.append(row)
+    job = import_file(target, drop(target.root, "inbox/activities/export.xlsx", _saved(activities)),
+                      on_existing="overwrite")
+    assert (job.counts["kept"], job.counts["updated"]) == (3, 0)
+    assert stored(target.engine) == before

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from dataclasses import replace
 from datetime import datetime, timezone
 
@@ -273,10 +274,19 @@ def test_a_dry_run_reports_everything_and_writes_nothing(target, platform):
     assert run(target, rel).status == "ok"
 
 
+def password_protected(workbook: bytes) -> bytes:
+    from msoffcrypto.format.ooxml import OOXMLFile
+
+    encrypted = io.BytesIO()
+    OOXMLFile(io.BytesIO(workbook)).encrypt("s3cret", encrypted)
+    return encrypted.getvalue()
+
+
 @pytest.mark.parametrize("name, data, message", [
     ("empty.xlsx", b"", "empty"),
-    ("notes.xlsx", b"just some text, not a workbook", "not an Excel workbook"),
-    ("locked.xlsx", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\0" * 512, "password protected"),
+    ("notes.xlsx", b"just some text, not a workbook", "not a workbook"),
+    ("locked.xlsx", password_protected(workbook_bytes(HEADER, [["a@b.nl", "x", "2024-01-01"]])), "password protected"),
+    ("damaged.xls", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\0" * 512, "cannot be opened"),
     ("headers.xlsx", workbook_bytes(HEADER, []), "no data rows"),
     ("no-uuid.xlsx", workbook_bytes(["Email", "Course", "Date"], [["a@b.nl", "x", "2024-01-01"]]),
      "'Email', 'Course', 'Date'"),
@@ -288,6 +298,14 @@ def test_a_bad_file_fails_whole_with_a_message_and_a_report(target, name, data, 
     assert (target.root / f"failed/activities/{name}").exists()
     assert (target.root / job.report).exists()
     assert stored(target.engine) == {}
+
+
+def test_a_file_over_the_customer_max_rows_fails_whole(target, platform):
+    smaller = replace(target, customer=replace(target.customer, max_rows=2))
+    rows = [[email, platform.uuids["activity"][0], "2024-01-01"] for email in platform.emails[:3]]
+    job = run(smaller, drop(target.root, "inbox/activities/big.xlsx", xlsx(rows)))
+    assert job.failed and "has 3 data rows, over the 2 allowed for this customer (max_rows)" in job.message
+    assert (target.root / "failed/activities/big.xlsx").exists() and stored(target.engine) == {}
 
 
 @pytest.mark.parametrize("conf, message", [

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import struct
 import zipfile
+import zlib
 from datetime import date, datetime, timezone
 from zoneinfo import ZoneInfo
 
@@ -13,7 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from progression.read import DATE, EMAIL, ROW, UUID, InputError, parse_dates, read_input
+from progression.read import (DATE, EMAIL, ROW, UUID, InputError, load_sheet, parse_dates, read_input,
+                              read_pairs)
 
 AMSTERDAM = ZoneInfo("Europe/Amsterdam")
 UTC = timezone.utc
@@ -191,13 +194,15 @@ def _zip_without_workbook() -> bytes:
 @pytest.mark.parametrize("data, name, expected", [
     (b"", "x.xlsx", "empty"),
     (b"", "x.csv", "empty"),
-    (b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj", "completions.xlsx", "not an Excel workbook"),
-    (b"\x89PNG\r\n\x1a\n\x00\x00", "completions", "not an Excel workbook"),
+    (b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj", "completions.xlsx", "not a workbook"),
+    (b"\x89PNG\r\n\x1a\n\x00\x00", "completions", "not a workbook"),
+    (b"User email,Content uuid\n", "completions.xlsx", "not a workbook"),
     (_zip_without_workbook(), "completions.xlsx", "cannot be opened"),
-    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 504, "old.xls", "old .xls format"),
-    (bytes(range(256)), "completions.csv", "not an Excel workbook"),
+    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 504, "old.xls", "cannot be opened"),
+    (bytes(range(256)), "completions.csv", "not a workbook"),
     (b"\n\n\n", "completions.csv", "empty"),
-], ids=["empty-xlsx", "empty-csv", "pdf", "png-no-extension", "zip", "xls", "binary-csv", "blank-csv"])
+], ids=["empty-xlsx", "empty-csv", "pdf", "png-no-extension", "csv-named-xlsx", "zip", "damaged-ole", "binary-csv",
+         "blank-csv"])
 def test_unreadable_files_fail_with_a_clear_message(data, name, expected):
     with pytest.raises(InputError, match=expected):
         read_input(data, name)
@@ -221,7 +226,7 @@ def test_a_password_protected_workbook_fails_with_a_clear_message():
     ooxml.OOXMLFile(io.BytesIO(plain)).encrypt("s3cret", encrypted)
     data = encrypted.getvalue()
     assert ooxml.OOXMLFile(io.BytesIO(data)).is_encrypted()  # a genuinely encrypted workbook
-    with pytest.raises(InputError, match="password protected"):
+    with pytest.raises(InputError, match="password protected: remove the password and drop it again"):
         read_input(data, "completions.xlsx")
 
 
@@ -405,3 +410,208 @@ def test_a_naive_now_is_taken_as_utc():
     # 13:30 Amsterdam = 12:30 UTC (after noon UTC): future; 12:30 Amsterdam = 11:30 UTC: fine.
     assert parsed.error.isna().tolist() == [False, True]
     assert parsed.completed_at[1] == utc("2024-11-15T11:30Z")
+
+
+# --- formats ---------------------------------------------------------------------------------------------------------
+
+FORMAT_ROWS = [["User email", "Content uuid", "Completion date"], ["ann@example.com", U1, datetime(2024, 3, 31, 14, 5)],
+               ["bob@example.com", U2, "31/03/2024"]]
+
+
+def _xlsm() -> bytes:
+    """An xlsx zip whose workbook part has the macro-enabled content type, as Excel saves a .xlsm."""
+    source = zipfile.ZipFile(io.BytesIO(one_sheet(FORMAT_ROWS)))
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for part in source.infolist():
+            data = source.read(part)
+            if part.filename == "[Content_Types].xml":
+                data = data.replace(b"application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml",
+                                    b"application/vnd.ms-excel.sheet.macroEnabled.main+xml")
+                assert b"macroEnabled" in data
+            archive.writestr(part, data)
+    return buffer.getvalue()
+
+
+def _xlsb(tmp_path) -> bytes:
+    from pyxlsbwriter import XlsbWriter
+
+    with XlsbWriter(str(tmp_path / "completions.xlsb")) as writer:
+        writer.add_sheet("Completions")
+        writer.write_sheet(FORMAT_ROWS)
+    return (tmp_path / "completions.xlsb").read_bytes()
+
+
+def _xls() -> bytes:
+    import xlwt
+
+    book = xlwt.Workbook()
+    sheet = book.add_sheet("Completions")
+    date_style = xlwt.easyxf(num_format_str="yyyy-mm-dd hh:mm")
+    for r, row in enumerate(FORMAT_ROWS):
+        for c, value in enumerate(row):
+            sheet.write(r, c, value, date_style)
+    buffer = io.BytesIO()
+    book.save(buffer)
+    return buffer.getvalue()
+
+
+def _ods() -> bytes:
+    buffer = io.BytesIO()
+    pd.DataFrame(FORMAT_ROWS[1:], columns=FORMAT_ROWS[0]).to_excel(buffer, engine="odf", index=False,
+                                                                   sheet_name="Completions")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("suffix", ["xlsx", "xlsm", "xlsb", "xls", "ods"])
+def test_every_workbook_format_is_read_the_same_way(suffix, tmp_path):
+    data = {"xlsx": lambda: one_sheet(FORMAT_ROWS), "xlsm": _xlsm, "xlsb": lambda: _xlsb(tmp_path), "xls": _xls,
+            "ods": _ods}[suffix]()
+    table = read_input(data, f"completions.{suffix}")
+    assert table.sheet == "Completions"
+    rows = table.canonical()
+    assert rows[[ROW, EMAIL, UUID]].values.tolist() == [[2, "ann@example.com", U1], [3, "bob@example.com", U2]]
+    parsed = parse_dates(rows[DATE], tz=AMSTERDAM, date_order="DMY", now=NOW)
+    assert parsed.completed_at.tolist() == [utc("2024-03-31T12:05Z"), utc("2024-03-30T23:00Z")]
+
+
+def test_the_first_bytes_choose_the_reader_not_the_name():
+    data = one_sheet([["User email", "Content uuid"], ["ann@example.com", U1]])
+    assert canonical(data, "completions.csv")[EMAIL].tolist() == ["ann@example.com"]
+    assert canonical(data, "completions")[EMAIL].tolist() == ["ann@example.com"]
+
+
+def test_a_legacy_xls_is_read_and_is_not_taken_for_a_password_protected_workbook():
+    assert canonical(_xls(), "old.xls")[EMAIL].tolist() == ["ann@example.com", "bob@example.com"]
+
+
+# --- bounds ----------------------------------------------------------------------------------------------------------
+
+def _stored_parts(workbook: bytes) -> dict[str, bytes]:
+    archive = zipfile.ZipFile(io.BytesIO(workbook))
+    return {name: archive.read(name) for name in archive.namelist()}
+
+
+def _zip_declaring(parts: dict[str, bytes], declared: dict[str, int]) -> bytes:
+    """A deflated zip of `parts` whose headers declare the uncompressed sizes in `declared` (where given) instead
+    of the true ones, as a crafted file can: zipfile cannot write such a zip."""
+    out, central = io.BytesIO(), []
+    for name, data in parts.items():
+        packer = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+        packed = packer.compress(data) + packer.flush()
+        size, crc, encoded, offset = declared.get(name, len(data)), zlib.crc32(data), name.encode(), out.tell()
+        out.write(struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, 8, 0, 0, crc, len(packed), size, len(encoded), 0)
+                  + encoded + packed)
+        central.append(struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, 8, 0, 0, crc, len(packed), size,
+                                   len(encoded), 0, 0, 0, 0, 0, offset) + encoded)
+    start = out.tell()
+    out.write(b"".join(central))
+    out.write(struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(central), len(central), out.tell() - start, start, 0))
+    return out.getvalue()
+
+
+SHEET_PART = "xl/worksheets/sheet1.xml"
+
+
+def _sheet_rows(rows: int) -> bytes:
+    """The sheet part of `one_sheet` with `rows` data rows of distinct addresses (so it does not pack 100:1)."""
+    cells = "".join(f'<row r="{r}"><c r="A{r}" t="inlineStr"><is><t>user{r * 7919 % 100003}@example.com</t></is>'
+                    f'</c><c r="B{r}" t="inlineStr"><is><t>{U1}</t></is></c></row>' for r in range(2, rows + 2))
+    header = ('<row r="1"><c r="A1" t="inlineStr"><is><t>User email</t></is></c>'
+              '<c r="B1" t="inlineStr"><is><t>Content uuid</t></is></c></row>')
+    return ('<worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main"><sheetData>'
+            f'{header}{cells}</sheetData></worksheet>').encode()
+
+
+def _with_sheet(sheet: bytes, declared: int | None = None) -> bytes:
+    parts = _stored_parts(one_sheet([["User email", "Content uuid"]]))
+    parts[SHEET_PART] = sheet
+    return _zip_declaring(parts, {} if declared is None else {SHEET_PART: declared})
+
+
+def test_the_crafted_zip_helper_makes_a_workbook_the_reader_reads():
+    assert len(canonical(_with_sheet(_sheet_rows(3)))) == 3
+
+
+def test_a_workbook_declaring_more_than_a_gibibyte_is_refused_before_it_is_inflated():
+    data = _with_sheet(_sheet_rows(3), declared=3 << 30)
+    with pytest.raises(InputError, match=r"unpacks to 3,072 MiB, over the 1,024 MiB an import reads"):
+        read_input(data, "bomb.xlsx")
+
+
+def test_a_part_inflating_past_100_to_1_is_refused():
+    padding = b" " * (4 << 20)  # 4 MiB of blanks inside the sheet: packs about 1000:1
+    data = _with_sheet(_sheet_rows(3).replace(b"<sheetData>", padding + b"<sheetData>"))
+    with pytest.raises(InputError, match=r"part 'xl/worksheets/sheet1.xml' of the workbook inflates [0-9,]+ times, "
+                                         r"over the 100"):
+        read_input(data, "bomb.xlsx")
+
+
+def test_a_small_part_may_pack_tighter_than_100_to_1():
+    padding = b" " * (90 * 1024)  # under ZipSecureFile's 100 KiB grace
+    data = _with_sheet(_sheet_rows(3).replace(b"<sheetData>", padding + b"<sheetData>"))
+    assert len(canonical(data)) == 3
+
+
+def test_a_part_that_inflates_past_the_size_it_declares_is_refused():
+    sheet = _sheet_rows(20_000)  # about 2.4 MB of XML that declares 1 MB: within 100:1 either way
+    data = _with_sheet(sheet, declared=1_000_000)
+    with pytest.raises(InputError, match="part 'xl/worksheets/sheet1.xml' of the workbook unpacks to more than the "
+                                         "1,000,000 bytes it declares"):
+        read_input(data, "bomb.xlsx")
+    assert len(canonical(_with_sheet(sheet, declared=len(sheet)))) == 20_000  # the same part, declared truly
+
+
+def test_a_workbook_of_too_many_parts_is_refused_before_they_are_listed():
+    parts = _stored_parts(one_sheet([["User email", "Content uuid"], ["ann@example.com", U1]]))
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in parts.items():
+            archive.writestr(name, data)
+        for number in range(10_001 - len(parts)):
+            archive.writestr(f"xl/media/empty{number}.bin", b"")
+    with pytest.raises(InputError, match="more than 10,000 parts"):
+        read_input(buffer.getvalue(), "parts.xlsx")
+
+
+def test_a_sheet_past_excel_last_row_is_refused():
+    far = (b'<row r="1048577"><c r="A1048577" t="inlineStr"><is><t>ann@example.com</t></is></c></row>'
+           b"</sheetData>")
+    data = _with_sheet(_sheet_rows(1).replace(b"</sheetData>", far))
+    with pytest.raises(InputError, match="sheet 'Completions' has 1,048,577 rows, over Excel's 1,048,576"):
+        read_input(data, "tall.xlsx")
+
+
+@pytest.mark.parametrize("name", ["tall.xlsx", "tall.csv"])
+def test_a_file_over_the_customer_max_rows_is_refused(name):
+    rows = [["User email", "Content uuid"]] + [[f"user{i}@example.com", U1] for i in range(5)]
+    data = one_sheet(rows) if name.endswith("xlsx") else "\n".join(",".join(row) for row in rows).encode()
+    assert len(read_input(data, name, max_rows=5).rows) == 5
+    with pytest.raises(InputError, match="has 5 data rows, over the 4 allowed for this customer \\(max_rows\\)"):
+        read_input(data, name, max_rows=4)
+
+
+# --- reader errors while loading a sheet -----------------------------------------------------------------------------
+
+def test_a_sheet_the_reader_cannot_load_names_the_sheet():
+    data = _with_sheet(_sheet_rows(1).replace(b'<c r="A2"', b'<c r="A2" t="s"><v>99</v></c><c r="Z2"'))
+    with pytest.raises(InputError, match="sheet 'Completions' cannot be read \\(CalamineError: .*shared strings"):
+        read_input(data, "broken.xlsx")
+
+
+def test_a_panic_in_the_reader_becomes_an_input_error_naming_the_sheet():
+    class PanicException(BaseException):  # what pyo3 raises for a Rust panic: not an Exception
+        pass
+
+    class PanickingReader:
+        def load_sheet(self, *args, **kwargs):
+            raise PanicException("index out of bounds")
+
+    with pytest.raises(InputError, match="sheet 'Data' cannot be read \\(PanicException: index out of bounds\\)"):
+        load_sheet(PanickingReader(), "Data")
+
+
+def test_pairs_come_through_the_same_bounded_opening():
+    data = _with_sheet(_sheet_rows(3), declared=3 << 30)
+    with pytest.raises(InputError, match="over the 1,024 MiB an import reads"):
+        read_pairs(data, "pairs.xlsx", ("User email", "Content uuid"))

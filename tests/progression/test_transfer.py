@@ -319,7 +319,7 @@ def test_one_bad_row_refuses_the_whole_workbook_naming_the_row(target, platform)
     (workbook_bytes(["Course", "Replacement"], [["a", "b"]]),
      "the columns 'Old content uuid' and 'New content uuid' are missing; found 'Course', 'Replacement'"),
     (workbook_bytes(PAIRS, []), "has the headers but no pairs"),
-    (b"just some text", "not an Excel workbook (.xlsx) or CSV file"),
+    (b"just some text", "not a workbook (.xlsx, .xlsm, .xlsb, .xls, .ods) or a CSV file"),
 ])
 def test_a_workbook_without_the_columns_is_refused_whole(target, data, message):
     rel = drop(target.root, "inbox/transfers/bad.xlsx", data)
