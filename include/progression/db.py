@@ -31,8 +31,3 @@ def engine_for(url: str | sa.URL) -> Engine:
     _engines[key] = engine
     return engine
 
-
-def dispose_all() -> None:
-    for engine in _engines.values():
-        engine.dispose()
-    _engines.clear()

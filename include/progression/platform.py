@@ -17,7 +17,6 @@ Id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 UtcTime = sa.DateTime(timezone=True)
 
 CONTENT_TYPE_OF = {"activities": "activity", "journeys": "journey", "programmes": "programme"}
-SOURCES = ("platform", "import", "transfer", "merge")
 
 platforms = sa.Table(
     "platforms", metadata,
@@ -126,7 +125,7 @@ def load_edges(conn: Connection, platform: int) -> pd.DataFrame:
                   .where(parent.c.platform_id == platform), ["parent_id", "child_id"])
 
 
-def load_assignments(conn: Connection, platform: int, user_ids: list | None = None) -> pd.DataFrame:
+def load_assignments(conn: Connection, platform: int) -> pd.DataFrame:
     """Which user is given which item through a group: columns `user_id`, `assigned_id`."""
     query = (
         sa.select(group_members.c.user_id, content_groups.c.content_id)
@@ -135,10 +134,7 @@ def load_assignments(conn: Connection, platform: int, user_ids: list | None = No
         .where(groups.c.platform_id == platform)
         .distinct()
     )
-    frame = _frame(conn, query, ["user_id", "assigned_id"])
-    if user_ids is not None:
-        frame = frame[frame["user_id"].isin(user_ids)]
-    return frame
+    return _frame(conn, query, ["user_id", "assigned_id"])
 
 
 @dataclass(frozen=True)

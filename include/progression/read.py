@@ -313,8 +313,7 @@ def _table(raw: pd.DataFrame, first_data_row: int, sheet: str | None) -> InputTa
 # --- completion dates -------------------------------------------------------------------------------------------
 
 _ISO = re.compile(r"^\d{4}-\d{1,2}-\d{1,2}(?:[ T]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?(?:Z|[+-]\d{2}:?\d{2})?$")
-_DAY_MONTH = re.compile(r"^(\d{1,2})[-/.](\d{1,2})[-/.](\d{4})(?:[ T](\d{1,2}):(\d{2})(?::(\d{2}))?)?$")
-_DAY_MONTH_NAMED = (r"^(?P<a>\d{1,2})[-/.](?P<b>\d{1,2})[-/.](?P<year>\d{4})"
+_DAY_MONTH = (r"^(?P<a>\d{1,2})[-/.](?P<b>\d{1,2})[-/.](?P<year>\d{4})"
                     r"(?:[ T](?P<hour>\d{1,2}):(?P<minute>\d{2})(?::(?P<second>\d{2}))?)?$")
 _SERIAL = re.compile(r"^\d{1,7}(?:\.\d+)?$")
 _EXCEL_EPOCH = pd.Timestamp("1899-12-30")
@@ -358,9 +357,9 @@ def parse_dates(raw: pd.Series, *, tz: ZoneInfo, date_order: str, now: datetime,
             aware[has_offset] = pd.to_datetime(shown[has_offset], format="ISO8601", errors="coerce",
                                                utc=True).astype("datetime64[us, UTC]")
 
-    day_month = _mask(pc.match_substring_regex(text, _DAY_MONTH.pattern)) & ~iso
+    day_month = _mask(pc.match_substring_regex(text, _DAY_MONTH)) & ~iso
     if day_month.any():
-        parts = pc.extract_regex(text.filter(pa.array(day_month)), _DAY_MONTH_NAMED)
+        parts = pc.extract_regex(text.filter(pa.array(day_month)), _DAY_MONTH)
         number = {name: pc.cast(pc.if_else(pc.equal(parts.field(name), ""), "0", parts.field(name)),
                                 pa.int64()).to_numpy() for name in ("a", "b", "year", "hour", "minute", "second")}
         day, month = (number["a"], number["b"]) if date_order == "DMY" else (number["b"], number["a"])
