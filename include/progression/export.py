@@ -2,8 +2,9 @@
 
 Sheets `Summary`, `#Activities`, `#Journeys`, `#Programmes` (raw rows under the import's own column names, so a
 sheet dropped into an inbox imports as is) and `Content` (every item with its uuid, type, title and parents:
-where a customer looks up uuids). Rows stream from the database into openpyxl's write-only mode, so a million
-completions never sit in memory at once."""
+where a customer looks up uuids). Rows stream from the database into the report writer, so a million completions
+never sit in memory at once; they are counted first, in the same snapshot, because the writer lays out its sheets
+(and the parts of a sheet longer than Excel allows) before it writes the first row."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from progression.platform import completions, content, content_items, platform_id, users
-from progression.report import write_sheets
+from progression.report import Streamed, write_sheets
 
 SHEET_OF_TYPE = {"activity": "#Activities", "journey": "#Journeys", "programme": "#Programmes"}
 RAW_HEADERS = ["User email", "Content uuid", "Title", "Completion date", "Source", "Run id"]
@@ -54,45 +55,47 @@ def _parents(conn: Connection, platform: int) -> dict[int, str]:
     return {child: ";".join(uuids) for child, uuids in found.items()}
 
 
-def _completions(conn: Connection, platform: int, kind: str, parents: dict[int, str], tz: ZoneInfo,
-                 counts: ExportCounts) -> Iterator[list]:
-    query = (sa.select(users.c.email, content.c.uuid, content.c.title, completions.c.completed_at,
-                       completions.c.source, completions.c.run_id, content.c.id)
-             .join(users, users.c.id == completions.c.user_id)
-             .join(content, content.c.id == completions.c.content_id)
-             .where(content.c.platform_id == platform, content.c.type == kind)
-             .order_by(content.c.uuid, users.c.email)
+def _completions_query(platform: int, kind: str) -> sa.Select:
+    return (sa.select(users.c.email, content.c.uuid, content.c.title, completions.c.completed_at,
+                      completions.c.source, completions.c.run_id, content.c.id)
+            .join(users, users.c.id == completions.c.user_id)
+            .join(content, content.c.id == completions.c.content_id)
+            .where(content.c.platform_id == platform, content.c.type == kind))
+
+
+def _completions(conn: Connection, platform: int, kind: str, parents: dict[int, str], tz: ZoneInfo) -> Iterator[list]:
+    query = (_completions_query(platform, kind).order_by(content.c.uuid, users.c.email)
              .execution_options(stream_results=True, yield_per=BATCH))
     for email, uuid, title, at, source, run_id, item in conn.execute(query):
-        counts.by_type[kind] += 1
         row = [email, str(uuid), title, local_text(at, tz), source, run_id]
         yield row if kind == "programme" else [*row, parents.get(item, "")]
 
 
-def _content(conn: Connection, platform: int, parents: dict[int, str], counts: ExportCounts) -> Iterator[list]:
+def _content(conn: Connection, platform: int, parents: dict[int, str]) -> list[list]:
     query = (sa.select(content.c.id, content.c.uuid, content.c.type, content.c.title)
              .where(content.c.platform_id == platform).order_by(content.c.type, content.c.title, content.c.uuid))
-    for item, uuid, kind, title in conn.execute(query):
-        counts.content_items += 1
-        yield [str(uuid), kind, title, parents.get(item, "")]
+    return [[str(uuid), kind, title, parents.get(item, "")] for item, uuid, kind, title in conn.execute(query)]
 
 
 def write_export(conn: Connection, platform_slug: str, tz: ZoneInfo, target: BinaryIO, *,
                  summary: list[tuple[str, object]]) -> ExportCounts:
-    """Stream the platform's progression into `target`; the Summary sheet gets `summary` plus the counts."""
+    """Stream the platform's progression into `target`; the Summary sheet gets `summary` plus the counts.
+    `conn` should read one snapshot (see `run_export`), or a write in between fails the export."""
     platform = platform_id(conn, platform_slug)
     parents = _parents(conn, platform)
-    counts = ExportCounts()
-    def summary_rows() -> list[list]:  # filled once the other sheets have streamed and the counts are known
-        return [*([label, value] for label, value in summary),
-                *([f"Completions of {kind}s", counts.by_type[kind]] for kind in SHEET_OF_TYPE),
-                ["Content items", counts.content_items]]
-
+    items = _content(conn, platform, parents)
+    counts = ExportCounts(content_items=len(items))
+    for kind in SHEET_OF_TYPE:
+        counted = sa.select(sa.func.count()).select_from(_completions_query(platform, kind).subquery())
+        counts.by_type[kind] = conn.execute(counted).scalar_one()
+    summary_rows = [*([label, value] for label, value in summary),
+                    *([f"Completions of {kind}s", counts.by_type[kind]] for kind in SHEET_OF_TYPE),
+                    ["Content items", counts.content_items]]
     sheets = [("Summary", ["Export", ""], summary_rows)]
     sheets += [(SHEET_OF_TYPE[kind], RAW_HEADERS + ([] if kind == "programme" else [PARENT_HEADER]),
-                _completions(conn, platform, kind, parents, tz, counts)) for kind in SHEET_OF_TYPE]
-    sheets.append(("Content", ["Content uuid", "Type", "Title", PARENT_HEADER],
-                   _content(conn, platform, parents, counts)))
+                Streamed(_completions(conn, platform, kind, parents, tz), counts.by_type[kind]))
+               for kind in SHEET_OF_TYPE]
+    sheets.append(("Content", ["Content uuid", "Type", "Title", PARENT_HEADER], items))
     write_sheets(target, sheets)
     return counts
 
@@ -115,6 +118,8 @@ def run_export(target, *, airflow_run_id: str | None, dry_run: bool = False) -> 
     summary = [("Customer", customer.slug), ("Platform", customer.platform), ("Run id", run_id),
                ("Exported at", exported_at), ("Time zone", customer.timezone)]
     with target.engine.connect() as conn, storage.writer(target.root, rel) as out:
+        if conn.dialect.name == "postgresql":  # the counts and the rows from one snapshot (SQLite's BEGIN gives one)
+            conn.execution_options(isolation_level="REPEATABLE READ")
         counts = write_export(conn, customer.platform, customer.tz, out, summary=summary)
     exported = sum(counts.by_type.values())
     with target.engine.begin() as conn:

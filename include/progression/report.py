@@ -1,29 +1,34 @@
-"""The import report workbook: a summary, every input row with its outcome, and the rejected rows ready to resend.
+"""Report workbooks: the import report, and the plain sheets of the transfer, merge, undo and export reports.
 
-Sheets, in order:
+The import report's sheets, in order:
   Summary   label/value pairs, then a small "Outcome | Rows" table.
   Rows      Row, the file's own headers, Outcome, Reason: every input row, in row order.
   Rejected  only the file's own headers and the rejected rows as they were read, so the customer can fix the
             rows and drop the sheet into the inbox again.
+A sheet longer than Excel allows continues on `Rows 2`, `Rows 3`, ...
 
-Written with openpyxl's write-only mode, a chunk of rows at a time. Every text value is written as text: a value
-starting with `=`, `+`, `-` or `@` (or looking like an Excel error such as `#N/A`) is never a formula or an error.
+Written by rustpy-xlsxwriter (rust_xlsxwriter in constant-memory mode: each row goes to a temporary file as it is
+written). Frames go in as Arrow columns, so a million rows cost no Python object per cell; short sheets and
+streamed rows go in one dict per row. Every text value is a text cell, whatever it looks like: the writer has no
+conversion of strings to formulas, numbers or links, so `=1+1`, `+31 6`, `@SUM(A1)` or `#N/A` from a customer's
+file stays text. Control characters, which a workbook cannot hold, are dropped; text longer than a cell holds is
+cut at 32,767 characters.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import BinaryIO
 
 import numpy as np
 import pandas as pd
-from openpyxl import Workbook
-from openpyxl.cell import WriteOnlyCell
-from openpyxl.cell.cell import ERROR_CODES, ILLEGAL_CHARACTERS_RE, Cell
-from openpyxl.styles import Font
-from openpyxl.utils import get_column_letter
-from openpyxl.worksheet._write_only import WriteOnlyWorksheet
+import pyarrow as pa
+import pyarrow.compute as pc
+import rustpy_xlsxwriter
 
 ROW = "row"
 OUTCOMES = ("imported", "updated", "kept", "rejected")
@@ -31,12 +36,43 @@ REJECTED = "rejected"
 SHEETS = ("Summary", "Rows", "Rejected")
 
 EXCEL_DATA_ROWS = 1_048_575    # a sheet holds 1,048,576 rows, one of them the header
-_CHUNK = 10_000                 # input rows converted to Python values at a time
+EXCEL_CELL_CHARS = 32_767
+_CONTROL = "[\x00-\x08\x0b\x0c\x0e-\x1f]"  # what XML 1.0 cannot carry (tab and line breaks it can)
+_CONTROL_RE = re.compile(_CONTROL)
 _WIDTH_SAMPLE = 500             # rows looked at to size a column
 _MIN_WIDTH, _MAX_WIDTH = 8, 60
-_FORMULA_STARTS = ("=", "+", "-", "@")
-_ERROR_CODES = frozenset(ERROR_CODES)
-_BOLD = Font(bold=True)
+_BOLD = rustpy_xlsxwriter.Format().set_bold()
+
+
+@dataclass(frozen=True)
+class Streamed:
+    """Rows from an iterator whose number is known beforehand. A workbook's sheets are laid out before its first
+    row is written, so a sheet longer than Excel allows must know how many parts it needs; the writer checks
+    that the iterator gives exactly `count` rows."""
+    rows: Iterable[Sequence[object]]
+    count: int
+
+
+Rows = pd.DataFrame | Sequence[Sequence[object]] | Streamed
+
+
+@dataclass
+class _Sheet:
+    """One worksheet as the writer takes it: an Arrow table or an iterator of dicts (keyed by the headers)."""
+    name: str
+    data: object
+    widths: list[float]
+    bold_header: bool = True        # a header row in bold, frozen above the data
+    bold_columns: list[bool] = field(default_factory=list)
+
+
+def write_sheets(target: BinaryIO, sheets: Sequence[tuple[str, list[str], Rows]]) -> None:
+    """A report of plain sheets (name, headers, rows), formula-safe and streamed, for transfers, merges, undo and
+    the export. Rows are a frame (its columns in header order), a list of row sequences, or `Streamed`."""
+    parts: list[_Sheet] = []
+    for name, headers, rows in sheets:
+        parts += _parts(name, headers, rows, [_clamp(len(str(header))) for header in headers])
+    _save(target, parts)
 
 
 def write_import_report(
@@ -52,48 +88,119 @@ def write_import_report(
     positions = _column_positions(rows, columns)
     row_numbers = _row_numbers(rows)
     outcome, reason = _aligned_outcomes(outcomes, row_numbers)
-    order = np.argsort(row_numbers, kind="stable")
-
-    wb = Workbook(write_only=True)
-    _write_summary(wb.create_sheet(SHEETS[0]), summary, outcomes)
-
-    ws = _SplitSheet(wb, SHEETS[1], ["Row", *columns, "Outcome", "Reason"],
-                     [_numbers_width(row_numbers), *_text_widths(rows, positions), _values_width(OUTCOMES, "Outcome"),
-                      _values_width(reason[:_WIDTH_SAMPLE], "Reason")])
-    for start in range(0, len(order), _CHUNK):
-        take = order[start:start + _CHUNK]
-        for number, values, what, why in zip(row_numbers[take].tolist(), _values(rows, take, positions),
-                                             outcome[take].tolist(), reason[take].tolist()):
-            ws.append([number, *[_cell(ws.sheet, v) for v in values], _cell(ws.sheet, what), _cell(ws.sheet, why)])
-
-    rejected = order[outcome[order] == REJECTED]
-    ws = _SplitSheet(wb, SHEETS[2], list(columns), _text_widths(rows.iloc[rejected], positions))
-    for start in range(0, len(rejected), _CHUNK):
-        for values in _values(rows, rejected[start:start + _CHUNK], positions):
-            ws.append([_cell(ws.sheet, v) for v in values])
-
-    wb.save(target)
+    inputs = [_arrow(rows.iloc[:, position]) for position in positions]
+    every = pa.table([pa.array(row_numbers), *inputs, _arrow(outcome), _arrow(reason)],
+                     names=["Row", *columns, "Outcome", "Reason"])
+    if np.any(np.diff(row_numbers) < 0):  # files are read in row order; a copy only when they are not
+        every = every.take(pa.array(np.argsort(row_numbers, kind="stable")))
+    rejected = every.filter(pc.fill_null(pc.equal(every["Outcome"], REJECTED), False))
+    rejected = rejected.select(list(range(1, 1 + len(columns))))
+    _save(target, [
+        _summary(summary, outcomes),
+        *_parts(SHEETS[1], every.column_names, every,
+                [_numbers_width(row_numbers), *_text_widths(every.drop_columns(["Row"]))]),
+        *_parts(SHEETS[2], rejected.column_names, rejected, _text_widths(rejected)),
+    ])
 
 
-class _SplitSheet:
-    """A sheet that continues in `Rows 2`, `Rows 3`, ... when Excel's row limit is reached."""
+def _save(target: BinaryIO, sheets: list[_Sheet]) -> None:
+    rustpy_xlsxwriter.write_worksheets(
+        [(sheet.name, sheet.data) for sheet in sheets], target,
+        column_widths={sheet.name: sheet.widths for sheet in sheets},
+        header_format={sheet.name: _BOLD for sheet in sheets if sheet.bold_header},
+        freeze_panes={sheet.name: {"row": 1, "col": 0} for sheet in sheets if sheet.bold_header},
+        column_formats={sheet.name: [_BOLD if bold else None for bold in sheet.bold_columns]
+                        for sheet in sheets if sheet.bold_columns},
+        inf_value="inf")
 
-    def __init__(self, wb: Workbook, name: str, headers: list[str], widths: list[float]) -> None:
-        self.wb, self.name, self.headers, self.widths, self.limit = wb, name, headers, widths, EXCEL_DATA_ROWS
-        self.parts, self.written = 0, 0
-        self._next()
 
-    def _next(self) -> None:
-        self.parts += 1
-        self.sheet = self.wb.create_sheet(self.name if self.parts == 1 else f"{self.name} {self.parts}")
-        _layout(self.sheet, self.headers, self.widths)
-        self.written = 0
+def _parts(name: str, headers: list[str], rows: Rows | pa.Table, widths: list[float]) -> list[_Sheet]:
+    """The sheet, or its parts `name`, `name 2`, ... when it has more rows than a sheet holds."""
+    if isinstance(rows, pd.DataFrame):
+        if rows.shape[1] != len(headers):
+            raise ValueError(f"sheet {name!r}: {len(headers)} headers for {rows.shape[1]} columns")
+        rows = pa.table([_arrow(rows.iloc[:, i]) for i in range(rows.shape[1])], names=headers)
+    count = rows.count if isinstance(rows, Streamed) else len(rows)
+    names = [name if part == 0 else f"{name} {part + 1}" for part in range(max(1, math.ceil(count / EXCEL_DATA_ROWS)))]
+    bounds = [(i * EXCEL_DATA_ROWS, min(count, (i + 1) * EXCEL_DATA_ROWS)) for i in range(len(names))]
+    if isinstance(rows, pa.Table):
+        return [_Sheet(part, rows.slice(start, stop - start), widths) for part, (start, stop) in zip(names, bounds)]
+    if count == 0:  # a dict per row would leave out the header row
+        return [_Sheet(name, pa.table([pa.array([], pa.string()) for _ in headers], names=headers), widths)]
+    if len(set(headers)) != len(headers):
+        raise ValueError(f"sheet {name!r} repeats a header: {headers}")
+    source = iter(rows.rows if isinstance(rows, Streamed) else rows)
+    return [_Sheet(part, _records(name, headers, source, stop - start, last=stop == count), widths)
+            for part, (start, stop) in zip(names, bounds)]
 
-    def append(self, values: list[object]) -> None:
-        if self.written == self.limit:
-            self._next()
-        self.sheet.append(values)
-        self.written += 1
+
+def _records(name: str, headers: list[str], source: Iterator[Sequence[object]], count: int,
+             last: bool) -> Iterator[dict[str, object]]:
+    given = 0
+    for values in itertools.islice(source, count):
+        given += 1
+        yield dict(zip(headers, map(_cell, values)))
+    if given < count or (last and next(source, None) is not None):
+        raise ValueError(f"sheet {name!r}: the rows were not as many as counted beforehand")
+
+
+def _cell(value: object) -> object:
+    """A value the writer keeps as itself: text stays text, <NA>/NaN/NaT become an empty cell, and anything else
+    (a time, a uuid) is written as its text."""
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, str):
+        return _CONTROL_RE.sub("", value)[:EXCEL_CELL_CHARS]
+    if isinstance(value, (bool, int, float, np.bool_, np.integer, np.floating)):
+        return None if value != value else value  # NaN
+    return _cell(str(value))
+
+
+def _arrow(column: pd.Series) -> pa.Array:
+    """A column for the writer: numbers and booleans as they are, everything else (times too) as clean text."""
+    if pd.api.types.is_bool_dtype(column) or pd.api.types.is_numeric_dtype(column):
+        return pa.array(column, from_pandas=True)
+    if not isinstance(column.dtype, pd.StringDtype):  # times, uuids, mixed objects: their text, NaT/NaN empty
+        column = column.astype("string").mask(column.isna())
+    text = pa.array(column, from_pandas=True)
+    if _may_hold_control_characters(text):
+        text = pc.replace_substring_regex(text, _CONTROL, "")
+    if (pc.max(pc.binary_length(text)).as_py() or 0) > EXCEL_CELL_CHARS:  # bytes, known without decoding
+        text = pc.utf8_slice_codeunits(text, 0, EXCEL_CELL_CHARS)  # in characters, despite the name
+    return text
+
+
+def _may_hold_control_characters(text: pa.Array | pa.ChunkedArray) -> bool:
+    """Whether any byte of the text is a control character other than tab and line breaks: a look at the raw
+    bytes (at least those of the values), far cheaper than a regular expression over every value."""
+    chunks = text.chunks if isinstance(text, pa.ChunkedArray) else [text]
+    for chunk in chunks:
+        data = chunk.buffers()[2]
+        if data is None:
+            continue
+        codes = np.frombuffer(data, dtype=np.uint8)
+        low = codes[codes < 0x20]
+        if np.any((low != 0x09) & (low != 0x0A) & (low != 0x0D)):
+            return True
+    return False
+
+
+def _summary(summary: Sequence[tuple[str, object]], outcomes: pd.DataFrame) -> _Sheet:
+    """Label/value pairs in bold labels, a blank row, then the outcome counts. The first pair is the sheet's
+    header row (the writer always writes one), so the pairs start at the top as a person reads them."""
+    counts = _outcome_counts(outcomes)
+    lines = [[label, _cell(value)] for label, value in summary]
+    lines += [[None, None]] if lines else []
+    lines += [["Outcome", "Rows"], *([name, count] for name, count in counts.items()), ["Total", sum(counts.values())]]
+    header = ["" if cell is None else str(cell) for cell in lines[0]]
+    if header[0] != header[1]:
+        lines = lines[1:]
+    else:  # two equal texts cannot both be header names
+        header = ["Field", "Value"]
+    widths = [_values_width([label for label, _ in lines] + header[:1], "", _MAX_WIDTH),
+              _values_width([value for _, value in lines] + header[1:], "Rows", _MAX_WIDTH)]
+    data = [dict(zip(header, line)) for line in lines]
+    return _Sheet(SHEETS[0], data, widths, bold_header=False, bold_columns=[True, False])
 
 
 def _column_positions(rows: pd.DataFrame, columns: Sequence[str]) -> list[int]:
@@ -121,10 +228,10 @@ def _row_numbers(rows: pd.DataFrame) -> np.ndarray:
     return numbers.to_numpy(dtype="int64")
 
 
-def _aligned_outcomes(outcomes: pd.DataFrame, row_numbers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Outcome and reason for each input row (None where there is none), as object arrays."""
+def _aligned_outcomes(outcomes: pd.DataFrame, row_numbers: np.ndarray) -> tuple[pd.Series, pd.Series]:
+    """Outcome and reason for each input row (<NA> where there is none), as text."""
     if len(outcomes) == 0 or len(row_numbers) == 0:
-        empty = np.full(len(row_numbers), None, dtype=object)
+        empty = pd.Series(pd.NA, index=range(len(row_numbers)), dtype="string")
         return empty, empty.copy()
     by_row = outcomes.set_index(outcomes[ROW].astype("int64"))
     if by_row.index.has_duplicates:
@@ -132,58 +239,7 @@ def _aligned_outcomes(outcomes: pd.DataFrame, row_numbers: np.ndarray) -> tuple[
         raise ValueError(f"more than one outcome for row(s) {repeated[:10]}")
     aligned = by_row.reindex(row_numbers)
     reason = aligned["reason"] if "reason" in aligned.columns else pd.Series(pd.NA, index=aligned.index)
-    return (aligned["outcome"].to_numpy(dtype=object, na_value=None),
-            reason.to_numpy(dtype=object, na_value=None))
-
-
-def _values(rows: pd.DataFrame, take: np.ndarray, positions: list[int]) -> Iterator[list[object]]:
-    """The values of rows `take` (positions) in columns `positions`, <NA> as None."""
-    if not positions:
-        return iter([[] for _ in range(len(take))])
-    block = rows.iloc[take, positions].to_numpy(dtype=object, na_value=None)
-    return iter(block.tolist())
-
-
-def _cell(ws: WriteOnlyWorksheet, value: object) -> object:
-    """A value openpyxl will write as itself: text stays text, <NA>/NaN/NaT become an empty cell."""
-    if value is None or value is pd.NA or value is pd.NaT:
-        return None
-    if isinstance(value, str):
-        if ILLEGAL_CHARACTERS_RE.search(value):  # control characters cannot be stored in a workbook
-            value = ILLEGAL_CHARACTERS_RE.sub("", value)
-        if value.startswith(_FORMULA_STARTS) or value in _ERROR_CODES:
-            cell = WriteOnlyCell(ws, value=value)
-            cell.data_type = "s"
-            return cell
-        return value
-    if isinstance(value, (int, np.integer)):  # bool included
-        return value
-    if isinstance(value, (float, np.floating)):
-        return None if math.isnan(value) else value if math.isfinite(value) else str(value)
-    return _cell(ws, str(value))
-
-
-def _bold(ws: WriteOnlyWorksheet, value: object) -> object:
-    cell = _cell(ws, value)
-    if cell is None:
-        return None
-    if not isinstance(cell, Cell):
-        cell = WriteOnlyCell(ws, value=cell)
-    cell.font = _BOLD
-    return cell
-
-
-def _write_summary(ws: WriteOnlyWorksheet, summary: Sequence[tuple[str, object]], outcomes: pd.DataFrame) -> None:
-    counts = _outcome_counts(outcomes)
-    ws.column_dimensions["A"].width = _values_width([label for label, _ in summary] + ["Outcome"], "", _MAX_WIDTH)
-    ws.column_dimensions["B"].width = _values_width([value for _, value in summary], "Rows", _MAX_WIDTH)
-    for label, value in summary:
-        ws.append([_bold(ws, label), _cell(ws, value)])
-    ws.append([])
-    ws.append([_bold(ws, "Outcome"), _bold(ws, "Rows")])
-    for name, count in counts.items():
-        ws.append([_cell(ws, name), count])
-    ws.append([_bold(ws, "Total"), sum(counts.values())])
+    return aligned["outcome"].astype("string"), reason.astype("string")
 
 
 def _outcome_counts(outcomes: pd.DataFrame) -> dict[str, int]:
@@ -195,22 +251,11 @@ def _outcome_counts(outcomes: pd.DataFrame) -> dict[str, int]:
     return counts
 
 
-def _layout(ws: WriteOnlyWorksheet, headers: list[str], widths: list[float]) -> None:
-    """Column widths, a frozen header row and the bold header; before any other row is written."""
-    for index, width in enumerate(widths, 1):
-        ws.column_dimensions[get_column_letter(index)].width = width
-    ws.freeze_panes = "A2"
-    ws.append([_bold(ws, header) for header in headers])
-
-
-def _text_widths(rows: pd.DataFrame, positions: list[int]) -> list[float]:
-    sample = rows.iloc[:_WIDTH_SAMPLE]
-    widths = []
-    for position in positions:
-        lengths = sample.iloc[:, position].astype("string").str.len()
-        longest = int(lengths.max()) if lengths.notna().any() else 0
-        widths.append(_clamp(max(longest, len(str(rows.columns[position])))))
-    return widths
+def _text_widths(table: pa.Table) -> list[float]:
+    """A width per text column of `table`: its header or its longest value in the first rows."""
+    sample = table.slice(0, _WIDTH_SAMPLE)
+    return [_clamp(max(pc.max(pc.utf8_length(column)).as_py() or 0, len(name)))
+            for name, column in zip(sample.column_names, sample.columns)]
 
 
 def _numbers_width(numbers: np.ndarray) -> float:
@@ -218,31 +263,9 @@ def _numbers_width(numbers: np.ndarray) -> float:
 
 
 def _values_width(values: Sequence[object], header: str, limit: int = _MAX_WIDTH) -> float:
-    longest = max((len(str(v)) for v in values if v is not None), default=0)
+    longest = max((len(str(v)) for v in values if v is not None and v is not pd.NA), default=0)
     return _clamp(max(longest, len(header)), limit)
 
 
 def _clamp(characters: int, limit: int = _MAX_WIDTH) -> float:
     return float(min(max(characters + 2, _MIN_WIDTH), limit))
-
-
-Rows = Iterable[Sequence[object]]
-
-
-def write_sheets(target: BinaryIO, sheets: Sequence[tuple[str, list[str], Rows | Callable[[], Rows]]]) -> None:
-    """A report of plain sheets (name, headers, rows), formula-safe and streamed, for transfers, merges, undo and
-    the export. Rows given as a callable are filled last, keeping the sheet's place: a summary whose counts are
-    known only once the other sheets have streamed."""
-    wb = Workbook(write_only=True)
-    later = []
-    for name, headers, rows in sheets:
-        ws = _SplitSheet(wb, name, headers, [_clamp(len(str(header))) for header in headers])
-        if callable(rows):
-            later.append((ws, rows))
-            continue
-        for values in rows:
-            ws.append([_cell(ws.sheet, value) for value in values])
-    for ws, rows in later:
-        for values in rows():
-            ws.append([_cell(ws.sheet, value) for value in values])
-    wb.save(target)

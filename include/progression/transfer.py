@@ -431,9 +431,9 @@ def report(target: Target, job: TransferJob) -> TransferJob:
              p.completed_old, p.written_directly, p.written_through_contents, p.skipped_without_access,
              p.already_had_it) for p in job.pairs]))
         skipped = storage.read_frame(target.root, f"{job.staging}/skipped.parquet")
-        sheets.append(("Skipped users", [*PAIR_HEADERS, "User email"], (
-            (job.pairs[pair].old_uuid, job.pairs[pair].new_uuid, email)
-            for pair, email in zip(skipped["pair"].tolist(), skipped["email"].tolist()))))
+        uuids = pd.DataFrame([(p.old_uuid, p.new_uuid) for p in job.pairs], columns=["old_uuid", "new_uuid"])
+        sheets.append(("Skipped users", [*PAIR_HEADERS, "User email"], uuids.iloc[skipped["pair"].to_numpy()]
+                       .reset_index(drop=True).assign(email=skipped["email"].to_numpy())))
     buffer = io.BytesIO()
     write_sheets(buffer, sheets)
     storage.write_bytes(target.root, job.report, buffer.getvalue())

@@ -145,10 +145,10 @@ def report(target: Target, job: UndoJob) -> UndoJob:
         ("Summary", ["Field", "Value"], summary),
         ("Restored", ["User email", "Content uuid", "Type", "Undo", *_sides("Before the undo"), *_sides("Restored")],
          restored[[*key, "done", "now_completed_at", "now_source", "now_run_id", "old_completed_at", "old_source",
-                   "old_run_id"]].itertuples(index=False)),
+                   "old_run_id"]]),
         ("Conflicts", ["User email", "Content uuid", "Type", "Undo", *_sides("The run left"), *_sides("Now")],
          conflicts[[*key, "done", "new_completed_at", "new_source", "new_run_id", "now_completed_at", "now_source",
-                    "now_run_id"]].itertuples(index=False)),
+                    "now_run_id"]]),
     ])
     storage.write_bytes(target.root, job.report, buffer.getvalue())
     with target.engine.begin() as conn:

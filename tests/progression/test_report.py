@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import zipfile
 
 import pandas as pd
 import pytest
@@ -153,8 +154,8 @@ def test_summary_pairs_with_bold_labels_and_numbers_kept_as_numbers():
     assert [[c.value for c in row] for row in top] == [list(pair) for pair in SUMMARY]
     assert all(row[0].font.b for row in top)
     assert not top[0][1].font.b
-    rows_read = top[1][1]
-    assert rows_read.data_type == "n" and type(rows_read.value) is int and rows_read.value == 6
+    rows_read = top[1][1]  # a number cell (stored as Excel stores every number, a double)
+    assert rows_read.data_type == "n" and rows_read.value == 6
     assert type(top[2][1].value) is float
 
 
@@ -249,3 +250,86 @@ def test_a_missing_time_is_an_empty_cell_and_a_time_keeps_its_zone():
     write_sheets(target, [("Times", ["Before", "After"], [[pd.NaT, pd.Timestamp("2024-03-01", tz="UTC")]])])
     row = list(load_workbook(io.BytesIO(target.getvalue()))["Times"].iter_rows(min_row=2, values_only=True))[0]
     assert row == (None, "2024-03-01 00:00:00+00:00")
+
+
+# What a customer's cell may hold that Excel would take for a formula, a number or a link if typed in.
+LOOKS_LIKE_FORMULAS = ["=1+1", '=HYPERLINK("http://evil.example","click")', "+31 6 12345678", "-5", "@SUM(A1)",
+                       "http://example.com", "1e5", "#DIV/0!"]
+
+
+def _cells_and_formulas(target: io.BytesIO, sheet: str) -> tuple[list[tuple[object, str]], int]:
+    """The sheet's data cells (value, type) as openpyxl reads them, and how many formula elements its XML has."""
+    book = load_workbook(io.BytesIO(target.getvalue()))
+    cells = [(c.value, c.data_type) for row in book[sheet].iter_rows(min_row=2) for c in row]
+    with zipfile.ZipFile(io.BytesIO(target.getvalue())) as archive:
+        formulas = sum(archive.read(name).count(b"<f") for name in archive.namelist() if "worksheets/" in name)
+    return cells, formulas
+
+
+@pytest.mark.parametrize("given", ["frame", "list", "streamed"])
+def test_text_that_looks_like_a_formula_stays_text_in_every_kind_of_sheet(given):
+    from progression.report import Streamed, write_sheets
+
+    rows = {"frame": pd.DataFrame({"Value": LOOKS_LIKE_FORMULAS}), "list": [[v] for v in LOOKS_LIKE_FORMULAS],
+            "streamed": Streamed(([v] for v in LOOKS_LIKE_FORMULAS), len(LOOKS_LIKE_FORMULAS))}[given]
+    target = io.BytesIO()
+    write_sheets(target, [("Values", ["Value"], rows)])
+    cells, formulas = _cells_and_formulas(target, "Values")
+    assert cells == [(value, "s") for value in LOOKS_LIKE_FORMULAS] and formulas == 0
+
+
+def test_the_import_report_keeps_formula_like_input_as_text_in_rows_and_rejected():
+    columns = [f"Column {i}" for i in range(len(LOOKS_LIKE_FORMULAS))]
+    rows = _rows([(2, *LOOKS_LIKE_FORMULAS)], columns=columns)
+    target = io.BytesIO()
+    write_import_report(target, summary=SUMMARY, rows=rows, columns=columns,
+                        outcomes=_outcomes([(2, "rejected", "=1+1")]))
+    rejected, formulas = _cells_and_formulas(target, "Rejected")
+    assert rejected == [(value, "s") for value in LOOKS_LIKE_FORMULAS] and formulas == 0
+    every, _ = _cells_and_formulas(target, "Rows")
+    assert every[1:] == [(value, "s") for value in LOOKS_LIKE_FORMULAS] + [("rejected", "s"), ("=1+1", "s")]
+
+
+def test_frames_keep_numbers_and_write_times_and_other_values_as_text():
+    from progression.report import write_sheets
+
+    frame = pd.DataFrame({"n": pd.array([1, None], dtype="Int64"), "x": [1.5, float("nan")], "b": [True, False],
+                          "at": pd.to_datetime(["2024-03-01", None]).tz_localize("UTC"),
+                          "o": ["a\x01b", None]})
+    target = io.BytesIO()
+    write_sheets(target, [("Frame", ["N", "X", "B", "At", "O"], frame)])
+    assert _values(load_workbook(io.BytesIO(target.getvalue()))["Frame"]) == [
+        ["N", "X", "B", "At", "O"], [1, 1.5, True, "2024-03-01 00:00:00+00:00", "ab"], [None, None, False, None, None]]
+
+
+def test_text_longer_than_a_cell_holds_is_cut_to_excels_limit():
+    from progression.report import EXCEL_CELL_CHARS, write_sheets
+
+    target = io.BytesIO()
+    long = "x" * (EXCEL_CELL_CHARS + 10)
+    write_sheets(target, [("Frame", ["A"], pd.DataFrame({"a": [long]})), ("List", ["A"], [[long]])])
+    book = load_workbook(io.BytesIO(target.getvalue()))
+    assert len(book["Frame"]["A2"].value) == len(book["List"]["A2"].value) == EXCEL_CELL_CHARS
+
+
+@pytest.mark.parametrize("given", ["frame", "streamed"])
+def test_plain_sheets_longer_than_an_excel_sheet_continue_on_numbered_sheets(monkeypatch, given):
+    import progression.report as report
+
+    monkeypatch.setattr(report, "EXCEL_DATA_ROWS", 3)
+    values = [f"u{i}" for i in range(7)]
+    rows = pd.DataFrame({"a": values}) if given == "frame" else report.Streamed(([v] for v in values), 7)
+    target = io.BytesIO()
+    report.write_sheets(target, [("Summary", ["Field", "Value"], [["Users", 7]]), ("Users", ["User"], rows)])
+    book = load_workbook(io.BytesIO(target.getvalue()))
+    assert book.sheetnames == ["Summary", "Users", "Users 2", "Users 3"]
+    assert [_values(book[name])[1:] for name in book.sheetnames[1:]] == [
+        [["u0"], ["u1"], ["u2"]], [["u3"], ["u4"], ["u5"]], [["u6"]]]
+
+
+@pytest.mark.parametrize("given", [2, 4])
+def test_streamed_rows_that_are_not_as_many_as_counted_are_an_error(given):
+    from progression.report import Streamed, write_sheets
+
+    with pytest.raises(ValueError, match="not as many as counted"):
+        write_sheets(io.BytesIO(), [("Users", ["User"], Streamed(([f"u{i}"] for i in range(given)), 3))])
