@@ -9,32 +9,18 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from support import NOW, drop
+from support import NOW, drop, past_run
 from progression import ledger
 from progression.demo import workbook_bytes
 from progression.health import customer_health, watch, worst_first
 from progression.pipeline import plan, run_file
-from progression.runs import IMPORT_DAG, Target
+from progression.runs import Target
 
 
 @pytest.fixture
 def daily(target) -> Target:
     """The customer of `target`, expecting files every day."""
     return replace(target, customer=replace(target.customer, expect_files_every="1d"))
-
-
-def past_run(target, at, *, status="succeeded", rows_read=100, written=None, content_type="activities",
-             dag_id=IMPORT_DAG, dry_run=False, message=None) -> str:
-    """A run in the ledger as the pipeline leaves it, started at `at` and finished a minute later."""
-    run_id = ledger.new_run_id("import", "acme", at)
-    with target.engine.begin() as conn:
-        ledger.start_run(conn, run_id=run_id, customer="acme", dag_id=dag_id, content_type=content_type,
-                         subject=f"inbox/{content_type}/{run_id}.xlsx", dry_run=dry_run)
-        ledger.record_counts(conn, run_id, ledger.RunCounts(rows_read=rows_read, imported=rows_read
-                                                            if written is None else written))
-        ledger.finish_run(conn, run_id, status, message=message)
-        ledger.update_run(conn, run_id, started_at=at, finished_at=at + timedelta(minutes=1))
-    return run_id
 
 
 def test_a_customer_without_expectation_or_runs(target):
