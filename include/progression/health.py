@@ -9,7 +9,7 @@ it in `progression_alerts`. Times are passed in, so a check is the same whenever
 from __future__ import annotations
 
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -84,18 +84,19 @@ def customer_health(target: Target, now: datetime) -> CustomerHealth:
     success_at = _finished(last_success) if last_success else None
     return CustomerHealth(
         customer=customer.slug,
-        last_success=last_success and {
-            "at": success_at.isoformat(), "file": last_success["subject"], "run_id": last_success["run_id"],
-            "completions": _written_by(last_success)},
+        last_success=_described(last_success, completions=_written_by(last_success)) if last_success else None,
         late=every is not None and (success_at is None or now - success_at > every),
         expected_every=customer.expect_files_every,
         waiting_files=len(storage.inbox_files(target.root).files),
-        failing_streak=int(streak),
-        last_failure=last_failure and {
-            "at": _finished(last_failure).isoformat(), "file": last_failure["subject"],
-            "run_id": last_failure["run_id"], "message": last_failure["message"]},
+        failing_streak=int(streak or 0),
+        last_failure=_described(last_failure, message=last_failure["message"]) if last_failure else None,
         written_7d=written_7d, written_30d=written_30d, unusual_files=unusual,
     )
+
+
+def _described(run: Mapping, **more) -> dict:
+    """A ledger run as the health shows it: when it finished, its file and run id, and `more`."""
+    return {"at": _finished(run).isoformat(), "file": run["subject"], "run_id": run["run_id"], **more}
 
 
 def _real_imports(customer: str, now: datetime) -> list:
@@ -109,11 +110,11 @@ def _latest(conn: Connection, customer: str, now: datetime, statuses: tuple[str,
     return dict(row) if row else None
 
 
-def _finished(run: dict) -> datetime:
+def _finished(run: Mapping) -> datetime:
     return ledger.as_utc(run["finished_at"] or run["started_at"])
 
 
-def _written_by(run: dict) -> int:
+def _written_by(run: Mapping) -> int:
     return int(run["imported"] or 0) + int(run["updated"] or 0) + int(run["derived_written"] or 0)
 
 
@@ -123,7 +124,7 @@ def _written(conn: Connection, customer: str, since: datetime, now: datetime) ->
     total = sa.func.coalesce(sa.func.sum(runs.c.imported + runs.c.updated + runs.c.derived_written), 0)
     return int(conn.execute(sa.select(total).where(
         runs.c.customer == customer, runs.c.status == "succeeded", runs.c.dry_run.is_(False),
-        runs.c.started_at >= since, runs.c.started_at <= now)).scalar())
+        runs.c.started_at >= since, runs.c.started_at <= now)).scalar() or 0)
 
 
 def _unusual_files(conn: Connection, customer: str, now: datetime) -> list[dict]:
@@ -144,9 +145,8 @@ def _unusual_files(conn: Connection, customer: str, now: datetime) -> list[dict]
             continue
         median = statistics.median(before)
         if run["rows_read"] * UNUSUAL_FACTOR < median or run["rows_read"] > median * UNUSUAL_FACTOR:
-            found.append({"at": _finished(run).isoformat(), "file": run["subject"], "run_id": run["run_id"],
-                          "content_type": run["content_type"], "rows_read": run["rows_read"], "median": median,
-                          "judged_by": len(before)})
+            found.append(_described(run, content_type=run["content_type"], rows_read=run["rows_read"],
+                                    median=median, judged_by=len(before)))
     return found
 
 
