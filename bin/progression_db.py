@@ -6,10 +6,10 @@ import argparse
 import json
 import sys
 
-from progression import demo, ledger
+from progression import demo, health, ledger
 from progression.customers import load_registry
 from progression.platform import create_platform_tables
-from progression_airflow import platform_engine, storage_root
+from progression_airflow import platform_engine, storage_root, target_for
 
 
 def main(argv: list[str]) -> int:
@@ -26,6 +26,9 @@ def main(argv: list[str]) -> int:
     summary = commands.add_parser("summary", help="what one Airflow run did, file by file (default: the latest)")
     summary.add_argument("customer", help="customer slug from the registry")
     summary.add_argument("--airflow-run-id")
+    check = commands.add_parser("health", help="each customer of that database: last success, late, waiting files, "
+                                "failing streak, unusual files; one JSON object a line, worst first")
+    check.add_argument("conn_id", help="Airflow connection id of the platform database")
     seed = commands.add_parser("seed-demo", help="create the demo platform and drop sample files in its inbox")
     seed.add_argument("customer", help="customer slug from the registry, e.g. demo")
     transfer = commands.add_parser("demo-transfer", help="print the run conf of the demo's transfer (a journey with "
@@ -45,6 +48,14 @@ def main(argv: list[str]) -> int:
         with platform_engine(args.conn_id).connect() as conn:
             for run in ledger.list_runs(conn, customer=args.customer, airflow_run_id=args.airflow_run_id):
                 print(json.dumps(run, default=str))
+    elif args.command == "health":
+        now, registry = ledger.utcnow(), load_registry()
+        customers = [c for c in registry.customers.values() if c.platform_conn_id == args.conn_id]
+        if not customers:
+            print(f"no customer in {registry.path} has platform_conn_id {args.conn_id}", file=sys.stderr)
+            return 1
+        for found in health.worst_first([health.customer_health(target_for(c), now) for c in customers]):
+            print(json.dumps(found.as_dict()))
     elif args.command == "seed-demo":
         customer = load_registry().get(args.customer)
         engine = platform_engine(customer.platform_conn_id)

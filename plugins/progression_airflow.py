@@ -175,22 +175,27 @@ def labelled(fn: Callable) -> Callable:
 
 
 def tell_customer(customer: Customer, summary: dict, runs: list[dict], context) -> bool:
-    """Tell the customer's `notify` channels (e-mail through Airflow's SMTP notifier, a Slack webhook through the
-    Slack provider's) when the run needs a look; a clean or dry run tells nobody."""
+    """Tell the customer's `notify` when an import run needs a look; a clean or dry run tells nobody."""
     from progression.notify import message, plain, worth_telling
 
+    if summary.get("dry_run") or not worth_telling(summary):
+        return False
+    subject, body = message(customer.slug, summary, runs)
+    return notify_customer(customer, subject, body, plain(customer.slug, summary, runs), context)
+
+
+def notify_customer(customer: Customer, subject: str, html: str, text: str, context) -> bool:
+    """Send one message to the customer's `notify` channels: e-mail through Airflow's SMTP notifier, a Slack
+    webhook through the Slack provider's. False when the customer has none."""
     addresses = customer.notify.get("email") or []
     slack = customer.notify.get("slack_webhook_conn_id")
-    if not (addresses or slack) or summary.get("dry_run") or not worth_telling(summary):
-        return False
     if addresses:
         from airflow.providers.smtp.notifications.smtp import SmtpNotifier
 
-        subject, body = message(customer.slug, summary, runs)
-        SmtpNotifier(to=addresses, subject=subject, html_content=body,
+        SmtpNotifier(to=addresses, subject=subject, html_content=html,
                      smtp_conn_id=customer.notify.get("smtp_conn_id") or "smtp_default").notify(context)
     if slack:
         from airflow.providers.slack.notifications.slack_webhook import SlackWebhookNotifier
 
-        SlackWebhookNotifier(slack_webhook_conn_id=slack, text=plain(customer.slug, summary, runs)).notify(context)
-    return True
+        SlackWebhookNotifier(slack_webhook_conn_id=slack, text=text).notify(context)
+    return bool(addresses or slack)

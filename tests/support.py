@@ -6,15 +6,17 @@ import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import sqlalchemy as sa
 
+from progression import ledger
 from progression.demo import DemoSizes
 from progression.platform import completions, content, users
+from progression.runs import IMPORT_DAG
 
 PG_URL = os.environ.get("PROGRESSION_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/progression_test")
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)
@@ -40,6 +42,20 @@ def drop(root: Path, rel: str, data: bytes) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     return rel
+
+
+def past_run(target, at, *, status="succeeded", rows_read=100, written=None, content_type="activities",
+             dag_id=IMPORT_DAG, dry_run=False, message=None) -> str:
+    """A run in the ledger as the pipeline leaves it, started at `at` and finished a minute later."""
+    run_id = ledger.new_run_id("import", target.customer.slug, at)
+    with target.engine.begin() as conn:
+        ledger.start_run(conn, run_id=run_id, customer=target.customer.slug, dag_id=dag_id, content_type=content_type,
+                         subject=f"inbox/{content_type}/{run_id}.xlsx", dry_run=dry_run)
+        ledger.record_counts(conn, run_id, ledger.RunCounts(rows_read=rows_read, imported=rows_read
+                                                            if written is None else written))
+        ledger.finish_run(conn, run_id, status, message=message)
+        ledger.update_run(conn, run_id, started_at=at, finished_at=at + timedelta(minutes=1))
+    return run_id
 
 
 def stored(engine) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -19,6 +20,8 @@ EXCEL_MAX_ROWS = 1_048_576  # Excel's last row: the default bound on the rows of
 SETTINGS_KEYS = ("schedule",)
 
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+_DURATION = re.compile(r"^([1-9][0-9]*)([hdw])$")
+_DURATION_UNITS = {"h": "hours", "d": "days", "w": "weeks"}
 
 
 class RegistryError(ValueError):
@@ -37,11 +40,24 @@ class Customer:
     max_error_rate: float = 0.1
     max_rows: int = EXCEL_MAX_ROWS
     active: bool = True
+    expect_files_every: str | None = None  # e.g. "1d": late when the last successful import is older
     notify: dict = field(default_factory=dict, hash=False)  # email, smtp_conn_id, slack_webhook_conn_id
 
     @property
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
+
+    @property
+    def expected_every(self) -> timedelta | None:
+        return None if self.expect_files_every is None else parse_duration(self.expect_files_every)
+
+
+def parse_duration(text: str) -> timedelta:
+    """`12h`, `1d`, `7d`, `2w`: a whole number of hours, days or weeks."""
+    found = _DURATION.match(str(text).strip())
+    if not found:
+        raise ValueError(f"{text!r} is not a duration such as 12h, 1d, 7d or 2w")
+    return timedelta(**{_DURATION_UNITS[found[2]]: int(found[1])})
 
 
 @dataclass(frozen=True)
@@ -121,6 +137,11 @@ def _customer(path: Path, slug: str, entry: object) -> Customer:
         raise RegistryError(f"{where}: max_error_rate must be between 0 and 1")
     if isinstance(customer.max_rows, bool) or not isinstance(customer.max_rows, int) or customer.max_rows < 1:
         raise RegistryError(f"{where}: max_rows must be a whole number of rows above 0")
+    if customer.expect_files_every is not None:
+        try:
+            customer.expected_every
+        except ValueError as exc:
+            raise RegistryError(f"{where}: expect_files_every: {exc}") from None
     try:
         customer.tz
     except (ZoneInfoNotFoundError, ValueError):

@@ -12,7 +12,8 @@ from sqlalchemy.engine import Connection, Engine
 
 from progression.platform import Id, UtcTime
 
-SCHEMA_VERSION = 2  # 2: `staging`, where a running file sits, for recovery after a crash
+# 2: `staging`, where a running file sits, for recovery after a crash; 3: `progression_alerts`, what health told
+SCHEMA_VERSION = 3
 metadata = sa.MetaData()
 
 schema_version = sa.Table(
@@ -64,6 +65,20 @@ journal = sa.Table(
     sa.Column("new_source", sa.String(20)),   # these with the row as it is now to spot later changes
     sa.Column("new_run_id", sa.String(100)),
 )
+# What the health checks told a customer, so each lateness episode and each unusual file is told once. An alert is
+# open until what it told is no longer true (the customer imported again, the file left the window): then
+# `cleared_at` is set, and the same condition arising later is a new alert.
+alerts = sa.Table(
+    "progression_alerts", metadata,
+    sa.Column("id", Id, primary_key=True, autoincrement=True),
+    sa.Column("customer", sa.String(100), nullable=False),
+    sa.Column("kind", sa.String(20), nullable=False),  # late | unusual
+    sa.Column("key", sa.String(250), nullable=False),  # late: the last success's run id (or "never"); unusual: the file's
+    sa.Column("told_at", UtcTime, nullable=False),
+    sa.Column("cleared_at", UtcTime),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Index("ix_progression_alerts_open", "customer", "cleared_at"),
+)
 
 COUNTS = ("rows_read", "imported", "updated", "kept", "rejected", "duplicates", "derived_written", "without_access")
 
@@ -82,6 +97,13 @@ def upgrade(engine: Engine) -> int:
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def as_utc(value: datetime | str) -> datetime:
+    """A ledger time as an aware UTC datetime (SQLite hands them back without a zone)."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
 def new_run_id(kind: str, customer: str, at: datetime | None = None) -> str:
@@ -216,3 +238,19 @@ def unmark_undone(conn: Connection, run_id: str, undo_run_id: str) -> None:
     """`run_id` counts as not undone again: the undo `undo_run_id` that undid it has itself been undone."""
     conn.execute(sa.update(runs).where(runs.c.run_id == run_id, runs.c.undone_by == undo_run_id)
                  .values(undone_by=None))
+
+
+def open_alerts(conn: Connection, customer: str) -> list[dict]:
+    """The customer's alerts whose condition still held at the last check, oldest first."""
+    query = (sa.select(alerts).where(alerts.c.customer == customer, alerts.c.cleared_at.is_(None))
+             .order_by(alerts.c.told_at, alerts.c.id))
+    return [dict(row) for row in conn.execute(query).mappings()]
+
+
+def record_alert(conn: Connection, customer: str, kind: str, key: str, message: str, at: datetime) -> None:
+    conn.execute(sa.insert(alerts).values(customer=customer, kind=kind, key=key, message=message, told_at=at))
+
+
+def clear_alert(conn: Connection, alert_id: int, at: datetime) -> None:
+    conn.execute(sa.update(alerts).where(alerts.c.id == alert_id, alerts.c.cleared_at.is_(None))
+                 .values(cleared_at=at))

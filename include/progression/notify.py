@@ -38,3 +38,40 @@ def plain(customer: str, summary: dict, runs: list[dict]) -> str:
             lines.append(f"- {run['subject']}: {run['status']}" + (f", {reasons}" if reasons else "")
                          + (f" ({run['message']})" if run.get("message") else ""))
     return "\n".join(lines)
+
+
+def lateness_line(health: dict) -> str:
+    """Why a customer counts as late, from its health (progression.health)."""
+    last = health["last_success"]
+    if last is None:
+        return (f"{health['customer']} is late: no file has been imported successfully yet, and files are expected "
+                f"every {health['expected_every']}.")
+    return (f"{health['customer']} is late: files are expected every {health['expected_every']}, and the last "
+            f"successful import was {last['file']} at {_when(last['at'])} ({last['completions']} completions).")
+
+
+def unusual_line(file: dict) -> str:
+    return (f"{file['file']} (imported {_when(file['at'])}) looks unusual: {file['rows_read']} rows read, against a "
+            f"median of {file['median']:g} over the {file['judged_by']} {file['content_type']} imports before it.")
+
+
+def health_message(health: dict, alerts: list[tuple[str, str]]) -> tuple[str, str, str]:
+    """(subject, HTML body, plain text) telling a customer's data team what its health check found new: alerts are
+    (kind, line) with kind `late` or `unusual`; what waits in the inbox and recent failures are added for context."""
+    late = any(kind == "late" for kind, _ in alerts)
+    unusual = sum(kind == "unusual" for kind, _ in alerts)
+    found = (["late"] if late else []) + ([f"{unusual} unusual file(s)"] if unusual else [])
+    subject = f"Progression health for {health['customer']}: {', '.join(found)}"
+    lines = [line for _, line in alerts]
+    if health["waiting_files"]:
+        lines.append(f"{health['waiting_files']} file(s) are waiting in the inbox.")
+    failure = health["last_failure"]
+    if health["failing_streak"] and failure:
+        lines.append(f"The last {health['failing_streak']} import(s) failed; the latest, {failure['file']} at "
+                     f"{_when(failure['at'])}: {failure['message']}")
+    html = "\n".join(f"<p>{escape(line)}</p>" for line in lines)
+    return subject, html, "\n".join([subject, *lines])
+
+
+def _when(iso: str) -> str:
+    return iso[:16].replace("T", " ") + " UTC"

@@ -27,6 +27,12 @@ def summary_line(done: subprocess.CompletedProcess, dag_id: str) -> dict:
     return json.loads(lines[-1])
 
 
+def smtp_connection(port: int) -> str:
+    """An Airflow connection (as AIRFLOW_CONN_* JSON) to the loopback SMTP server of the `mailbox` fixture."""
+    return json.dumps({"conn_type": "smtp", "host": "127.0.0.1", "port": port,
+                       "extra": {"disable_ssl": True, "disable_tls": True, "from_email": "progression@lxp.example"}})
+
+
 def engine_of(world, slug: str):
     return engine_for(f"sqlite:///{world['dir'] / f'{slug}.db'}")
 

@@ -5,18 +5,16 @@ from __future__ import annotations
 
 import email
 import json
-import socket
 import sqlite3
 import subprocess
 import sys
-import threading
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from dags_support import ROOT, asset_events, drop, run_dag, summary_line
+from dags_support import ROOT, asset_events, drop, run_dag, smtp_connection, summary_line
 from support import SMALL
 from progression import ledger, pipeline
 from progression.customers import load_registry
@@ -185,35 +183,12 @@ def test_a_run_that_changed_completions_announces_them_as_an_asset_event(world):
     assert new[0][1]["dag"] == "progression_import" and new[0][1]["imported"] == 3
 
 
-@pytest.fixture
-def mailbox():
-    """A real SMTP server on loopback that keeps what it receives."""
-    from aiosmtpd.controller import Controller
-
-    received = []
-
-    class Keep:
-        async def handle_DATA(self, server, session, envelope):
-            received.append({"to": envelope.rcpt_tos, "data": envelope.content.decode("utf-8", "replace")})
-            return "250 OK"
-
-    with socket.socket() as probe:  # a free port on loopback
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    controller = Controller(Keep(), hostname="127.0.0.1", port=port)
-    controller.start()
-    yield port, received
-    controller.stop()
-
-
 def test_rejections_are_mailed_to_the_customer_and_a_clean_run_stays_quiet(world, mailbox):
     port, received = mailbox
     registry = Path(world["env"]["PROGRESSION_CUSTOMERS"])
     registry.write_text(registry.read_text().replace(
         "globex:", "  notify:\n    email: [data-team@acme.example]\n    smtp_conn_id: test_smtp\nglobex:"))
-    world["env"]["AIRFLOW_CONN_TEST_SMTP"] = json.dumps({
-        "conn_type": "smtp", "host": "127.0.0.1", "port": port,
-        "extra": {"disable_ssl": True, "disable_tls": True, "from_email": "progression@lxp.example"}})
+    world["env"]["AIRFLOW_CONN_TEST_SMTP"] = smtp_connection(port)
     drop(world, "acme", "inbox/activities/clean.xlsx", activities_file(world, "acme", 3))
     assert dags_test(world, {"customer": "acme"}).returncode == 0
     assert received == []
@@ -226,30 +201,6 @@ def test_rejections_are_mailed_to_the_customer_and_a_clean_run_stays_quiet(world
                    "text/html")
     assert mail["Subject"] == "Progression import for acme: 1 row(s) rejected"
     assert "bad.xlsx" in body and "unknown user: 1" in body
-
-
-@pytest.fixture
-def webhook():
-    """A Slack-style incoming webhook on loopback that keeps what is posted to it."""
-    from http.server import BaseHTTPRequestHandler, HTTPServer
-
-    received = []
-
-    class Hook(BaseHTTPRequestHandler):
-        def do_POST(self):
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(200)
-            self.end_headers()
-            self.wfile.write(b"ok")
-
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Hook)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/services/hook", received
-    server.shutdown()
 
 
 def test_a_failed_file_is_posted_to_the_customers_slack_webhook(world, webhook):

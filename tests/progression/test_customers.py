@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
 from progression.customers import DEFAULT_SCHEDULE, RegistryError, load_registry
@@ -30,6 +32,13 @@ def test_a_customer_with_defaults_and_the_nightly_schedule(tmp_path):
     assert found.schedule == DEFAULT_SCHEDULE
 
 
+def test_an_expected_file_interval_is_a_duration_and_absent_means_no_expectation(tmp_path):
+    assert registry(tmp_path, ACME).get("acme").expected_every is None
+    assert registry(tmp_path, ACME + "  expect_files_every: 12h\n").get("acme").expected_every == timedelta(hours=12)
+    assert registry(tmp_path, ACME + "  expect_files_every: 7d\n").get("acme").expected_every == timedelta(days=7)
+    assert registry(tmp_path, ACME + "  expect_files_every: 2w\n").get("acme").expected_every == timedelta(days=14)
+
+
 def test_the_schedule_can_be_changed_or_switched_off_for_manual_runs(tmp_path):
     assert registry(tmp_path, 'schedule: "30 4 * * *"\n' + ACME).schedule == "30 4 * * *"
     assert registry(tmp_path, "schedule: null\n" + ACME).schedule is None
@@ -49,6 +58,9 @@ def test_values_are_expanded_from_the_environment(tmp_path, monkeypatch):
     (ACME + "  max_rows: 0\n", "customer 'acme' in .*: max_rows must be a whole number of rows above 0"),
     (ACME + "  max_rows: lots\n", "customer 'acme' in .*: max_rows must be a whole number"),
     (ACME + "  max_rows: 1000.5\n", "customer 'acme' in .*: max_rows must be a whole number"),
+    (ACME + "  expect_files_every: daily\n", "customer 'acme' in .*: expect_files_every: 'daily' is not a duration"),
+    (ACME + "  expect_files_every: 7\n", "customer 'acme' in .*: expect_files_every: 7 is not a duration such as 12h"),
+    (ACME + "  expect_files_every: 0d\n", "customer 'acme' in .*: expect_files_every: '0d' is not a duration"),
     (ACME + "  on_existing: never\n", "on_existing must be one of keep, earliest, latest, overwrite"),
     (ACME.replace("acme:", "Acme Corp:"), "a slug is lowercase letters"),
     ("acme: [1, 2]\n", "expected a mapping of settings"),
