@@ -1,22 +1,31 @@
-"""The "Progression" page in Airflow's UI: every run of the ledgers, newest first, with a detail page per run
-and its report workbook to download. A FastAPI app mounted in Airflow's API server behind its authentication;
-it reads the ledgers through the same code the DAGs use and never touches Airflow's metadata database."""
+"""The "Progression" page in Airflow's UI: every run of the ledgers, newest first, a page per run with its report
+and what can be done about it (undo with a preview first, re-run a failed file), and each customer's files waiting
+in the inbox (a dry-run import). A FastAPI app mounted in Airflow's API server behind its authentication; it reads
+the ledgers through the same code the DAGs use and never touches Airflow's metadata database.
+
+Every action is an Airflow DAG run made through Airflow's own REST API with the logged-in user's own credentials,
+so Airflow's authorization decides and the DAG run records who asked, when and with which conf. A button shows only
+to a user the auth manager lets trigger its DAG, and a POST from anyone else is refused here before any call."""
 
 from __future__ import annotations
 
 from datetime import date, datetime, timezone
+from urllib.parse import quote, urlencode
 
+import httpx
+from airflow.api_fastapi.auth.managers.base_auth_manager import COOKIE_NAME_JWT_TOKEN
 from airflow.api_fastapi.core_api.security import get_user
 from airflow.plugins_manager import AirflowPlugin
-from fastapi import Depends, FastAPI, HTTPException
-from fastapi.responses import HTMLResponse, Response
+from fastapi import Depends, FastAPI, Form, HTTPException, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from progression.customers import load_registry
 from progression_airflow import platform_engine, storage_root
 
 BASE = "/progression"
-DAG_IDS = ["progression_import", "progression_transfer", "progression_merge_users", "progression_undo",
-           "progression_export"]
+IMPORT, UNDO = "progression_import", "progression_undo"
+DAG_IDS = [IMPORT, "progression_transfer", "progression_merge_users", UNDO, "progression_export"]
+AIRFLOW_URL = ""  # Airflow's grid, on the same host as this page
 
 app = FastAPI(title="Progression run history", dependencies=[Depends(get_user)])
 
@@ -37,13 +46,17 @@ def _day(text: str | None) -> date | None:
         raise HTTPException(status_code=422, detail=f"not a date: {text!r} (use YYYY-MM-DD)") from None
 
 
-def _run(customer: str, run_id: str):
-    from progression import ledger
-
+def _customer(customer: str):
     registry = load_registry()
     if customer not in registry.customers:
         raise HTTPException(status_code=404, detail=f"unknown customer {customer!r}")
-    target = registry.get(customer)
+    return registry.get(customer)
+
+
+def _run(customer: str, run_id: str):
+    from progression import ledger
+
+    target = _customer(customer)
     engine = platform_engine(target.platform_conn_id)
     with engine.connect() as conn:
         run = ledger.get_run(conn, run_id)
@@ -52,7 +65,70 @@ def _run(customer: str, run_id: str):
     return target, engine, run
 
 
-@app.get("/", response_class=HTMLResponse)
+# --- Airflow: who may trigger what, and its REST API on the user's behalf ------------------------------------------
+
+def may_trigger(user, dag_id: str) -> bool:
+    """Whether Airflow's auth manager lets this user create runs of the DAG (as its own trigger endpoint asks)."""
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity, DagDetails
+
+    return get_auth_manager().is_authorized_dag(method="POST", access_entity=DagAccessEntity.RUN,
+                                                details=DagDetails(id=dag_id), user=user)
+
+
+def _require_trigger(user, dag_id: str) -> None:
+    if not may_trigger(user, dag_id):
+        raise HTTPException(status_code=403, detail=f"you may not trigger {dag_id}")
+
+
+def _airflow(request: Request, method: str, path: str, **kwargs) -> dict:
+    """Airflow's REST API with the caller's own token: the header it sent, else the UI's session cookie."""
+    from airflow.configuration import conf
+
+    api = (conf.get("api", "base_url", fallback="") or f"{request.url.scheme}://{request.url.netloc}").rstrip("/")
+    sent = request.headers.get("authorization", "")
+    token = sent[7:] if sent.lower().startswith("bearer ") else request.cookies.get(COOKIE_NAME_JWT_TOKEN, "")
+    response = httpx.request(method, f"{api}/api/v2{path}", headers={"Authorization": f"Bearer {token}"},
+                             timeout=30, **kwargs)
+    if response.is_error:
+        try:
+            detail = response.json().get("detail", response.text)
+        except ValueError:
+            detail = response.text
+        raise HTTPException(status_code=response.status_code, detail=f"Airflow refused {method} {path}: {detail}")
+    return response.json()
+
+
+def _trigger(request: Request, dag_id: str, conf: dict) -> str:
+    made = _airflow(request, "POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf})
+    return made["dag_run_id"]
+
+
+def _action(request: Request, action_dag: str | None, action_run: str | None):
+    from progression.history import Action
+
+    if not (action_dag and action_run):
+        return None
+    return Action(action_dag, action_run, _dag_run_state(request, action_dag, action_run))
+
+
+def _dag_run_state(request: Request, dag_id: str, dag_run_id: str) -> str:
+    return _airflow(request, "GET", f"/dags/{quote(dag_id, safe='')}/dagRuns/{quote(dag_run_id, safe='')}")["state"]
+
+
+def _after(page: str, dag_id: str, dag_run_id: str) -> RedirectResponse:
+    """Back to the page the action came from, which then follows the DAG run."""
+    return RedirectResponse(f"{page}?{urlencode({'action_dag': dag_id, 'action_run': dag_run_id})}", status_code=303)
+
+
+# --- pages ---------------------------------------------------------------------------------------------------------
+
+@app.get("/")
+def landing() -> RedirectResponse:
+    return RedirectResponse(f"{BASE}/runs")
+
+
+@app.get("/runs", response_class=HTMLResponse)
 def runs_page(customer: str | None = None, dag_id: str | None = None, status: str | None = None,
               since: str | None = None, until: str | None = None, page: int = 1) -> str:
     from progression.history import Filters, find_runs, render_list
@@ -61,15 +137,39 @@ def runs_page(customer: str | None = None, dag_id: str | None = None, status: st
                       since=_day(since), until=_day(until), page=max(page, 1))
     found, total = find_runs(_databases(), filters)
     return render_list(found, total, filters, sorted(load_registry().customers), DAG_IDS, base=BASE,
-                       airflow_url="")
+                       airflow_url=AIRFLOW_URL)
 
 
 @app.get("/runs/{customer}/{run_id}", response_class=HTMLResponse)
-def run_page(customer: str, run_id: str) -> str:
-    from progression.history import render_detail, written_per_day
+def run_page(request: Request, customer: str, run_id: str, action_dag: str | None = None,
+             action_run: str | None = None, user=Depends(get_user)) -> str:
+    from progression import ledger, storage
+    from progression.history import REPORT_SHEETS, RunActions, render_detail, report_sheet, written_per_day
 
-    _target, engine, run = _run(customer, run_id)
-    return render_detail(run, written_per_day(engine, customer, datetime.now(timezone.utc).date()), base=BASE)
+    target, engine, run = _run(customer, run_id)
+    with engine.connect() as conn:
+        previews = tuple(ledger.undos_of(conn, run_id))
+    failed = (failed_file(storage_root(target.storage), run)
+              if run["dag_id"] == IMPORT and run["status"] == "failed" and not run["dry_run"] else None)
+    actions = RunActions(undo=may_trigger(user, UNDO), previews=previews,
+                         failed_file=failed if failed and may_trigger(user, IMPORT) else None)
+    report = ([], [])
+    if run["dag_id"] in REPORT_SHEETS and run.get("report_path"):
+        report = report_sheet(run, storage.read_bytes(storage_root(target.storage), run["report_path"]))
+    return render_detail(run, written_per_day(engine, customer, datetime.now(timezone.utc).date()), base=BASE,
+                         airflow_url=AIRFLOW_URL, actions=actions, action=_action(request, action_dag, action_run),
+                         report=report)
+
+
+@app.get("/customers/{customer}/waiting", response_class=HTMLResponse)
+def waiting_page(request: Request, customer: str, action_dag: str | None = None, action_run: str | None = None,
+                 user=Depends(get_user)) -> str:
+    from progression import storage
+    from progression.history import render_waiting
+
+    inbox = storage.inbox_files(storage_root(_customer(customer).storage))
+    return render_waiting(customer, inbox.files, inbox.refused, base=BASE, airflow_url=AIRFLOW_URL,
+                          may_dry_run=may_trigger(user, IMPORT), action=_action(request, action_dag, action_run))
 
 
 @app.get("/report/{customer}/{run_id}")
@@ -83,6 +183,76 @@ def report(customer: str, run_id: str) -> Response:
     name = run["report_path"].rsplit("/", 1)[-1]
     return Response(data, media_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
                     headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+# --- actions -------------------------------------------------------------------------------------------------------
+
+@app.get("/actions/state/{dag_id}/{dag_run_id}")
+def action_state(request: Request, dag_id: str, dag_run_id: str) -> dict:
+    return {"dag_id": dag_id, "dag_run_id": dag_run_id, "state": _dag_run_state(request, dag_id, dag_run_id)}
+
+
+@app.post("/actions/undo/{customer}/{run_id}")
+def undo(request: Request, customer: str, run_id: str, dry_run: bool = Form(...),
+         user=Depends(get_user)) -> RedirectResponse:
+    """Undo a run: a dry run first, whose result shows on the run's page, then for real."""
+    _require_trigger(user, UNDO)
+    _run(customer, run_id)
+    dag_run_id = _trigger(request, UNDO, {"customer": customer, "run_id": run_id, "dry_run": dry_run})
+    return _after(f"{BASE}/runs/{customer}/{run_id}", UNDO, dag_run_id)
+
+
+@app.post("/actions/rerun/{customer}/{run_id}")
+def rerun(request: Request, customer: str, run_id: str, user=Depends(get_user)) -> RedirectResponse:
+    """Move a failed import's file back into the inbox and import that path; back to failed/ if Airflow refuses."""
+    from progression import storage
+
+    _require_trigger(user, IMPORT)
+    target, _engine, run = _run(customer, run_id)
+    root = storage_root(target.storage)
+    failed = failed_file(root, run) if run["dag_id"] == IMPORT else None
+    if failed is None:
+        raise HTTPException(status_code=409, detail=f"run {run_id!r} has no failed file to import again")
+    kind = run["content_type"]
+    inbox = storage.free_name(root, f"{storage.INBOX}/{kind}" if kind else storage.INBOX,
+                              failed.rsplit("/", 1)[-1], datetime.now(timezone.utc))
+    storage.move(root, failed, inbox)
+    try:
+        dag_run_id = _trigger(request, IMPORT, {"customer": customer, "path": inbox})
+    except HTTPException:
+        storage.move(root, inbox, failed)
+        raise
+    return _after(f"{BASE}/runs/{customer}/{run_id}", IMPORT, dag_run_id)
+
+
+@app.post("/actions/dry-run-import/{customer}")
+def dry_run_import(request: Request, customer: str, path: str = Form(...),
+                   user=Depends(get_user)) -> RedirectResponse:
+    from progression import storage
+
+    _require_trigger(user, IMPORT)
+    if path not in {rel for rel, _kind in storage.inbox_files(storage_root(_customer(customer).storage)).files}:
+        raise HTTPException(status_code=404, detail=f"{path!r} is not waiting in the inbox of {customer}")
+    dag_run_id = _trigger(request, IMPORT, {"customer": customer, "path": path, "dry_run": True})
+    return _after(f"{BASE}/customers/{customer}/waiting", IMPORT, dag_run_id)
+
+
+def failed_file(root, run: dict) -> str | None:
+    """Where a failed import left its file: in failed/<type>/ under its own name, or the name with a time stamp
+    when one was there already (storage.free_name); the one with the run's bytes."""
+    from progression import storage
+
+    name = run["subject"].rsplit("/", 1)[-1]
+    folder = f"{storage.FAILED}/{run['content_type']}" if run.get("content_type") else storage.FAILED
+    stem, dot, suffix = name.rpartition(".")
+    stem, suffix = (stem, dot + suffix) if dot else (name, "")
+    for rel in storage.files_in(root, folder):
+        candidate = rel.rsplit("/", 1)[-1]
+        same_name = candidate == name or (candidate.startswith(f"{stem}.") and candidate.endswith(suffix)
+                                          and len(candidate) == len(name) + len(".20260101T000000"))
+        if same_name and run.get("checksum") == storage.checksum(storage.read_bytes(root, rel)):
+            return rel
+    return None
 
 
 class ProgressionHistoryPlugin(AirflowPlugin):

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from html import escape
+from io import BytesIO
 from urllib.parse import urlencode
 
 import sqlalchemy as sa
@@ -86,15 +87,79 @@ def _utc(value) -> datetime:
     return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
+# --- What each kind of run's counts mean ----------------------------------------------------------------------------
+
+# The ledger has one set of count columns for every kind of run; each kind records its own figures into them (see
+# pipeline.write, transfer._run_counts, merge.apply, undo.apply, export). Here they get their own words back:
+# (label, the columns it adds up); the first three make the list's compact cell.
+COUNT_WORDS: dict[str, list[tuple[str, tuple[str, ...]]]] = {
+    "progression_import": [
+        ("rows read", ("rows_read",)), ("written", ("imported", "updated")), ("rejected", ("rejected",)),
+        ("of which updated", ("updated",)), ("through the hierarchy", ("derived_written",)),
+        ("kept as they were", ("kept",)), ("duplicates in the file", ("duplicates",)),
+        ("saved without access", ("without_access",))],
+    "progression_transfer": [
+        ("completed the old item", ("rows_read",)), ("new item completed", ("imported", "updated")),
+        ("skipped, no access", ("without_access",)), ("of which replaced a completion", ("updated",)),
+        ("through the new item's contents", ("derived_written",)), ("already had the new item", ("kept",)),
+        ("pairs refused", ("rejected",))],
+    "progression_merge_users": [
+        ("completions of the source accounts", ("rows_read",)), ("copied", ("imported",)),
+        ("kept (target had an earlier one)", ("kept",)), ("replaced by an earlier date", ("updated",))],
+    "progression_export": [("rows exported", ("rows_read",))],
+}
+UNDO = "progression_undo"
+# Beside its report's summary (see the run page), what an undo's ledger row holds: undo.apply records kept as
+# everything not restored, so restored and removed follow.
+UNDO_WORDS = ("completions the run changed", "restored", "removed", "conflicts left alone", "put back",
+              "earlier values put back")
+# The report sheet that says per pair (or per figure) what a run did, shown on its page.
+REPORT_SHEETS = {UNDO: "Summary", "progression_transfer": "Pairs", "progression_merge_users": "Pairs"}
+
+
+def count_lines(run: dict) -> list[tuple[str, int]]:
+    """A run's figures in its own words, most telling first."""
+    value = {k: int(run.get(k) or 0) for k in ("rows_read", "imported", "updated", "kept", "rejected", "duplicates",
+                                               "derived_written", "without_access")}
+    if run["dag_id"] == UNDO:
+        restored = value["rows_read"] - value["kept"]
+        return list(zip(UNDO_WORDS, (value["rows_read"], restored, restored - value["imported"] - value["updated"],
+                                     value["rejected"], value["imported"], value["updated"])))
+    words = COUNT_WORDS.get(run["dag_id"], COUNT_WORDS["progression_import"])
+    return [(label, sum(value[k] for k in keys)) for label, keys in words]
+
+
+def report_sheet(run: dict, workbook: bytes) -> tuple[list[str], list[tuple]]:
+    """The headers and rows of the report sheet that details this kind of run (empty when it has none)."""
+    from openpyxl import load_workbook
+
+    sheet_name = REPORT_SHEETS.get(run["dag_id"])
+    book = load_workbook(BytesIO(workbook), read_only=True)
+    if sheet_name not in book.sheetnames:
+        return [], []
+    rows = [tuple("" if cell is None else cell for cell in row) for row in book[sheet_name].iter_rows(values_only=True)]
+    book.close()
+    return (list(rows[0]), rows[1:]) if rows else ([], [])
+
+
 # --- HTML ---------------------------------------------------------------------------------------------------------
 
 _STYLE = """<style>
-body{font-family:system-ui,sans-serif;margin:1.5rem;color:#1d2433}
-table{border-collapse:collapse;width:100%;font-size:.9rem}th,td{padding:.35rem .5rem;border-bottom:1px solid #e3e6ec;
-text-align:left;vertical-align:top}th{background:#f4f6f9}td.n{text-align:right;font-variant-numeric:tabular-nums}
+body{font-family:system-ui,sans-serif;margin:1rem 1.5rem;color:#1d2433;max-width:1300px}
+table{border-collapse:collapse;font-size:.88rem}th,td{padding:.3rem .45rem;border-bottom:1px solid #e3e6ec;
+text-align:left;vertical-align:top;overflow-wrap:anywhere}th{background:#f4f6f9}
+td.n{text-align:right;font-variant-numeric:tabular-nums}
+#runs{width:100%;table-layout:fixed}#runs td.what{font-size:.82rem;color:#424a57}
 .succeeded{color:#1a7f37}.failed,.abandoned{color:#cf222e;font-weight:600}.skipped{color:#6e7781}.running{color:#9a6700}
 form{margin:.5rem 0 1rem}form>*{margin-right:.4rem}.pager a{margin-right:.6rem}.bar{fill:#3b82f6}
+form.action{display:inline;margin:0}.action-box{padding:.6rem .8rem;background:#f4f6f9;border-left:4px solid #3b82f6;
+margin:.8rem 0}button{cursor:pointer}.preview{border-left:4px solid #9a6700;padding:.2rem .8rem;margin:.6rem 0}
 </style>"""
+
+
+def _page(title: str, body: str) -> str:
+    return (f'<!doctype html><html><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">'
+            f"<title>{escape(title)}</title>{_STYLE}</head><body>{body}</body></html>")
 
 
 def _duration(run: dict) -> str:
@@ -102,6 +167,17 @@ def _duration(run: dict) -> str:
         return ""
     seconds = (_utc(run["finished_at"]) - _utc(run["started_at"])).total_seconds()
     return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def _status(run: dict) -> str:
+    return (f'<span class="{escape(run["status"])}">{escape(run["status"])}</span>'
+            f'{" (dry run)" if run["dry_run"] else ""}')
+
+
+def grid_link(airflow_url: str, dag_id: str, dag_run_id: str) -> str:
+    """The DAG run in Airflow's grid."""
+    return (f'<a href="{escape(airflow_url)}/dags/{escape(dag_id)}/runs/{escape(dag_run_id)}">'
+            f"{escape(dag_run_id)}</a>")
 
 
 def render_list(found: list[dict], total: int, filters: Filters, customers: list[str], dag_ids: list[str], *,
@@ -112,42 +188,38 @@ def render_list(found: list[dict], total: int, filters: Filters, customers: list
 
     rows = []
     for run in found:
-        airflow_link = (f'<a href="{escape(airflow_url)}/dags/{escape(run["dag_id"])}/runs/'
-                        f'{escape(run["airflow_run_id"])}">{escape(run["airflow_run_id"])}</a>'
-                        if run.get("airflow_run_id") else "")
-        report = (f'<a href="{base}/report/{escape(run["customer"])}/{escape(run["run_id"])}">report</a>'
-                  if run.get("report_path") else "")
-        undone = f'undone by {escape(run["undone_by"])}' if run.get("undone_by") else ""
+        customer, run_id = escape(run["customer"]), escape(run["run_id"])
+        links = [f'<a href="{base}/report/{customer}/{run_id}">report</a>' if run.get("report_path") else "",
+                 grid_link(airflow_url, run["dag_id"], run["airflow_run_id"]) if run.get("airflow_run_id") else ""]
+        undone = f'<br>undone by {escape(run["undone_by"])}' if run.get("undone_by") else ""
+        what = " · ".join(f"{n:,} {label}" for label, n in count_lines(run)[:3])
         rows.append(
-            "<tr>"
-            f'<td>{_utc(run["started_at"]):%Y-%m-%d %H:%M}</td><td>{escape(run["customer"])}</td>'
-            f'<td>{escape(run["dag_id"].removeprefix("progression_"))}</td>'
-            f'<td><a href="{base}/runs/{escape(run["customer"])}/{escape(run["run_id"])}">'
-            f'{escape(run["subject"])}</a></td>'
-            f'<td class="{escape(run["status"])}">{escape(run["status"])}{" (dry run)" if run["dry_run"] else ""}'
-            f'{"<br>" + undone if undone else ""}</td>'
-            + "".join(f'<td class="n">{int(run[k] or 0):,}</td>' for k in (
-                "rows_read", "imported", "derived_written", "kept", "rejected", "without_access"))
-            + f"<td>{_duration(run)}</td><td>{airflow_link}</td><td>{report}</td></tr>")
+            f'<tr><td>{_utc(run["started_at"]):%Y-%m-%d %H:%M}<br><small>{_duration(run)}</small></td>'
+            f'<td>{customer}</td><td>{escape(run["dag_id"].removeprefix("progression_"))}</td>'
+            f'<td><a href="{base}/runs/{customer}/{run_id}">{escape(run["subject"])}</a></td>'
+            f'<td>{_status(run)}{undone}</td><td class="what">{what}</td>'
+            f'<td>{"<br>".join(link for link in links if link)}</td></tr>')
     pages = max(1, -(-total // page_size))
     pager = "".join([
-        f'<a href="{base}/?{filters.query(page=filters.page - 1)}">newer</a>' if filters.page > 1 else "",
+        f'<a href="{base}/runs?{filters.query(page=filters.page - 1)}">newer</a>' if filters.page > 1 else "",
         f"page {filters.page} of {pages} ({total:,} runs)",
-        f' <a href="{base}/?{filters.query(page=filters.page + 1)}">older</a>' if filters.page < pages else ""])
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>Progression runs</title>{_STYLE}</head><body>
-<h1>Progression runs</h1>
-<form method="get" action="{base}/">
+        f' <a href="{base}/runs?{filters.query(page=filters.page + 1)}">older</a>' if filters.page < pages else ""])
+    waiting = (f' · <a href="{base}/customers/{escape(filters.customer)}/waiting">files waiting in '
+               f'{escape(filters.customer)}\'s inbox</a>' if filters.customer else "")
+    return _page("Progression runs", f"""<h1>Progression runs</h1>
+<form method="get" action="{base}/runs">
 <label>Customer <select name="customer">{options(customers, filters.customer)}</select></label>
 <label>DAG <select name="dag_id">{options(dag_ids, filters.dag_id)}</select></label>
 <label>Status <select name="status">{options(list(STATUSES), filters.status)}</select></label>
 <label>From <input type="date" name="since" value="{filters.since or ''}"></label>
 <label>To <input type="date" name="until" value="{filters.until or ''}"></label>
-<button type="submit">Filter</button></form>
-<table id="runs"><thead><tr><th>Started (UTC)</th><th>Customer</th><th>DAG</th><th>File or pair</th><th>Status</th>
-<th>Rows read</th><th>Written</th><th>Through hierarchy</th><th>Kept</th><th>Rejected</th><th>Without access</th>
-<th>Duration</th><th>Airflow run</th><th>Report</th></tr></thead>
-<tbody>{"".join(rows) or '<tr><td colspan="14">No runs match.</td></tr>'}</tbody></table>
-<p class="pager">{pager}</p></body></html>"""
+<button type="submit">Filter</button>{waiting}</form>
+<table id="runs"><colgroup><col style="width:9rem"><col style="width:8rem"><col style="width:7rem"><col>
+<col style="width:9rem"><col style="width:17rem"><col style="width:11rem"></colgroup>
+<thead><tr><th>Started (UTC)</th><th>Customer</th><th>DAG</th><th>File or pair</th><th>Status</th>
+<th>What happened</th><th>Report, Airflow run</th></tr></thead>
+<tbody>{"".join(rows) or '<tr><td colspan="7">No runs match.</td></tr>'}</tbody></table>
+<p class="pager">{pager}</p>""")
 
 
 def render_chart(days: list[tuple[date, int]], width: int = 720, height: int = 160) -> str:
@@ -165,22 +237,121 @@ def render_chart(days: list[tuple[date, int]], width: int = 720, height: int = 1
             f'aria-label="completions written per day">{"".join(bars)}{labels}</svg>')
 
 
-def render_detail(run: dict, days: list[tuple[date, int]], *, base: str) -> str:
-    counts = "".join(f"<tr><th>{label}</th><td class='n'>{int(run[key] or 0):,}</td></tr>" for label, key in (
-        ("Rows read", "rows_read"), ("Imported", "imported"), ("Updated", "updated"), ("Kept", "kept"),
-        ("Duplicates", "duplicates"), ("Through the hierarchy", "derived_written"),
-        ("Saved without access", "without_access"), ("Rejected", "rejected")))
+@dataclass(frozen=True)
+class Action:
+    """An Airflow DAG run the page started on the user's behalf, and its state as the REST API last said."""
+
+    dag_id: str
+    dag_run_id: str
+    state: str
+
+    @property
+    def ended(self) -> bool:
+        return self.state in ("success", "failed")
+
+
+def action_box(action: Action | None, *, base: str, airflow_url: str) -> str:
+    """The action's DAG run state, polled through the page's own app until it ends; then the page reloads once to
+    show the result (rendered with the ended state, it polls no more)."""
+    if action is None:
+        return ""
+    poll = "" if action.ended else f"""<script>
+(function poll() {{
+  fetch("{base}/actions/state/{escape(action.dag_id)}/{escape(action.dag_run_id)}", {{credentials: "same-origin"}})
+    .then(r => r.json()).then(s => {{
+      document.getElementById("action-state").textContent = s.state;
+      if (s.state === "success" || s.state === "failed") location.reload(); else setTimeout(poll, 2000);
+    }});
+}})();</script>"""
+    return (f'<div class="action-box" id="action">{escape(action.dag_id)} run '
+            f'{grid_link(airflow_url, action.dag_id, action.dag_run_id)}: '
+            f'<strong id="action-state">{escape(action.state)}</strong></div>{poll}')
+
+
+def _button(url: str, label: str, name: str, fields: dict[str, str] | None = None) -> str:
+    hidden = "".join(f'<input type="hidden" name="{escape(k)}" value="{escape(v)}">' for k, v in (fields or {}).items())
+    return (f'<form class="action" method="post" action="{escape(url)}">{hidden}'
+            f'<button type="submit" name="{name}">{escape(label)}</button></form>')
+
+
+@dataclass(frozen=True)
+class RunActions:
+    """What the logged-in user may do from a run's page, as Airflow's authorization and the run allow."""
+
+    undo: bool = False                # progression_undo may be triggered and the run can be undone
+    failed_file: str | None = None    # the run's file in failed/, to move back and import again
+    previews: tuple[dict, ...] = ()   # the undo runs of this run in the ledger, newest first
+
+
+def undoable(run: dict) -> bool:
+    """A real run that finished writing completions and is not undone yet (undo.plan refuses the others)."""
+    return (not run["dry_run"] and run["status"] == "succeeded" and not run.get("undone_by")
+            and run["dag_id"] != "progression_export")
+
+
+def _undo_section(run: dict, actions: RunActions, base: str) -> str:
+    url = f'{base}/actions/undo/{escape(run["customer"])}/{escape(run["run_id"])}'
+    preview = next((p for p in actions.previews if p["dry_run"]), None)
+    parts = ["<h2>Undo</h2>"]
+    if preview:
+        figures = "".join(f"<tr><th>{label}</th><td class='n'>{n:,}</td></tr>" for label, n in count_lines(preview))
+        parts.append(
+            f'<div class="preview" id="undo-preview"><p>Preview <a href="{base}/runs/{escape(run["customer"])}/'
+            f'{escape(preview["run_id"])}">{escape(preview["run_id"])}</a> ({_status(preview)}): '
+            f'{escape(preview.get("message") or "")}</p><table>{figures}</table></div>')
+    if actions.undo and undoable(run):
+        parts.append(_button(url, "Preview the undo (dry run)", "undo-preview", {"dry_run": "true"}))
+        if preview and preview["status"] == "succeeded":
+            parts.append(_button(url, "Undo this run for real", "undo-confirm", {"dry_run": "false"}))
+    return "".join(parts) if len(parts) > 1 else ""
+
+
+def render_detail(run: dict, days: list[tuple[date, int]], *, base: str, airflow_url: str = "",
+                  actions: RunActions = RunActions(), action: Action | None = None,
+                  report: tuple[list[str], list[tuple]] = ([], [])) -> str:
+    customer, run_id = escape(run["customer"]), escape(run["run_id"])
+    counts = "".join(f"<tr><th>{label}</th><td class='n'>{n:,}</td></tr>" for label, n in count_lines(run))
     reasons = "".join(f"<tr><td>{escape(reason)}</td><td class='n'>{count:,}</td></tr>"
                       for reason, count in sorted(run["rejected_by_reason"].items(), key=lambda x: -x[1]))
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>{escape(run['run_id'])}</title>{_STYLE}
-</head><body><p><a href="{base}/">all runs</a></p>
+    headers, rows = report
+    detail = (f'<h2>From the report: {escape(REPORT_SHEETS[run["dag_id"]])}</h2><table id="report-detail">'
+              f'<tr>{"".join(f"<th>{escape(str(h))}</th>" for h in headers)}</tr>'
+              + "".join("<tr>" + "".join(f"<td>{escape(str(v))}</td>" for v in row) + "</tr>" for row in rows)
+              + "</table>") if headers else ""
+    rerun = (f'<h2>Failed file</h2><p><code>{escape(actions.failed_file)}</code> '
+             + _button(f"{base}/actions/rerun/{customer}/{run_id}", "Move it back to the inbox and import it",
+                       "rerun") + "</p>") if actions.failed_file else ""
+    airflow_run = (f' · Airflow run {grid_link(airflow_url, run["dag_id"], run["airflow_run_id"])}'
+                   if run.get("airflow_run_id") else "")
+    report_link = f' · <a href="{base}/report/{customer}/{run_id}">report</a>' if run.get("report_path") else ""
+    return _page(run["run_id"], f"""<p><a href="{base}/runs">all runs</a> ·
+<a href="{base}/runs?customer={customer}">{customer}'s runs</a> ·
+<a href="{base}/customers/{customer}/waiting">files waiting in {customer}'s inbox</a></p>
 <h1>{escape(run['subject'])}</h1>
-<p>{escape(run['customer'])} · {escape(run['dag_id'])} · run <code>{escape(run['run_id'])}</code> ·
-<span class="{escape(run['status'])}">{escape(run['status'])}</span>{' (dry run)' if run['dry_run'] else ''}
-{' · undone by ' + escape(run['undone_by']) if run.get('undone_by') else ''}</p>
+<p>{customer} · {escape(run['dag_id'])} · run <code>{run_id}</code> · {_status(run)}
+{' · undone by ' + escape(run['undone_by']) if run.get('undone_by') else ''}{airflow_run}{report_link}</p>
 {f"<p>{escape(run['message'])}</p>" if run.get('message') else ''}
-<table id="counts" style="width:auto">{counts}</table>
-<h2>Rejected rows by reason</h2>
-<table id="reasons" style="width:auto">{reasons or '<tr><td>none</td></tr>'}</table>
-<h2>Completions written per day, last 30 days ({escape(run['customer'])})</h2>
-{render_chart(days)}</body></html>"""
+{action_box(action, base=base, airflow_url=airflow_url)}
+<table id="counts">{counts}</table>
+{_undo_section(run, actions, base)}{rerun}
+{f'<h2>Rejected by reason</h2><table id="reasons">{reasons}</table>' if reasons else ''}{detail}
+<h2>Completions written per day, last 30 days ({customer})</h2>
+{render_chart(days)}""")
+
+
+def render_waiting(customer: str, files: list[tuple[str, str | None]], refused: list[str], *, base: str,
+                   airflow_url: str, may_dry_run: bool, action: Action | None = None) -> str:
+    """A customer's files waiting in the inbox, each with a button for a dry-run import of it."""
+    url = f"{base}/actions/dry-run-import/{escape(customer)}"
+    rows = "".join(
+        f"<tr><td><code>{escape(path)}</code></td><td>{escape(kind or '')}</td>"
+        f"<td>{_button(url, 'Dry-run import', 'dry-run-import', {'path': path}) if may_dry_run else ''}</td></tr>"
+        for path, kind in files)
+    odd = "".join(f"<li>{escape(reason)}</li>" for reason in refused)
+    return _page(f"{customer}: waiting files", f"""<p><a href="{base}/runs">all runs</a> ·
+<a href="{base}/runs?customer={escape(customer)}">{escape(customer)}'s runs</a></p>
+<h1>Files waiting in {escape(customer)}'s inbox</h1>
+{action_box(action, base=base, airflow_url=airflow_url)}
+<table id="waiting"><tr><th>File</th><th>Content type</th><th></th></tr>
+{rows or '<tr><td colspan="3">The inbox is empty.</td></tr>'}</table>
+{f'<h2>Left where they are</h2><ul>{odd}</ul>' if odd else ''}""")

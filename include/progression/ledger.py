@@ -50,6 +50,10 @@ runs = sa.Table(
     # data is archived, so a run that died with data in staging is found and its file put back.
     sa.Column("staging", sa.Text),
 )
+# For the run history's filters, each in its newest-first order, and a run's undos (found by their subject).
+for _columns in (("customer", "started_at"), ("dag_id", "started_at"), ("status", "started_at"), ("started_at",),
+                 ("subject",)):
+    sa.Index(f"ix_progression_runs_{'_'.join(_columns)}", *(runs.c[name] for name in _columns))
 # One row per completion a run inserted, changed or deleted, with what was there before. Read by run only, so a
 # plain index on run_id (small: its values repeat) instead of a key that would be maintained per row.
 journal = sa.Table(
@@ -87,6 +91,8 @@ def upgrade(engine: Engine) -> int:
     """Create or upgrade the project's tables; touches nothing else. Returns the schema version."""
     metadata.create_all(engine, checkfirst=True)
     with engine.begin() as conn:
+        for index in runs.indexes:  # added since the table was made: create_all leaves an existing table alone
+            index.create(conn, checkfirst=True)
         if "staging" not in {c["name"] for c in sa.inspect(conn).get_columns(runs.name)}:  # a version 1 ledger
             conn.execute(sa.text(f"ALTER TABLE {runs.name} ADD COLUMN staging TEXT"))
         known = conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar()
@@ -205,6 +211,13 @@ def latest_runs(conn: Connection, customer: str, airflow_run_id: str | None = No
             sa.select(runs.c.airflow_run_id).where(runs.c.customer == customer, runs.c.airflow_run_id.is_not(None))
             .order_by(runs.c.started_at.desc()).limit(1)).scalar()
     return list_runs(conn, customer=customer, airflow_run_id=airflow_run_id) if airflow_run_id else []
+
+
+def undos_of(conn: Connection, run_id: str) -> list[dict]:
+    """The undo runs (previews and real) of one run, newest first."""
+    query = (sa.select(runs).where(runs.c.subject == run_id, runs.c.dag_id == "progression_undo")
+             .order_by(runs.c.started_at.desc()))
+    return [_decoded(row) for row in conn.execute(query).mappings()]
 
 
 def earlier_import_of(conn: Connection, customer: str, checksum: str) -> dict | None:

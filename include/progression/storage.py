@@ -106,6 +106,15 @@ def _take_folder(root: Root, rel: str, content_type: str | None, wanted: list[st
     return folders
 
 
+def files_in(root: Root, rel: str) -> list[str]:
+    """The regular files directly in folder `rel`, by name (none when it does not exist); links are left out."""
+    try:
+        entries = _listing(root, rel)
+    except FileNotFoundError:
+        return []
+    return [f"{rel}/{name}" for name, kind in entries if kind == _FILE]
+
+
 def type_from_folder(rel: str) -> str | None:
     parts = rel.split("/")
     return parts[1] if len(parts) >= 3 and parts[0] == INBOX and parts[1] in CONTENT_TYPES else None

@@ -26,6 +26,7 @@ COUNTS = {
     "put_back": "  earlier values put back", "reinserted": "  put back (the run deleted them)",
     "conflicts": "Changed by a later run (conflicts)", "left_alone": "Conflicts left alone",
 }
+CONFLICT = "changed by a later run since (conflict)"
 DONE = {"delete": "removed", "update": "earlier values put back", "insert": "put back", "none": "nothing to do"}
 TIMES = ("new_completed_at", "now_completed_at", "old_completed_at")
 
@@ -89,11 +90,14 @@ def apply(target: Target, job: UndoJob) -> UndoJob:
             job.status = "succeeded"
             job.counts = _counts(rows)
             job.message = _message(job)
-        # In the ledger's terms: the journal rows read, completions put back as new or as updates, and conflicts
-        # kept as they are; the message says it in words, removals included.
+        # In the ledger's terms: the journal rows read, completions put back as new or as updates, the rest kept
+        # as they are now (so restored = read - kept, and removed = restored - imported - updated), and the
+        # conflicts left alone as the restores refused.
+        left_alone = job.counts.get("left_alone", 0)
         ledger.record_counts(conn, job.run_id, ledger.RunCounts(
             rows_read=len(rows), imported=job.counts.get("reinserted", 0), updated=job.counts.get("put_back", 0),
-            kept=job.counts.get("left_alone", 0)))
+            kept=len(rows) - job.counts.get("restored", 0), rejected=left_alone,
+            rejected_by_reason={CONFLICT: left_alone} if left_alone else {}))
         ledger.finish_run(conn, job.run_id, job.status, message=job.message)
     for column in TIMES:  # SQLite hands back text, PostgreSQL aware times
         rows[column] = pd.to_datetime(rows[column], utc=True, format="ISO8601")
