@@ -165,7 +165,8 @@ def fetch(target: Target, job: FileJob) -> FileJob:
                                   "put it in inbox/activities/, inbox/journeys/ or inbox/programmes/, "
                                   "or set content_type in the run conf")
     try:
-        table = read_input(data, job.path.rsplit("/", 1)[-1], max_rows=target.customer.max_rows)
+        table = read_input(data, job.path.rsplit("/", 1)[-1], max_rows=target.customer.max_rows,
+                           own_headers=target.customer.columns)
     except InputError as exc:
         return _fail(target, job, f"{job.path}: {exc}")
     job.sheet, job.columns = table.sheet, table.columns

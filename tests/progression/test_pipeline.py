@@ -349,3 +349,13 @@ def test_a_link_in_the_inbox_is_refused_and_left_where_it_is(target, tmp_path, c
         plan(target, path="inbox/activities/theirs.xlsx", **conf)
     assert (target.root / "inbox/activities/theirs.xlsx").is_symlink()
     assert (tmp_path / "globex/inbox/activities/theirs.xlsx").read_bytes() == b"theirs"
+
+
+def test_a_customer_own_headers_import(target, platform):
+    target.customer = replace(target.customer, columns={"email": "Werknemer e-mail", "uuid": "Cursus",
+                                                        "date": "Afgerond op"})
+    job = run(target, drop(target.root, "inbox/activities/eigen.xlsx", xlsx(
+        [[platform.emails[0], platform.uuids["activity"][0], "31-03-2024"]],
+        header=["Werknemer E-mail", "Cursus", "Afgerond op"])))
+    assert job.status == "ok" and job.counts["imported"] == 1
+    assert stored(target.engine)[(platform.emails[0], platform.uuids["activity"][0])][0] == utc("2024-03-30 23:00")
