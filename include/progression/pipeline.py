@@ -16,9 +16,9 @@ from progression.customers import CONTENT_TYPES, ON_EXISTING
 from progression.expand import expand_completions, without_access
 from progression.jobs import Job
 from progression.platform import load_assignments, snapshot
-from progression.read import ROW, InputError, read_input
+from progression.read import ROW, InputError, read_input, read_pairs
 from progression.report import write_import_report
-from progression.resolve import resolve_rows
+from progression.resolve import CROSSWALK_HEADERS, Crosswalk, resolve_rows
 from progression.runs import ConfError, Target
 from progression.validate import validate_rows
 from progression.write import write_completions
@@ -195,13 +195,15 @@ def validate(target: Target, job: FileJob) -> FileJob:
 
 
 def resolve(target: Target, job: FileJob) -> FileJob:
-    """E-mails and uuids to ids on the customer's platform; one completion per (user, content), earliest date."""
+    """E-mails and content (uuids, titles, the customer's codes) to ids on the customer's platform; one completion
+    per (user, content), earliest date."""
     if job.status != "ok":
         return job
     valid = _get(target, job, "valid")
+    codes = crosswalk(target)
     with target.engine.connect() as conn:
         platform = snapshot(conn, target.customer.platform)
-        resolved, rejected = resolve_rows(valid, platform, job.content_type, target.customer.platform)
+        resolved, rejected = resolve_rows(valid, platform, job.content_type, target.customer.platform, codes)
         assignments = load_assignments(conn, platform.platform_id)
     resolved = resolved.sort_values(["completed_at", ROW], kind="stable")
     first = resolved.groupby(["user_id", "content_id"], sort=False)[ROW].transform("first")
@@ -213,7 +215,20 @@ def resolve(target: Target, job: FileJob) -> FileJob:
     _put(target, job, "resolved", resolved)
     _put(target, job, "rejected_resolve", rejected)
     _put(target, job, "edges", platform.edges)
+    _put(target, job, "content", platform.content[["content_id", "uuid_key"]])  # the report shows each row's uuid
     return job
+
+
+def crosswalk(target: Target) -> Crosswalk:
+    """The customer's codes for its content (`mappings/content.xlsx`), none when it has no such file. A file that
+    cannot be read fails no import: the rows that use a code are rejected with the reason."""
+    try:
+        if not storage.is_file(target.root, storage.CROSSWALK):
+            return Crosswalk()
+        return Crosswalk(read_pairs(storage.read_bytes(target.root, storage.CROSSWALK), storage.CROSSWALK,
+                                    CROSSWALK_HEADERS))
+    except (InputError, storage.PathRefused) as exc:
+        return Crosswalk(problem=f"{storage.CROSSWALK} cannot be read: {exc}")
 
 
 def expand(target: Target, job: FileJob) -> FileJob:
@@ -261,12 +276,14 @@ def write(target: Target, job: FileJob) -> FileJob:
 
 
 def row_outcomes(target: Target, job: FileJob) -> pd.DataFrame:
-    """One outcome and reason per input row, for the report."""
+    """One outcome and reason per input row, for the report, and the uuid of the content each row resolved to."""
     parts = [_get(target, job, name) for name in ("rejected_validate", "rejected_resolve")]
     rejected = pd.concat(parts)[[ROW, "reason"]].assign(outcome="rejected")
     resolved = _get(target, job, "resolved")
+    uuid_of = _get(target, job, "content").set_index("content_id")["uuid_key"]
     if job.failed:
-        written = resolved[[ROW]].assign(outcome="not written", reason=job.message.split(": ", 1)[-1])
+        written = resolved[[ROW]].assign(outcome="not written", reason=job.message.split(": ", 1)[-1],
+                                         content_uuid=resolved["content_id"].map(uuid_of))
         return pd.concat([rejected, written]).sort_values(ROW).reset_index(drop=True)
     outcomes = _get(target, job, "outcomes")
     first = resolved.assign(key_row=resolved["duplicate_of"].fillna(resolved[ROW]).astype("int64"))
@@ -281,7 +298,7 @@ def row_outcomes(target: Target, job: FileJob) -> pd.DataFrame:
     dup = keyed["duplicate_of"].notna()
     reason[dup] = "same user and content as row " + keyed.loc[dup, "duplicate_of"].astype(str) + \
         "; counted once with the earliest date"
-    done = keyed[[ROW, "outcome"]].assign(reason=reason)
+    done = keyed[[ROW, "outcome"]].assign(reason=reason, content_uuid=keyed["content_id"].map(uuid_of))
     return pd.concat([rejected, done]).sort_values(ROW).reset_index(drop=True)
 
 
@@ -292,7 +309,8 @@ def report(target: Target, job: FileJob) -> FileJob:
     have_rows = bool(job.original_columns)
     rows = _get(target, job, "input") if have_rows else pd.DataFrame({ROW: pd.Series(dtype="int64")})
     has_outcomes = "rejected" in job.counts  # the file reached the write stage
-    outcomes = row_outcomes(target, job) if has_outcomes else pd.DataFrame(columns=[ROW, "outcome", "reason"])
+    outcomes = (row_outcomes(target, job) if has_outcomes
+                else pd.DataFrame(columns=[ROW, "outcome", "reason", "content_uuid"]))
     name = job.path.rsplit("/", 1)[-1]
     stem = name.rsplit(".", 1)[0]
     job.report = f"{storage.REPORTS}/{job.now:%Y-%m-%d}/{stem}.{job.run_id}.xlsx"

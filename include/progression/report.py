@@ -2,7 +2,8 @@
 
 Sheets, in order:
   Summary   label/value pairs, then a small "Outcome | Rows" table.
-  Rows      Row, the file's own headers, Outcome, Reason: every input row, in row order.
+  Rows      Row, the file's own headers, Resolved uuid (the content the row named, however it named it; when
+            the outcomes carry it), Outcome, Reason: every input row, in row order.
   Rejected  only the file's own headers and the rejected rows as they were read, so the customer can fix the
             rows and drop the sheet into the inbox again.
 
@@ -46,25 +47,29 @@ def write_import_report(
     """Write the report workbook for one input file to `target` (a binary file object).
 
     `rows`: every input row as text, the original headers `columns` plus the int column `row`.
-    `outcomes`: one row per input row, columns `row`, `outcome`, `reason`; may be empty when the file failed.
+    `outcomes`: one row per input row, columns `row`, `outcome`, `reason`, and `content_uuid` for a Resolved uuid
+    column; may be empty when the file failed.
     Raises ValueError when a header in `columns` is not in `rows` or a row number has more than one outcome.
     """
     positions = _column_positions(rows, columns)
     row_numbers = _row_numbers(rows)
-    outcome, reason = _aligned_outcomes(outcomes, row_numbers)
+    outcome, reason, resolved = _aligned_outcomes(outcomes, row_numbers)
+    uuids = ["Resolved uuid"] if "content_uuid" in outcomes.columns else []
     order = np.argsort(row_numbers, kind="stable")
 
     wb = Workbook(write_only=True)
     _write_summary(wb.create_sheet(SHEETS[0]), summary, outcomes)
 
-    ws = _SplitSheet(wb, SHEETS[1], ["Row", *columns, "Outcome", "Reason"],
-                     [_numbers_width(row_numbers), *_text_widths(rows, positions), _values_width(OUTCOMES, "Outcome"),
-                      _values_width(reason[:_WIDTH_SAMPLE], "Reason")])
+    ws = _SplitSheet(wb, SHEETS[1], ["Row", *columns, *uuids, "Outcome", "Reason"],
+                     [_numbers_width(row_numbers), *_text_widths(rows, positions), *(_clamp(36) for _ in uuids),
+                      _values_width(OUTCOMES, "Outcome"), _values_width(reason[:_WIDTH_SAMPLE], "Reason")])
     for start in range(0, len(order), _CHUNK):
         take = order[start:start + _CHUNK]
-        for number, values, what, why in zip(row_numbers[take].tolist(), _values(rows, take, positions),
-                                             outcome[take].tolist(), reason[take].tolist()):
-            ws.append([number, *[_cell(ws.sheet, v) for v in values], _cell(ws.sheet, what), _cell(ws.sheet, why)])
+        for number, values, uuid, what, why in zip(row_numbers[take].tolist(), _values(rows, take, positions),
+                                                   resolved[take].tolist(), outcome[take].tolist(),
+                                                   reason[take].tolist()):
+            ws.append([number, *[_cell(ws.sheet, v) for v in values], *[_cell(ws.sheet, uuid) for _ in uuids],
+                       _cell(ws.sheet, what), _cell(ws.sheet, why)])
 
     rejected = order[outcome[order] == REJECTED]
     ws = _SplitSheet(wb, SHEETS[2], list(columns), _text_widths(rows.iloc[rejected], positions))
@@ -121,19 +126,21 @@ def _row_numbers(rows: pd.DataFrame) -> np.ndarray:
     return numbers.to_numpy(dtype="int64")
 
 
-def _aligned_outcomes(outcomes: pd.DataFrame, row_numbers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Outcome and reason for each input row (None where there is none), as object arrays."""
+def _aligned_outcomes(outcomes: pd.DataFrame, row_numbers: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Outcome, reason and resolved uuid for each input row (None where there is none), as object arrays."""
     if len(outcomes) == 0 or len(row_numbers) == 0:
         empty = np.full(len(row_numbers), None, dtype=object)
-        return empty, empty.copy()
+        return empty, empty.copy(), empty.copy()
     by_row = outcomes.set_index(outcomes[ROW].astype("int64"))
     if by_row.index.has_duplicates:
         repeated = sorted(set(by_row.index[by_row.index.duplicated()].tolist()))
         raise ValueError(f"more than one outcome for row(s) {repeated[:10]}")
     aligned = by_row.reindex(row_numbers)
-    reason = aligned["reason"] if "reason" in aligned.columns else pd.Series(pd.NA, index=aligned.index)
+    blank = pd.Series(pd.NA, index=aligned.index)
     return (aligned["outcome"].to_numpy(dtype=object, na_value=None),
-            reason.to_numpy(dtype=object, na_value=None))
+            aligned.get("reason", blank).to_numpy(dtype=object, na_value=None),
+            aligned.get("content_uuid", blank).to_numpy(dtype=object, na_value=None))
 
 
 def _values(rows: pd.DataFrame, take: np.ndarray, positions: list[int]) -> Iterator[list[object]]:

@@ -28,6 +28,7 @@ import pandas as pd
 from progression.customers import CONTENT_TYPES
 
 INBOX, PROCESSED, FAILED, REPORTS, STAGING = "inbox", "processed", "failed", "reports", "staging"
+CROSSWALK = "mappings/content.xlsx"  # the customer's own codes for its content: `Code`, `Content uuid`
 Root = Any  # ObjectStoragePath in the DAGs, pathlib.Path in tests: both are pathlib-like
 
 # O_NONBLOCK: opening a FIFO someone left in the inbox returns at once (and is then refused) instead of hanging.

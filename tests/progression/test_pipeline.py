@@ -351,6 +351,74 @@ def test_a_link_in_the_inbox_is_refused_and_left_where_it_is(target, tmp_path, c
     assert (tmp_path / "globex/inbox/activities/theirs.xlsx").read_bytes() == b"theirs"
 
 
+# --- content named by uuid, title or the customer's code -----------------------------------------------------------
+
+def retitle(engine, titles: dict[str, str]) -> None:
+    with engine.begin() as conn:
+        for uuid, title in titles.items():
+            conn.execute(sa.update(content).where(content.c.uuid == uuid).values(title=title))
+
+
+def test_content_is_named_by_uuid_title_or_crosswalk_code_each_refusal_with_its_reason(target, engine):
+    acme, other = describe(engine, "acme"), describe(engine, "other")
+    a, journey = acme.uuids["activity"], acme.uuids["journey"][0]
+    retitle(engine, {a[0]: "Excel Essentials", journey: "Fire Safety", a[1]: "Fire Safety ", a[4]: "fire safety",
+                     other.uuids["activity"][0]: "Excel Essentials"})
+    drop(target.root, "mappings/content.xlsx", workbook_bytes(["Code", "Content uuid"], [
+        ["SAF-101", a[2].upper()], ["OTHER-1", other.uuids["activity"][1]], ["J-1", journey], ["LOST", None],
+        ["TWICE", a[2]], ["TWICE", a[3]], ["Fire Safety", a[3]]]))
+    rows = [["  excel ESSENTIALS ", "2024-01-02"],   # 2: a title unique among acme's activities
+            ["fire safety", "2024-01-02"],           # 3: a code wins over the title it also is
+            ["saf-101", "2024-01-02"],               # 4: a code, compared case-insensitively
+            ["NOPE-9", "2024-01-02"],                # 5: neither
+            ["OTHER-1", "2024-01-02"],               # 6: a code of another platform's content
+            ["J-1", "2024-01-02"],                   # 7: a code of a journey
+            ["LOST", "2024-01-02"],                  # 8: a code without a uuid
+            ["TWICE", "2024-01-02"],                 # 9: a code with two uuids
+            [a[5], "2024-01-02"]]                    # 10: a uuid as ever
+    job = run(target, drop(target.root, "inbox/activities/named.xlsx",
+                           xlsx([[acme.emails[i], *row] for i, row in enumerate(rows)])))
+    report = {row[0]: row for row in report_rows(target, job)[1:]}
+    assert report_rows(target, job)[0] == ("Row", *HEADER, "Resolved uuid", "Outcome", "Reason")
+    assert {n: (r[4], r[5]) for n, r in report.items() if r[5] != "rejected"} == {
+        2: (a[0], "imported"), 3: (a[3], "imported"), 4: (a[2], "imported"), 10: (a[5], "imported")}
+    assert stored(target.engine).keys() == {(acme.emails[0], a[0]), (acme.emails[1], a[3]), (acme.emails[2], a[2]),
+                                            (acme.emails[8], a[5])}
+    reasons = {n: r[-1] for n, r in report.items() if r[5] == "rejected"}
+    assert reasons[5] == ("'nope-9' is neither a content uuid, the title of one of the activities on platform acme, "
+                          "nor a code in mappings/content.xlsx")
+    assert reasons[6] == (f"code 'OTHER-1' in mappings/content.xlsx names content {other.uuids['activity'][1]}, "
+                          "which is not on platform acme")
+    assert reasons[7] == "content j-1 is a journey, this file holds activities"
+    assert reasons[8] == "code 'LOST' has no content uuid in mappings/content.xlsx (row 5)"
+    assert reasons[9] == "code 'TWICE' is given more than one content uuid in mappings/content.xlsx (rows 6, 7)"
+    assert job.counts["rejected_by_reason"] == {"unknown title or code": 1, "code of unknown content": 1,
+                                                "wrong content type": 1, "code without content": 2}
+
+
+def test_a_title_shared_by_several_items_of_the_type_is_refused_and_one_of_another_type_is_unknown(target, engine):
+    acme = describe(engine, "acme")
+    a = acme.uuids["activity"]
+    retitle(engine, {a[0]: "Fire Safety", a[1]: " FIRE SAFETY", acme.uuids["journey"][0]: "Leading Teams"})
+    job = run(target, drop(target.root, "inbox/activities/titles.xlsx", xlsx([
+        [acme.emails[0], "Fire safety", "2024-01-02"], [acme.emails[0], "Leading Teams", "2024-01-02"]])))
+    reasons = [row[-1] for row in report_rows(target, job)[1:]]
+    assert reasons[0] == ("title 'fire safety' is the title of 2 activities on platform acme: use the content uuid of "
+                          "the one meant")
+    assert reasons[1].startswith("'leading teams' is neither a content uuid")
+    assert job.counts["rejected_by_reason"] == {"ambiguous title": 1, "unknown title or code": 1}
+    assert stored(target.engine) == {}
+
+
+def test_a_crosswalk_that_cannot_be_read_rejects_only_the_rows_that_need_it(target, platform):
+    drop(target.root, "mappings/content.xlsx", workbook_bytes(["Code", "Uuid"], [["SAF-101", "x"]]))
+    job = run(target, drop(target.root, "inbox/activities/codes.xlsx", xlsx([
+        [platform.emails[0], "SAF-101", "2024-01-02"], [platform.emails[0], platform.uuids["activity"][0], None]])))
+    assert job.counts["imported"] == 1 and job.counts["rejected"] == 1
+    reason = report_rows(target, job)[1][-1]
+    assert "(mappings/content.xlsx cannot be read: the columns 'Code' and 'Content uuid' are missing" in reason
+
+
 def test_a_customer_own_headers_import(target, platform):
     target.customer = replace(target.customer, columns={"email": "Werknemer e-mail", "uuid": "Cursus",
                                                         "date": "Afgerond op"})
