@@ -20,9 +20,9 @@ from progression.platform import content, content_items
 HEADER = ["User email", "Content uuid", "Completion date"]
 
 
-def run(target, rel, *, content_type=None, dry_run=False, on_existing=None, force=False, now=NOW):
+def run(target, rel, *, content_type=None, dry_run=False, on_existing=None, force=False, now=NOW, check=False):
     jobs = plan(target, path=rel, content_type=content_type, dry_run=dry_run, on_existing=on_existing,
-                force=force, airflow_run_id="manual__test", started=now)
+                force=force, airflow_run_id="manual__test", started=now, check=check)
     assert len(jobs) == 1
     return run_file(target, jobs[0])
 
@@ -315,6 +315,7 @@ def test_a_file_over_the_customer_max_rows_fails_whole(target, platform):
     ({"path": "inbox/activities/missing.xlsx"}, "does not exist"),
     ({"content_type": "courses"}, "content_type 'courses'"),
     ({"on_existing": "sometimes"}, "on_existing 'sometimes'"),
+    ({"path": "inbox/activities/q3.xlsx", "check": True}, "check takes a path in the check folder"),
 ])
 def test_a_bad_conf_is_refused_before_any_work(target, conf, message):
     kwargs = {"path": None, "content_type": None, "dry_run": False, "on_existing": None, "force": False,
@@ -323,15 +324,20 @@ def test_a_bad_conf_is_refused_before_any_work(target, conf, message):
         plan(target, **kwargs)
 
 
-def test_without_a_path_every_inbox_file_is_planned_with_its_folder_type(target):
+def test_without_a_path_every_inbox_and_check_file_is_planned_with_its_folder_type(target):
     for rel in ("inbox/activities/a.xlsx", "inbox/journeys/b.xlsx", "inbox/programmes/c.csv",
-                "inbox/activities/~$a.xlsx", "inbox/activities/.hidden"):
+                "inbox/activities/~$a.xlsx", "inbox/activities/.hidden", "check/journeys/d.xlsx",
+                "checked/activities/e.xlsx", "processed/activities/f.xlsx"):
         drop(target.root, rel, b"x")
-    jobs = plan(target, path=None, content_type=None, dry_run=False, on_existing=None, force=False,
-                airflow_run_id=None, started=NOW)
-    assert [(j.path, j.content_type) for j in jobs] == [
-        ("inbox/activities/a.xlsx", "activities"), ("inbox/journeys/b.xlsx", "journeys"),
-        ("inbox/programmes/c.csv", "programmes")]
+    conf = {"path": None, "content_type": None, "dry_run": False, "on_existing": None, "force": False,
+            "airflow_run_id": None, "started": NOW}
+    jobs = plan(target, **conf)
+    assert [(j.path, j.content_type, j.dry_run, j.run_id.split("-")[0]) for j in jobs] == [
+        ("inbox/activities/a.xlsx", "activities", False, "import"), ("inbox/journeys/b.xlsx", "journeys", False,
+                                                                     "import"),
+        ("inbox/programmes/c.csv", "programmes", False, "import"), ("check/journeys/d.xlsx", "journeys", True,
+                                                                    "check")]
+    assert [j.path for j in plan(target, **{**conf, "check": True})] == ["check/journeys/d.xlsx"]
 
 
 def test_a_link_in_the_inbox_is_refused_and_left_where_it_is(target, tmp_path, caplog):
@@ -349,6 +355,63 @@ def test_a_link_in_the_inbox_is_refused_and_left_where_it_is(target, tmp_path, c
         plan(target, path="inbox/activities/theirs.xlsx", **conf)
     assert (target.root / "inbox/activities/theirs.xlsx").is_symlink()
     assert (tmp_path / "globex/inbox/activities/theirs.xlsx").read_bytes() == b"theirs"
+
+
+# --- the check folder -----------------------------------------------------------------------------------------------
+
+def journal_rows(engine) -> int:
+    with engine.connect() as conn:
+        return conn.execute(sa.select(sa.func.count()).select_from(ledger.journal)).scalar()
+
+
+def test_a_checked_file_writes_nothing_reports_moves_to_checked_and_does_not_block_its_import(target, platform):
+    a = platform.uuids["activity"]
+    data = xlsx([[platform.emails[0], a[0], "2024-03-31"], [platform.emails[1], a[1], None],
+                 ["nobody@acme.example", a[2], "2024-03-31"]])
+    rel = drop(target.root, "check/activities/q3.xlsx", data)
+    checked = run(target, rel)
+    assert checked.status == "ok" and checked.run_id.startswith("check-acme-")
+    assert checked.counts["imported"] == 2 and checked.counts["rejected"] == 1  # what an import would do
+    assert stored(target.engine) == {} and journal_rows(target.engine) == 0
+    assert not (target.root / rel).exists() and (target.root / "checked/activities/q3.xlsx").read_bytes() == data
+    assert checked.report == f"reports/2026-11-28/q3.check.{checked.run_id}.xlsx"
+    rows = report_rows(target, checked)
+    assert [row[-2] for row in rows[1:]] == ["imported", "imported", "rejected"]
+    assert "no user with e-mail nobody@acme.example" in rows[3][-1]
+    summary = dict(openpyxl.load_workbook(target.root / checked.report, read_only=True)["Summary"]
+                   .iter_rows(max_col=2, values_only=True))
+    assert summary["Status"] == "CHECK, nothing written: ok"
+    with target.engine.connect() as conn:
+        recorded = ledger.get_run(conn, checked.run_id)
+    assert (recorded["dag_id"], recorded["subject"], recorded["dry_run"], recorded["status"]) == (
+        "progression_import", "check/activities/q3.xlsx", True, "succeeded")
+    assert recorded["report_path"] == checked.report and recorded["staging"] is None
+
+    imported = run(target, drop(target.root, "inbox/activities/q3.xlsx", data))
+    assert imported.status == "ok" and imported.counts["imported"] == 2
+    assert len(stored(target.engine)) == 2
+
+
+def test_a_check_of_bytes_imported_before_is_not_skipped_and_says_so(target, platform):
+    data = xlsx([[platform.emails[0], platform.uuids["activity"][0], "2024-03-31"]])
+    first = run(target, drop(target.root, "inbox/activities/a.xlsx", data))
+    checked = run(target, drop(target.root, "check/activities/a.xlsx", data))
+    assert checked.status == "ok" and checked.counts["kept"] == 1
+    assert f"imported by run {first.run_id}" in checked.message
+    assert (target.root / "checked/activities/a.xlsx").exists()
+
+
+@pytest.mark.parametrize("rows, header, message", [
+    ([["bad", "x", "2024-01-02"], ["x@y", "nope", "2024-01-02"]], HEADER, "2 of 2 rows rejected"),
+    ([["a@b.nl", "x", "2024-01-01"]], ["Email", "Course", "Date"], "'Email', 'Course', 'Date'"),
+])
+def test_a_checked_file_that_an_import_would_fail_goes_to_checked_with_its_report(target, rows, header, message):
+    target.customer = replace(target.customer, max_error_rate=0.25)
+    checked = run(target, drop(target.root, "check/activities/bad.xlsx", xlsx(rows, header)))
+    assert checked.failed and message in checked.message
+    assert (target.root / "checked/activities/bad.xlsx").exists() and not (target.root / "failed").exists()
+    assert (target.root / checked.report).exists() and ".check." in checked.report
+    assert stored(target.engine) == {}
 
 
 # --- content named by uuid, title or the customer's code -----------------------------------------------------------
