@@ -1,4 +1,5 @@
-"""Nightly and on-demand import of the completion workbooks customers drop in their inbox."""
+"""Nightly and on-demand import of the completion workbooks customers drop in their inbox, and check of those they
+drop in their check folder (decided as an import, written never)."""
 
 from __future__ import annotations
 
@@ -35,13 +36,18 @@ FILE_LABEL_TEMPLATE = "{{ " + FILE_LABEL + " }}"
         "on_existing": Param(None, type=["null", "string"], enum=[None, *ON_EXISTING],
                              description="When a completion exists already. Empty: the customer's setting."),
         "force": Param(False, type="boolean", description="Import a file even if the same bytes were imported."),
+        "check": Param(False, type="boolean",
+                       description="Check instead of import: the files of the customer's check folder (or `path`, "
+                                   "which must be in it) are decided against the platform as it is now and "
+                                   "reported, nothing is written, and each moves to checked/."),
     },
 )
 def progression_import():
     @task
     @refused_conf
     def discover(params: dict, run_id: str, dag_run=None) -> list[dict]:
-        """Refuse a bad conf before any work; put back the files of runs that died; list the files to import."""
+        """Refuse a bad conf before any work; put back the files of runs that died; list the files to import or
+        check."""
         from progression.pipeline import plan
         from progression.runs import ConfError, recover
 
@@ -57,8 +63,9 @@ def progression_import():
                 print(f"{customer.slug}: recovered {line}")
             jobs += plan(target, path=params.get("path"), content_type=params.get("content_type"),
                          dry_run=bool(params.get("dry_run")), on_existing=params.get("on_existing"),
-                         force=bool(params.get("force")), airflow_run_id=run_id, started=started)
-        print(f"{len(jobs)} file(s) to import: " + ", ".join(j.label for j in jobs))
+                         force=bool(params.get("force")), airflow_run_id=run_id, started=started,
+                         check=bool(params.get("check")))
+        print(f"{len(jobs)} file(s) to import or check: " + ", ".join(j.label for j in jobs))
         return [j.as_dict() for j in jobs]
 
     def stage(name: str):
@@ -80,7 +87,10 @@ def progression_import():
         from progression import pipeline
 
         result = pipeline.archive(target_of(job["customer"]), pipeline.FileJob.from_dict(job))
-        if result.failed:
+        if result.failed and result.is_check:  # what the customer asked to learn, not a failure of the run
+            print(f"check: an import would fail: {result.message} (moved to {result.archived_to}; "
+                  f"report {result.report})")
+        elif result.failed:
             raise RuntimeError(f"{result.message} (moved to {result.archived_to}; report {result.report})")
         return result.as_dict()
 

@@ -14,6 +14,7 @@ import yaml
 CONTENT_TYPES = ("activities", "journeys", "programmes")
 ON_EXISTING = ("keep", "earliest", "latest", "overwrite")
 DATE_ORDERS = ("DMY", "MDY")
+COLUMN_KEYS = ("email", "uuid", "date")  # the registry's `columns`: the customer's own header for each
 DEFAULT_SCHEDULE = "0 2 * * *"
 EXCEL_MAX_ROWS = 1_048_576  # Excel's last row: the default bound on the rows of one file
 # Top-level registry keys that are settings, not customers.
@@ -42,6 +43,7 @@ class Customer:
     active: bool = True
     expect_files_every: str | None = None  # e.g. "1d": late when the last successful import is older
     notify: dict = field(default_factory=dict, hash=False)  # email, smtp_conn_id, slack_webhook_conn_id
+    columns: dict = field(default_factory=dict, hash=False)  # email, uuid, date -> the customer's own header
 
     @property
     def tz(self) -> ZoneInfo:
@@ -124,6 +126,13 @@ def _customer(path: Path, slug: str, entry: object) -> Customer:
     if isinstance(notify.get("email"), str):
         notify = {**notify, "email": [notify["email"]]}
     values["notify"] = notify
+    columns = values.get("columns") or {}
+    if (not isinstance(columns, dict) or set(columns) - set(COLUMN_KEYS)
+            or not all(isinstance(header, str) and header.strip() for header in columns.values())
+            or len({header.strip().lower() for header in columns.values()}) < len(columns)):
+        raise RegistryError(f"{where}: columns maps {', '.join(COLUMN_KEYS)} each to its own header the customer "
+                            'uses, e.g. {email: "Werknemer e-mail", uuid: "Cursus", date: "Afgerond op"}')
+    values["columns"] = columns
     customer = Customer(slug=slug, **values)
     if customer.date_order not in DATE_ORDERS:
         raise RegistryError(f"{where}: date_order must be one of {', '.join(DATE_ORDERS)}")

@@ -16,9 +16,9 @@ from progression.customers import CONTENT_TYPES, ON_EXISTING
 from progression.expand import expand_completions, without_access
 from progression.jobs import Job
 from progression.platform import load_assignments, snapshot
-from progression.read import ROW, InputError, read_input
+from progression.read import ROW, InputError, read_input, read_pairs
 from progression.report import write_import_report
-from progression.resolve import resolve_rows
+from progression.resolve import CROSSWALK_HEADERS, Crosswalk, resolve_rows
 from progression.runs import ConfError, Target
 from progression.validate import validate_rows
 from progression.write import write_completions
@@ -30,9 +30,9 @@ DAG_ID = runs.IMPORT_DAG
 @dataclass
 class FileJob(Job):
     customer: str
-    path: str                      # relative to the storage root, e.g. inbox/activities/q3.xlsx
+    path: str                      # relative to the storage root, e.g. inbox/activities/q3.xlsx or check/...
     content_type: str | None
-    dry_run: bool = False
+    dry_run: bool = False          # always for a check: a check writes nothing
     on_existing: str = "keep"
     force: bool = False
     airflow_run_id: str | None = None
@@ -57,10 +57,21 @@ class FileJob(Job):
     def failed(self) -> bool:
         return self.status == "failed"
 
+    @property
+    def is_check(self) -> bool:
+        """A file from the check folder: decided as an import is, written never, moved to checked/."""
+        return storage.is_check(self.path)
+
+    @property
+    def claims_file(self) -> bool:
+        """Whether the run takes the file out of its folder (a dry run of an inbox file leaves it there)."""
+        return not self.dry_run or self.is_check
+
 
 def plan(target: Target, *, path: str | None, content_type: str | None, dry_run: bool, on_existing: str | None,
-         force: bool, airflow_run_id: str | None, started: datetime) -> list[FileJob]:
-    """The files this run will import for one customer (one file when `path` is given)."""
+         force: bool, airflow_run_id: str | None, started: datetime, check: bool = False) -> list[FileJob]:
+    """The files this run will import or check for one customer: one file when `path` is given, else every file of
+    the inbox and the check folder; with `check`, only the check folder (or the path, which must be in it)."""
     customer = target.customer
     if content_type is not None and content_type not in CONTENT_TYPES:
         raise ConfError(f"content_type {content_type!r} must be one of {', '.join(CONTENT_TYPES)}")
@@ -73,19 +84,24 @@ def plan(target: Target, *, path: str | None, content_type: str | None, dry_run:
             present = storage.is_file(target.root, rel)
         except storage.PathRefused as exc:
             raise ConfError(str(exc)) from None
+        if check and not storage.is_check(rel):
+            raise ConfError(f"check takes a path in the check folder ({storage.CHECK}/activities/, ...), not "
+                            f"{rel!r}; to see what an import of it would do, trigger with dry_run")
         if not present:
             raise ConfError(f"path {rel!r} does not exist in the storage of customer {customer.slug}")
         files = [(rel, storage.type_from_folder(rel))]
     else:
-        inbox = storage.inbox_files(target.root, content_type)
+        inbox = storage.inbox_files(target.root, content_type, (storage.CHECK,) if check else
+                                    (storage.INBOX, storage.CHECK))
         files = inbox.files
         for refusal in inbox.refused:
             log.warning("customer %s: %s", customer.slug, refusal)
     stamp = started.astimezone(timezone.utc)
     return [
-        FileJob(customer=customer.slug, path=rel, content_type=content_type or folder_type, dry_run=dry_run,
-                on_existing=on_existing, force=force, airflow_run_id=airflow_run_id, started=stamp.isoformat(),
-                run_id=ledger.new_run_id("import", customer.slug, stamp),
+        FileJob(customer=customer.slug, path=rel, content_type=content_type or folder_type,
+                dry_run=dry_run or storage.is_check(rel), on_existing=on_existing, force=force,
+                airflow_run_id=airflow_run_id, started=stamp.isoformat(),
+                run_id=ledger.new_run_id("check" if storage.is_check(rel) else "import", customer.slug, stamp),
                 staging=f"{run_staging(stamp, airflow_run_id)}/{index:04d}")
         for index, (rel, folder_type) in enumerate(files)
     ]
@@ -134,15 +150,15 @@ def _fail(target: Target, job: FileJob, message: str) -> FileJob:
 # --- stages -------------------------------------------------------------------------------------------------------
 
 def fetch(target: Target, job: FileJob) -> FileJob:
-    """Claim the file into this run's staging (a dry run copies it), open its ledger run, skip bytes that were
-    imported before, and read it."""
+    """Claim the file into this run's staging (a dry run of an inbox file copies it), open its ledger run, skip
+    bytes that were imported before (a check says so and goes on), and read it."""
     with target.engine.begin() as conn:  # opened first: a run that dies holding the file is found by its row
         ledger.start_run(conn, run_id=job.run_id, customer=job.customer, dag_id=DAG_ID, subject=job.path,
                          airflow_run_id=job.airflow_run_id, content_type=job.content_type, dry_run=job.dry_run,
                          staging=job.staging)
     try:
         with runs.claiming(target):
-            take = storage.copy_in if job.dry_run else storage.claim
+            take = storage.claim if job.claims_file else storage.copy_in
             data = take(target.root, job.path, runs.claimed_file(job.staging, job.path))
     except storage.Gone:
         job.status, job.message = "skipped", f"{job.path}: claimed by another run meanwhile; nothing to do here"
@@ -153,7 +169,10 @@ def fetch(target: Target, job: FileJob) -> FileJob:
     with target.engine.begin() as conn:
         ledger.update_run(conn, job.run_id, checksum=job.checksum)
         earlier = None if job.force else ledger.earlier_import_of(conn, job.customer, job.checksum)
-    if earlier:
+    if earlier and job.is_check:
+        job.message = (f"{job.path}: these bytes were imported by run {earlier['run_id']} ({earlier['subject']}) "
+                       "already; an import of them would be skipped unless forced")
+    elif earlier:
         job.status = "skipped"
         job.message = (f"{job.path}: already imported by run {earlier['run_id']} ({earlier['subject']}); "
                        "trigger with force=true to import it again")
@@ -161,11 +180,13 @@ def fetch(target: Target, job: FileJob) -> FileJob:
             ledger.finish_run(conn, job.run_id, "skipped", message=job.message)
         return job
     if job.content_type is None:
+        top = storage.CHECK if job.is_check else storage.INBOX
         return _fail(target, job, f"{job.path}: cannot tell whether it holds activities, journeys or programmes; "
-                                  "put it in inbox/activities/, inbox/journeys/ or inbox/programmes/, "
+                                  f"put it in {top}/activities/, {top}/journeys/ or {top}/programmes/, "
                                   "or set content_type in the run conf")
     try:
-        table = read_input(data, job.path.rsplit("/", 1)[-1], max_rows=target.customer.max_rows)
+        table = read_input(data, job.path.rsplit("/", 1)[-1], max_rows=target.customer.max_rows,
+                           own_headers=target.customer.columns)
     except InputError as exc:
         return _fail(target, job, f"{job.path}: {exc}")
     job.sheet, job.columns = table.sheet, table.columns
@@ -194,13 +215,15 @@ def validate(target: Target, job: FileJob) -> FileJob:
 
 
 def resolve(target: Target, job: FileJob) -> FileJob:
-    """E-mails and uuids to ids on the customer's platform; one completion per (user, content), earliest date."""
+    """E-mails and content (uuids, titles, the customer's codes) to ids on the customer's platform; one completion
+    per (user, content), earliest date."""
     if job.status != "ok":
         return job
     valid = _get(target, job, "valid")
+    codes = crosswalk(target)
     with target.engine.connect() as conn:
         platform = snapshot(conn, target.customer.platform)
-        resolved, rejected = resolve_rows(valid, platform, job.content_type, target.customer.platform)
+        resolved, rejected = resolve_rows(valid, platform, job.content_type, target.customer.platform, codes)
         assignments = load_assignments(conn, platform.platform_id)
     resolved = resolved.sort_values(["completed_at", ROW], kind="stable")
     first = resolved.groupby(["user_id", "content_id"], sort=False)[ROW].transform("first")
@@ -212,7 +235,20 @@ def resolve(target: Target, job: FileJob) -> FileJob:
     _put(target, job, "resolved", resolved)
     _put(target, job, "rejected_resolve", rejected)
     _put(target, job, "edges", platform.edges)
+    _put(target, job, "content", platform.content[["content_id", "uuid_key"]])  # the report shows each row's uuid
     return job
+
+
+def crosswalk(target: Target) -> Crosswalk:
+    """The customer's codes for its content (`mappings/content.xlsx`), none when it has no such file. A file that
+    cannot be read fails no import: the rows that use a code are rejected with the reason."""
+    try:
+        if not storage.is_file(target.root, storage.CROSSWALK):
+            return Crosswalk()
+        return Crosswalk(read_pairs(storage.read_bytes(target.root, storage.CROSSWALK), storage.CROSSWALK,
+                                    CROSSWALK_HEADERS))
+    except (InputError, storage.PathRefused) as exc:
+        return Crosswalk(problem=f"{storage.CROSSWALK} cannot be read: {exc}")
 
 
 def expand(target: Target, job: FileJob) -> FileJob:
@@ -260,12 +296,14 @@ def write(target: Target, job: FileJob) -> FileJob:
 
 
 def row_outcomes(target: Target, job: FileJob) -> pd.DataFrame:
-    """One outcome and reason per input row, for the report."""
+    """One outcome and reason per input row, for the report, and the uuid of the content each row resolved to."""
     parts = [_get(target, job, name) for name in ("rejected_validate", "rejected_resolve")]
     rejected = pd.concat(parts)[[ROW, "reason"]].assign(outcome="rejected")
     resolved = _get(target, job, "resolved")
+    uuid_of = _get(target, job, "content").set_index("content_id")["uuid_key"]
     if job.failed:
-        written = resolved[[ROW]].assign(outcome="not written", reason=job.message.split(": ", 1)[-1])
+        written = resolved[[ROW]].assign(outcome="not written", reason=job.message.split(": ", 1)[-1],
+                                         content_uuid=resolved["content_id"].map(uuid_of))
         return pd.concat([rejected, written]).sort_values(ROW).reset_index(drop=True)
     outcomes = _get(target, job, "outcomes")
     first = resolved.assign(key_row=resolved["duplicate_of"].fillna(resolved[ROW]).astype("int64"))
@@ -280,7 +318,7 @@ def row_outcomes(target: Target, job: FileJob) -> pd.DataFrame:
     dup = keyed["duplicate_of"].notna()
     reason[dup] = "same user and content as row " + keyed.loc[dup, "duplicate_of"].astype(str) + \
         "; counted once with the earliest date"
-    done = keyed[[ROW, "outcome"]].assign(reason=reason)
+    done = keyed[[ROW, "outcome"]].assign(reason=reason, content_uuid=keyed["content_id"].map(uuid_of))
     return pd.concat([rejected, done]).sort_values(ROW).reset_index(drop=True)
 
 
@@ -291,9 +329,10 @@ def report(target: Target, job: FileJob) -> FileJob:
     have_rows = bool(job.original_columns)
     rows = _get(target, job, "input") if have_rows else pd.DataFrame({ROW: pd.Series(dtype="int64")})
     has_outcomes = "rejected" in job.counts  # the file reached the write stage
-    outcomes = row_outcomes(target, job) if has_outcomes else pd.DataFrame(columns=[ROW, "outcome", "reason"])
+    outcomes = (row_outcomes(target, job) if has_outcomes
+                else pd.DataFrame(columns=[ROW, "outcome", "reason", "content_uuid"]))
     name = job.path.rsplit("/", 1)[-1]
-    stem = name.rsplit(".", 1)[0]
+    stem = name.rsplit(".", 1)[0] + (".check" if job.is_check else "")
     job.report = f"{storage.REPORTS}/{job.now:%Y-%m-%d}/{stem}.{job.run_id}.xlsx"
     buffer = io.BytesIO()
     write_import_report(buffer, summary=summary_lines(target, job), rows=rows, columns=job.original_columns,
@@ -310,7 +349,8 @@ def summary_lines(target: Target, job: FileJob) -> list[tuple[str, object]]:
         ("Customer", job.customer), ("Platform", target.customer.platform), ("File", job.path),
         ("Sheet", job.sheet), ("Content type", job.content_type), ("Run id", job.run_id),
         ("Airflow run", job.airflow_run_id), ("Started (UTC)", job.started),
-        ("Status", ("DRY RUN, nothing written: " if job.dry_run else "") + job.status),
+        ("Status", ("CHECK, nothing written: " if job.is_check else "DRY RUN, nothing written: " if job.dry_run
+                    else "") + job.status),
         ("Message", job.message or None), ("On existing completions", job.on_existing),
         ("Rows read", counts.get("rows_read")), ("Completions imported", counts.get("imported")),
         ("Completions updated", counts.get("updated")), ("Already completed, kept", counts.get("kept")),
@@ -324,13 +364,13 @@ def summary_lines(target: Target, job: FileJob) -> list[tuple[str, object]]:
 
 
 def archive(target: Target, job: FileJob) -> FileJob:
-    """Move the claimed file to processed/ or failed/ (a dry run's copy just goes) and clear this file's staging."""
+    """Move the claimed file to processed/ or failed/ (a checked one to checked/; a dry run's copy just goes) and
+    clear this file's staging."""
     held = runs.claimed_file(job.staging, job.path)
     with runs.executing(target.engine, job.run_id):
-        if not job.dry_run and storage.at(target.root, held).exists():
-            folder = storage.FAILED if job.failed else storage.PROCESSED
-            sub = f"{folder}/{job.content_type}" if job.content_type else folder
-            job.archived_to = storage.free_name(target.root, sub, job.path.rsplit("/", 1)[-1], job.now)
+        if job.claims_file and storage.at(target.root, held).exists():
+            folder = storage.archive_folder(job.path, job.failed, job.content_type)
+            job.archived_to = storage.free_name(target.root, folder, job.path.rsplit("/", 1)[-1], job.now)
             storage.move(target.root, held, job.archived_to)
         runs.release_staging(target, job.run_id, job.staging)
     return job
@@ -361,15 +401,19 @@ def run_file(target: Target, job: FileJob) -> FileJob:
 
 
 def summarise(runs: list[dict]) -> dict:
-    """The run's summary from its ledger rows (one per file), as the last task logs and returns it."""
-    totals = {k: sum(int(r.get(k) or 0) for r in runs) for k in ledger.COUNTS}
+    """The run's summary from its ledger rows (one per file), as the last task logs and returns it. Counts and
+    statuses are the imports'; each checked file is listed under `checked` with how its check ended."""
     label = {r["run_id"]: f"{r['customer']}/{r['subject'].removeprefix('inbox/')}" for r in runs}
-    by_status = {status: [label[r["run_id"]] for r in runs if r["status"] == status]
+    checks = [r for r in runs if storage.is_check(r["subject"])]
+    imports = [r for r in runs if not storage.is_check(r["subject"])]
+    totals = {k: sum(int(r.get(k) or 0) for r in imports) for k in ledger.COUNTS}
+    by_status = {status: [label[r["run_id"]] for r in imports if r["status"] == status]
                  for status in ("succeeded", "failed", "skipped", "running")}
     return {
-        "dag": DAG_ID, "files": len(runs), **totals,
+        "dag": DAG_ID, "files": len(imports), **totals,
         "succeeded": by_status["succeeded"], "failed": by_status["failed"], "skipped": by_status["skipped"],
-        "unfinished": by_status["running"], "dry_run": any(r["dry_run"] for r in runs),
+        "unfinished": by_status["running"], "dry_run": any(r["dry_run"] for r in imports),
+        "checked": {label[r["run_id"]]: r["status"] for r in checks},
         "runs": {label[r["run_id"]]: r["run_id"] for r in runs},
         "reports": {label[r["run_id"]]: r["report_path"] for r in runs if r.get("report_path")},
     }

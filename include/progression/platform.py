@@ -110,11 +110,13 @@ def load_users(conn: Connection, platform: int) -> pd.DataFrame:
 
 
 def load_content(conn: Connection, platform: int) -> pd.DataFrame:
-    """The platform's content: columns `content_id`, `uuid_key` (lowercase text), `type`."""
-    frame = _frame(conn, sa.select(content.c.id, content.c.uuid, content.c.type)
-                   .where(content.c.platform_id == platform), ["content_id", "uuid", "type"])
+    """The platform's content: columns `content_id`, `uuid_key` (lowercase text), `type`, `title_key` (the title
+    trimmed and lowercase: a file may name content by its title)."""
+    frame = _frame(conn, sa.select(content.c.id, content.c.uuid, content.c.type, content.c.title)
+                   .where(content.c.platform_id == platform), ["content_id", "uuid", "type", "title"])
     frame["uuid_key"] = frame["uuid"].astype("string").str.lower()
-    return frame[["content_id", "uuid_key", "type"]]
+    frame["title_key"] = frame["title"].astype("string").str.strip().str.lower()
+    return frame[["content_id", "uuid_key", "type", "title_key"]]
 
 
 def load_edges(conn: Connection, platform: int) -> pd.DataFrame:

@@ -45,6 +45,26 @@ def header_key(text: object) -> str:
 
 
 ALIAS_TO_FIELD = {header_key(alias): field for field, aliases in _ALIASES.items() for alias in aliases}
+FIELD_OF_COLUMN_KEY = {"email": EMAIL, "uuid": UUID, "date": DATE}  # the registry's `columns` keys
+Aliases = dict[str, str]  # header key -> field
+
+
+def own_aliases(own_headers: dict[str, str]) -> Aliases:
+    """The customer's own header names (the registry's `columns`, e.g. `{email: "Werknemer e-mail"}`), matched
+    as the built-in spellings are."""
+    return {header_key(header): FIELD_OF_COLUMN_KEY[key] for key, header in own_headers.items()}
+
+
+def _match_headers(cells: list[object], own: Aliases) -> dict[str, int]:
+    """field -> position of its column: the customer's own header first, else the first built-in spelling; a
+    column is taken for one field only."""
+    found: dict[str, int] = {}
+    for aliases in (own, ALIAS_TO_FIELD):
+        for position, cell in enumerate(cells):
+            field = aliases.get(header_key(cell)) if isinstance(cell, str) else None
+            if field and field not in found and position not in found.values():
+                found[field] = position
+    return found
 HEADER_SEARCH_ROWS = 10
 
 # A workbook is a zip. As Apache POI's ZipSecureFile: no part may inflate past 100:1 unless it unpacks to under
@@ -78,13 +98,15 @@ class InputTable:
         return out
 
 
-def read_input(data: bytes, name: str, *, max_rows: int = EXCEL_MAX_ROWS) -> InputTable:
+def read_input(data: bytes, name: str, *, max_rows: int = EXCEL_MAX_ROWS,
+               own_headers: dict[str, str] | None = None) -> InputTable:
     """Read a workbook's or a CSV file's bytes; raises InputError naming what is wrong. A workbook that would
     unpack past the bounds below is refused before it is parsed, and so is a CSV file with more lines than
-    `max_rows`; a sheet is refused past Excel's last row or `max_rows` data rows once it is loaded."""
+    `max_rows`; a sheet is refused past Excel's last row or `max_rows` data rows once it is loaded.
+    `own_headers`: the customer's own header names, on top of the built-in spellings (see own_aliases)."""
     if _is_csv(data, name):
-        return _read_csv(data, max_rows)
-    return _read_workbook(data, max_rows)
+        return _read_csv(data, max_rows, own_headers or {})
+    return _read_workbook(data, max_rows, own_headers or {})
 
 
 # --- opening files within bounds --------------------------------------------------------------------------------
@@ -198,14 +220,10 @@ def _check_inflated_size(data: bytes, part: zipfile.ZipInfo) -> None:
                          "bytes it declares: it is damaged or a zip bomb")
 
 
-def _find_header(frame: pd.DataFrame) -> tuple[int, dict[str, int]] | None:
+def _find_header(frame: pd.DataFrame, own: Aliases) -> tuple[int, dict[str, int]] | None:
     """The first row among the top few that holds both mandatory headers: (row index, field -> column index)."""
     for index in range(min(HEADER_SEARCH_ROWS, len(frame))):
-        found: dict[str, int] = {}
-        for col, cell in enumerate(frame.iloc[index].tolist()):
-            field = ALIAS_TO_FIELD.get(header_key(cell)) if isinstance(cell, str) else None
-            if field and field not in found:
-                found[field] = col
+        found = _match_headers(frame.iloc[index].tolist(), own)
         if all(f in found for f in MANDATORY):
             return index, found
     return None
@@ -219,19 +237,25 @@ def _describe_headers(frame: pd.DataFrame) -> str:
     return "no headers"
 
 
-def _missing_message(found: list[str]) -> str:
-    wanted = " and ".join(f"'{CANONICAL_HEADERS[f]}'" for f in MANDATORY)
-    return f"no sheet has the mandatory columns {wanted}; found {'; '.join(found) or 'nothing'}"
+def _mandatory(own_headers: dict[str, str]) -> str:
+    """The mandatory columns by name, with the customer's own name for each where it has one."""
+    own = {FIELD_OF_COLUMN_KEY[key]: header for key, header in own_headers.items()}
+    return " and ".join(f"'{CANONICAL_HEADERS[f]}'" + (f" (or '{own[f]}')" if f in own else "") for f in MANDATORY)
 
 
-def _read_workbook(data: bytes, max_rows: int) -> InputTable:
+def _missing_message(found: list[str], own_headers: dict[str, str]) -> str:
+    return f"no sheet has the mandatory columns {_mandatory(own_headers)}; found {'; '.join(found) or 'nothing'}"
+
+
+def _read_workbook(data: bytes, max_rows: int, own_headers: dict[str, str]) -> InputTable:
+    own = own_aliases(own_headers)
     reader = open_workbook(data)
     seen: list[str] = []
     # A report workbook dropped back into the inbox: its Rejected sheet is what is meant to be imported again.
     for sheet in sorted(reader.sheet_names, key=lambda name: name != "Rejected"):
         whole = load_sheet(reader, sheet)
         top = whole.slice(0, HEADER_SEARCH_ROWS).to_pandas()
-        hit = _find_header(top)
+        hit = _find_header(top, own)
         if hit is None:
             seen.append(f"sheet {sheet!r}: {_describe_headers(top)}")
             continue
@@ -241,8 +265,8 @@ def _read_workbook(data: bytes, max_rows: int) -> InputTable:
         body = whole.slice(header_index + 1).rename_columns([f"__{i}" for i in range(len(headers))]).to_pandas()
         body.columns = headers
         # Excel row numbers: header at header_index + 1 (1-based), data starts one below.
-        return _table(body, header_index + 2, sheet)
-    raise InputError(_missing_message(seen))
+        return _table(body, header_index + 2, sheet, own)
+    raise InputError(_missing_message(seen, own_headers))
 
 
 def _check_rows(rows: int, max_rows: int, where: str) -> None:
@@ -251,7 +275,8 @@ def _check_rows(rows: int, max_rows: int, where: str) -> None:
                          "(max_rows): split it into smaller files")
 
 
-def _read_csv(data: bytes, max_rows: int) -> InputTable:
+def _read_csv(data: bytes, max_rows: int, own_headers: dict[str, str]) -> InputTable:
+    own = own_aliases(own_headers)
     # Lines bound rows (a quoted cell may hold a line break, never the other way round): counted before parsing.
     lines = max(data.count(b"\n"), data.count(b"\r")) + (not data.endswith((b"\n", b"\r")))
     _check_rows(lines - 1, max_rows, "the CSV file")
@@ -269,14 +294,13 @@ def _read_csv(data: bytes, max_rows: int) -> InputTable:
         raise InputError("the file is empty (no rows)")
     for delimiter in (";", ",", "\t", "|"):
         top = pd.DataFrame(list(csv.reader(top_lines, delimiter=delimiter)))
-        hit = _find_header(top)
+        hit = _find_header(top, own)
         if hit is not None:
             break
     else:
         best = max((",", ";", "\t", "|"), key=lambda d: max(line.count(d) for line in top_lines))
         found = _describe_headers(pd.DataFrame(list(csv.reader(top_lines, delimiter=best))))
-        raise InputError(f"the mandatory columns '{CANONICAL_HEADERS[EMAIL]}' and '{CANONICAL_HEADERS[UUID]}' "
-                         f"are missing; found columns {found}")
+        raise InputError(f"the mandatory columns {_mandatory(own_headers)} are missing; found columns {found}")
     header_index, _ = hit
     try:
         with warnings.catch_warnings():
@@ -287,17 +311,13 @@ def _read_csv(data: bytes, max_rows: int) -> InputTable:
     except (pd.errors.ParserError, pd.errors.ParserWarning) as exc:
         raise InputError(f"the CSV file cannot be read ({exc})") from None
     body = body.replace("", pd.NA)
-    return _table(body, header_index + 2, None)
+    return _table(body, header_index + 2, None, own)
 
 
-def _table(raw: pd.DataFrame, first_data_row: int, sheet: str | None) -> InputTable:
+def _table(raw: pd.DataFrame, first_data_row: int, sheet: str | None, own: Aliases) -> InputTable:
     raw = raw.astype("string")
     raw.columns = [str(c).strip() for c in raw.columns]
-    columns: dict[str, str] = {}
-    for header in raw.columns:
-        field = ALIAS_TO_FIELD.get(header_key(header))
-        if field and field not in columns:
-            columns[field] = header
+    columns = {field: raw.columns[position] for field, position in _match_headers(list(raw.columns), own).items()}
     raw[ROW] = np.arange(first_data_row, first_data_row + len(raw), dtype="int64")
     known = [columns[f] for f in (EMAIL, UUID, DATE) if f in columns]
     blank = np.ones(len(raw), dtype=bool)

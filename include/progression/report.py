@@ -2,7 +2,8 @@
 
 The import report's sheets, in order:
   Summary   label/value pairs, then a small "Outcome | Rows" table.
-  Rows      Row, the file's own headers, Outcome, Reason: every input row, in row order.
+  Rows      Row, the file's own headers, Resolved uuid (the content the row named, however it named it; when
+            the outcomes carry it), Outcome, Reason: every input row, in row order.
   Rejected  only the file's own headers and the rejected rows as they were read, so the customer can fix the
             rows and drop the sheet into the inbox again.
 A sheet longer than Excel allows continues on `Rows 2`, `Rows 3`, ...
@@ -82,15 +83,18 @@ def write_import_report(
     """Write the report workbook for one input file to `target` (a binary file object).
 
     `rows`: every input row as text, the original headers `columns` plus the int column `row`.
-    `outcomes`: one row per input row, columns `row`, `outcome`, `reason`; may be empty when the file failed.
+    `outcomes`: one row per input row, columns `row`, `outcome`, `reason`, and `content_uuid` for a Resolved uuid
+    column; may be empty when the file failed.
     Raises ValueError when a header in `columns` is not in `rows` or a row number has more than one outcome.
     """
     positions = _column_positions(rows, columns)
     row_numbers = _row_numbers(rows)
-    outcome, reason = _aligned_outcomes(outcomes, row_numbers)
+    outcome, reason, resolved = _aligned_outcomes(outcomes, row_numbers)
     inputs = [_arrow(rows.iloc[:, position]) for position in positions]
-    every = pa.table([pa.array(row_numbers), *inputs, _arrow(outcome), _arrow(reason)],
-                     names=["Row", *columns, "Outcome", "Reason"])
+    # The uuid each row resolved to, when the outcomes carry it (a row may name its content by title or code).
+    uuids = [_arrow(resolved)] if "content_uuid" in outcomes.columns else []
+    every = pa.table([pa.array(row_numbers), *inputs, *uuids, _arrow(outcome), _arrow(reason)],
+                     names=["Row", *columns, *(["Resolved uuid"] if uuids else []), "Outcome", "Reason"])
     if np.any(np.diff(row_numbers) < 0):  # files are read in row order; a copy only when they are not
         every = every.take(pa.array(np.argsort(row_numbers, kind="stable")))
     rejected = every.filter(pc.fill_null(pc.equal(every["Outcome"], REJECTED), False))
@@ -228,18 +232,19 @@ def _row_numbers(rows: pd.DataFrame) -> np.ndarray:
     return numbers.to_numpy(dtype="int64")
 
 
-def _aligned_outcomes(outcomes: pd.DataFrame, row_numbers: np.ndarray) -> tuple[pd.Series, pd.Series]:
-    """Outcome and reason for each input row (<NA> where there is none), as text."""
+def _aligned_outcomes(outcomes: pd.DataFrame, row_numbers: np.ndarray) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """Outcome, reason and resolved uuid for each input row (<NA> where there is none), as text."""
     if len(outcomes) == 0 or len(row_numbers) == 0:
         empty = pd.Series(pd.NA, index=range(len(row_numbers)), dtype="string")
-        return empty, empty.copy()
+        return empty, empty.copy(), empty.copy()
     by_row = outcomes.set_index(outcomes[ROW].astype("int64"))
     if by_row.index.has_duplicates:
         repeated = sorted(set(by_row.index[by_row.index.duplicated()].tolist()))
         raise ValueError(f"more than one outcome for row(s) {repeated[:10]}")
     aligned = by_row.reindex(row_numbers)
-    reason = aligned["reason"] if "reason" in aligned.columns else pd.Series(pd.NA, index=aligned.index)
-    return aligned["outcome"].astype("string"), reason.astype("string")
+    blank = pd.Series(pd.NA, index=aligned.index)
+    return (aligned["outcome"].astype("string"), aligned.get("reason", blank).astype("string"),
+            aligned.get("content_uuid", blank).astype("string"))
 
 
 def _outcome_counts(outcomes: pd.DataFrame) -> dict[str, int]:

@@ -169,7 +169,9 @@ def recover(target: Target, airflow_run_is_live: AirflowRunIsLive | None) -> lis
 
 def _recover_run(target: Target, run: dict) -> str:
     root, staging = target.root, run["staging"]
-    held = claimed_file(staging, run["subject"]) if staging and run["dag_id"] == IMPORT_DAG else None
+    # An import or a check moved the file into staging; a dry run of an inbox file only copied it there.
+    claims = run["dag_id"] == IMPORT_DAG and (not run["dry_run"] or storage.is_check(run["subject"]))
+    held = claimed_file(staging, run["subject"]) if staging and claims else None
     where = ""
     status, message = run["status"], run["message"]
     with writing(target) as conn:
@@ -179,7 +181,7 @@ def _recover_run(target: Target, run: dict) -> str:
                 status = "abandoned"
                 streak = [run["run_id"], *ledger.failure_streak(conn, run["customer"], checksum)]
                 if len(streak) >= STRIKES:
-                    folder = f"{storage.FAILED}/{run['content_type']}" if run["content_type"] else storage.FAILED
+                    folder = storage.archive_folder(run["subject"], True, run["content_type"])
                     message = (f"{run['subject']}: these bytes failed {len(streak)} times in a row (runs "
                                f"{', '.join(reversed(streak))}); moved to {folder}/ instead of trying again")
                 else:
@@ -187,7 +189,7 @@ def _recover_run(target: Target, run: dict) -> str:
                     message = (f"{run['subject']}: the run stopped before it finished (worker killed or lost); "
                                "nothing was written and the file went back to the inbox for the next run")
             else:  # it got as far as deciding; only the move out of staging was left undone
-                folder = f"{storage.FAILED if status == 'failed' else storage.PROCESSED}/{run['content_type']}"
+                folder = storage.archive_folder(run["subject"], status == "failed", run["content_type"])
             where = storage.free_name(root, folder, run["subject"].rsplit("/", 1)[-1], ledger.utcnow())
             storage.move(root, held, where)
             ledger.update_run(conn, run["run_id"], checksum=checksum)
@@ -210,5 +212,5 @@ def release_staging(target: Target, run_id: str, staging: str) -> None:
 
 
 def claimed_file(staging: str, subject: str) -> str:
-    """Where an import run keeps the file it claimed from the inbox."""
+    """Where an import run keeps the file it claimed from the inbox or the check folder."""
     return f"{staging}/claimed/{subject.rsplit('/', 1)[-1]}"

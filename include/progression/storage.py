@@ -28,6 +28,8 @@ import pandas as pd
 from progression.customers import CONTENT_TYPES
 
 INBOX, PROCESSED, FAILED, REPORTS, STAGING = "inbox", "processed", "failed", "reports", "staging"
+CHECK, CHECKED = "check", "checked"  # files a customer wants checked against the platform, never imported
+CROSSWALK = "mappings/content.xlsx"  # the customer's own codes for its content: `Code`, `Content uuid`
 Root = Any  # ObjectStoragePath in the DAGs, pathlib.Path in tests: both are pathlib-like
 
 # O_NONBLOCK: opening a FIFO someone left in the inbox returns at once (and is then refused) instead of hanging.
@@ -72,15 +74,17 @@ def is_candidate(name: str) -> bool:
     return not name.startswith((".", "~$"))
 
 
-def inbox_files(root: Root, content_type: str | None = None) -> Inbox:
-    """Every regular file waiting in the inbox (with the content type of its folder), oldest name first, and every
-    link or other odd entry refused (links to folders too, including a link as `inbox/activities`)."""
+def inbox_files(root: Root, content_type: str | None = None, tops: tuple[str, ...] = (INBOX, CHECK)) -> Inbox:
+    """Every regular file waiting in the inbox and the check folder (`tops`), with the content type of its folder,
+    by folder and name, and every link or other odd entry refused (links to folders too, including a link as
+    `inbox/activities`)."""
     inbox = Inbox()
     wanted = [content_type] if content_type else list(CONTENT_TYPES)
-    folders = _take_folder(root, INBOX, None, wanted, inbox)
-    for folder in wanted:
-        if folder in folders:
-            _take_folder(root, f"{INBOX}/{folder}", folder, [], inbox)
+    for top in tops:
+        folders = _take_folder(root, top, None, wanted, inbox)
+        for folder in wanted:
+            if folder in folders:
+                _take_folder(root, f"{top}/{folder}", folder, [], inbox)
     return inbox
 
 
@@ -117,7 +121,19 @@ def files_in(root: Root, rel: str) -> list[str]:
 
 def type_from_folder(rel: str) -> str | None:
     parts = rel.split("/")
-    return parts[1] if len(parts) >= 3 and parts[0] == INBOX and parts[1] in CONTENT_TYPES else None
+    return parts[1] if len(parts) >= 3 and parts[0] in (INBOX, CHECK) and parts[1] in CONTENT_TYPES else None
+
+
+def is_check(rel: str) -> bool:
+    """A file the customer put in the check folder: read, validated and decided as an import, never written."""
+    return rel.startswith(f"{CHECK}/")
+
+
+def archive_folder(rel: str, failed: bool, content_type: str | None) -> str:
+    """Where a file ends once its run has decided: `checked/` for a check, else `failed/` or `processed/`; in the
+    sub-folder of its content type when it has one."""
+    folder = CHECKED if is_check(rel) else FAILED if failed else PROCESSED
+    return f"{folder}/{content_type}" if content_type else folder
 
 
 def checksum(data: bytes) -> str:

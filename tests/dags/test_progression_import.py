@@ -71,7 +71,7 @@ def test_every_dag_imports_and_the_trigger_form_offers_every_param_with_a_descri
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     described = json.loads(done.stdout.strip().splitlines()[-1])
-    assert set(described) == {"customer", "path", "content_type", "dry_run", "on_existing", "force"}
+    assert set(described) == {"customer", "path", "content_type", "dry_run", "on_existing", "force", "check"}
     assert all(described.values())
 
 
@@ -103,6 +103,29 @@ def test_one_file_of_one_customer_as_a_dry_run(world):
     assert count_completions(world, "acme") == 0
     assert (world["dir"] / "acme/inbox/activities/q3.xlsx").exists()
     assert (world["dir"] / "acme" / summary["reports"]["acme/activities/q3.xlsx"]).exists()
+
+
+def test_check_true_checks_the_check_folder_writes_nothing_and_leaves_the_inbox(world):
+    drop(world, "acme", "check/activities/q3.xlsx", activities_file(world, "acme", 3))
+    drop(world, "acme", "check/journeys/wrong.xlsx", activities_file(world, "acme", 1, bad=3))
+    drop(world, "acme", "inbox/activities/waiting.xlsx", activities_file(world, "acme", 2))
+    done = dags_test(world, {"customer": "acme", "check": True})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]  # a check that finds faults is no failure
+    summary = summary_of(done)
+    assert summary["checked"] == {"acme/check/activities/q3.xlsx": "succeeded",
+                                  "acme/check/journeys/wrong.xlsx": "failed"}
+    assert summary["files"] == 0 and summary["imported"] == 0 and summary["failed"] == []
+    assert count_completions(world, "acme") == 0
+    acme = world["dir"] / "acme"
+    assert (acme / "checked/activities/q3.xlsx").exists() and (acme / "checked/journeys/wrong.xlsx").exists()
+    assert (acme / "inbox/activities/waiting.xlsx").exists()
+    report = summary["reports"]["acme/check/activities/q3.xlsx"]
+    assert report.endswith(f"q3.check.{summary['runs']['acme/check/activities/q3.xlsx']}.xlsx")
+    assert (acme / report).exists()
+    with engine_for(f"sqlite:///{world['dir'] / 'acme.db'}").connect() as conn:
+        checks = ledger.list_runs(conn, customer="acme")
+    assert sorted((run["run_id"].split("-")[0], run["dry_run"], run["rows_read"]) for run in checks) == [
+        ("check", True, 3), ("check", True, 4)]
 
 
 def test_a_failed_file_is_reported_archived_and_visible(world):

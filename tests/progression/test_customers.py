@@ -39,6 +39,13 @@ def test_an_expected_file_interval_is_a_duration_and_absent_means_no_expectation
     assert registry(tmp_path, ACME + "  expect_files_every: 2w\n").get("acme").expected_every == timedelta(days=14)
 
 
+def test_a_customer_may_name_its_own_columns(tmp_path):
+    text = ACME + '  columns: {email: "Werknemer e-mail", uuid: Cursus, date: "Afgerond op"}\n'
+    assert registry(tmp_path, text).get("acme").columns == {
+        "email": "Werknemer e-mail", "uuid": "Cursus", "date": "Afgerond op"}
+    assert registry(tmp_path, ACME).get("acme").columns == {}
+
+
 def test_the_schedule_can_be_changed_or_switched_off_for_manual_runs(tmp_path):
     assert registry(tmp_path, 'schedule: "30 4 * * *"\n' + ACME).schedule == "30 4 * * *"
     assert registry(tmp_path, "schedule: null\n" + ACME).schedule is None
@@ -64,6 +71,9 @@ def test_values_are_expanded_from_the_environment(tmp_path, monkeypatch):
     (ACME + "  on_existing: never\n", "on_existing must be one of keep, earliest, latest, overwrite"),
     (ACME.replace("acme:", "Acme Corp:"), "a slug is lowercase letters"),
     ("acme: [1, 2]\n", "expected a mapping of settings"),
+    (ACME + "  columns: {mail: Werknemer}\n", "customer 'acme' in .*: columns maps email, uuid, date each to its own"),
+    (ACME + "  columns: {email: Cursus, uuid: cursus}\n", "columns maps email, uuid, date each to its own header"),
+    (ACME + "  columns: {email: ''}\n", "columns maps email, uuid, date each to its own header"),
 ])
 def test_a_mistake_names_the_customer_and_the_setting(tmp_path, text, message):
     with pytest.raises(RegistryError, match=message):

@@ -20,9 +20,9 @@ from progression.platform import content, content_items
 HEADER = ["User email", "Content uuid", "Completion date"]
 
 
-def run(target, rel, *, content_type=None, dry_run=False, on_existing=None, force=False, now=NOW):
+def run(target, rel, *, content_type=None, dry_run=False, on_existing=None, force=False, now=NOW, check=False):
     jobs = plan(target, path=rel, content_type=content_type, dry_run=dry_run, on_existing=on_existing,
-                force=force, airflow_run_id="manual__test", started=now)
+                force=force, airflow_run_id="manual__test", started=now, check=check)
     assert len(jobs) == 1
     return run_file(target, jobs[0])
 
@@ -315,6 +315,7 @@ def test_a_file_over_the_customer_max_rows_fails_whole(target, platform):
     ({"path": "inbox/activities/missing.xlsx"}, "does not exist"),
     ({"content_type": "courses"}, "content_type 'courses'"),
     ({"on_existing": "sometimes"}, "on_existing 'sometimes'"),
+    ({"path": "inbox/activities/q3.xlsx", "check": True}, "check takes a path in the check folder"),
 ])
 def test_a_bad_conf_is_refused_before_any_work(target, conf, message):
     kwargs = {"path": None, "content_type": None, "dry_run": False, "on_existing": None, "force": False,
@@ -323,15 +324,20 @@ def test_a_bad_conf_is_refused_before_any_work(target, conf, message):
         plan(target, **kwargs)
 
 
-def test_without_a_path_every_inbox_file_is_planned_with_its_folder_type(target):
+def test_without_a_path_every_inbox_and_check_file_is_planned_with_its_folder_type(target):
     for rel in ("inbox/activities/a.xlsx", "inbox/journeys/b.xlsx", "inbox/programmes/c.csv",
-                "inbox/activities/~$a.xlsx", "inbox/activities/.hidden"):
+                "inbox/activities/~$a.xlsx", "inbox/activities/.hidden", "check/journeys/d.xlsx",
+                "checked/activities/e.xlsx", "processed/activities/f.xlsx"):
         drop(target.root, rel, b"x")
-    jobs = plan(target, path=None, content_type=None, dry_run=False, on_existing=None, force=False,
-                airflow_run_id=None, started=NOW)
-    assert [(j.path, j.content_type) for j in jobs] == [
-        ("inbox/activities/a.xlsx", "activities"), ("inbox/journeys/b.xlsx", "journeys"),
-        ("inbox/programmes/c.csv", "programmes")]
+    conf = {"path": None, "content_type": None, "dry_run": False, "on_existing": None, "force": False,
+            "airflow_run_id": None, "started": NOW}
+    jobs = plan(target, **conf)
+    assert [(j.path, j.content_type, j.dry_run, j.run_id.split("-")[0]) for j in jobs] == [
+        ("inbox/activities/a.xlsx", "activities", False, "import"), ("inbox/journeys/b.xlsx", "journeys", False,
+                                                                     "import"),
+        ("inbox/programmes/c.csv", "programmes", False, "import"), ("check/journeys/d.xlsx", "journeys", True,
+                                                                    "check")]
+    assert [j.path for j in plan(target, **{**conf, "check": True})] == ["check/journeys/d.xlsx"]
 
 
 def test_a_link_in_the_inbox_is_refused_and_left_where_it_is(target, tmp_path, caplog):
@@ -349,3 +355,138 @@ def test_a_link_in_the_inbox_is_refused_and_left_where_it_is(target, tmp_path, c
         plan(target, path="inbox/activities/theirs.xlsx", **conf)
     assert (target.root / "inbox/activities/theirs.xlsx").is_symlink()
     assert (tmp_path / "globex/inbox/activities/theirs.xlsx").read_bytes() == b"theirs"
+
+
+# --- the check folder -----------------------------------------------------------------------------------------------
+
+def journal_rows(engine) -> int:
+    with engine.connect() as conn:
+        return conn.execute(sa.select(sa.func.count()).select_from(ledger.journal)).scalar()
+
+
+def test_a_checked_file_writes_nothing_reports_moves_to_checked_and_does_not_block_its_import(target, platform):
+    a = platform.uuids["activity"]
+    data = xlsx([[platform.emails[0], a[0], "2024-03-31"], [platform.emails[1], a[1], None],
+                 ["nobody@acme.example", a[2], "2024-03-31"]])
+    rel = drop(target.root, "check/activities/q3.xlsx", data)
+    checked = run(target, rel)
+    assert checked.status == "ok" and checked.run_id.startswith("check-acme-")
+    assert checked.counts["imported"] == 2 and checked.counts["rejected"] == 1  # what an import would do
+    assert stored(target.engine) == {} and journal_rows(target.engine) == 0
+    assert not (target.root / rel).exists() and (target.root / "checked/activities/q3.xlsx").read_bytes() == data
+    assert checked.report == f"reports/2026-11-28/q3.check.{checked.run_id}.xlsx"
+    rows = report_rows(target, checked)
+    assert [row[-2] for row in rows[1:]] == ["imported", "imported", "rejected"]
+    assert "no user with e-mail nobody@acme.example" in rows[3][-1]
+    summary = dict(openpyxl.load_workbook(target.root / checked.report, read_only=True)["Summary"]
+                   .iter_rows(max_col=2, values_only=True))
+    assert summary["Status"] == "CHECK, nothing written: ok"
+    with target.engine.connect() as conn:
+        recorded = ledger.get_run(conn, checked.run_id)
+    assert (recorded["dag_id"], recorded["subject"], recorded["dry_run"], recorded["status"]) == (
+        "progression_import", "check/activities/q3.xlsx", True, "succeeded")
+    assert recorded["report_path"] == checked.report and recorded["staging"] is None
+
+    imported = run(target, drop(target.root, "inbox/activities/q3.xlsx", data))
+    assert imported.status == "ok" and imported.counts["imported"] == 2
+    assert len(stored(target.engine)) == 2
+
+
+def test_a_check_of_bytes_imported_before_is_not_skipped_and_says_so(target, platform):
+    data = xlsx([[platform.emails[0], platform.uuids["activity"][0], "2024-03-31"]])
+    first = run(target, drop(target.root, "inbox/activities/a.xlsx", data))
+    checked = run(target, drop(target.root, "check/activities/a.xlsx", data))
+    assert checked.status == "ok" and checked.counts["kept"] == 1
+    assert f"imported by run {first.run_id}" in checked.message
+    assert (target.root / "checked/activities/a.xlsx").exists()
+
+
+@pytest.mark.parametrize("rows, header, message", [
+    ([["bad", "x", "2024-01-02"], ["x@y", "nope", "2024-01-02"]], HEADER, "2 of 2 rows rejected"),
+    ([["a@b.nl", "x", "2024-01-01"]], ["Email", "Course", "Date"], "'Email', 'Course', 'Date'"),
+])
+def test_a_checked_file_that_an_import_would_fail_goes_to_checked_with_its_report(target, rows, header, message):
+    target.customer = replace(target.customer, max_error_rate=0.25)
+    checked = run(target, drop(target.root, "check/activities/bad.xlsx", xlsx(rows, header)))
+    assert checked.failed and message in checked.message
+    assert (target.root / "checked/activities/bad.xlsx").exists() and not (target.root / "failed").exists()
+    assert (target.root / checked.report).exists() and ".check." in checked.report
+    assert stored(target.engine) == {}
+
+
+# --- content named by uuid, title or the customer's code -----------------------------------------------------------
+
+def retitle(engine, titles: dict[str, str]) -> None:
+    with engine.begin() as conn:
+        for uuid, title in titles.items():
+            conn.execute(sa.update(content).where(content.c.uuid == uuid).values(title=title))
+
+
+def test_content_is_named_by_uuid_title_or_crosswalk_code_each_refusal_with_its_reason(target, engine):
+    acme, other = describe(engine, "acme"), describe(engine, "other")
+    a, journey = acme.uuids["activity"], acme.uuids["journey"][0]
+    retitle(engine, {a[0]: "Excel Essentials", journey: "Fire Safety", a[1]: "Fire Safety ", a[4]: "fire safety",
+                     other.uuids["activity"][0]: "Excel Essentials"})
+    drop(target.root, "mappings/content.xlsx", workbook_bytes(["Code", "Content uuid"], [
+        ["SAF-101", a[2].upper()], ["OTHER-1", other.uuids["activity"][1]], ["J-1", journey], ["LOST", None],
+        ["TWICE", a[2]], ["TWICE", a[3]], ["Fire Safety", a[3]]]))
+    rows = [["  excel ESSENTIALS ", "2024-01-02"],   # 2: a title unique among acme's activities
+            ["fire safety", "2024-01-02"],           # 3: a code wins over the title it also is
+            ["saf-101", "2024-01-02"],               # 4: a code, compared case-insensitively
+            ["NOPE-9", "2024-01-02"],                # 5: neither
+            ["OTHER-1", "2024-01-02"],               # 6: a code of another platform's content
+            ["J-1", "2024-01-02"],                   # 7: a code of a journey
+            ["LOST", "2024-01-02"],                  # 8: a code without a uuid
+            ["TWICE", "2024-01-02"],                 # 9: a code with two uuids
+            [a[5], "2024-01-02"]]                    # 10: a uuid as ever
+    job = run(target, drop(target.root, "inbox/activities/named.xlsx",
+                           xlsx([[acme.emails[i], *row] for i, row in enumerate(rows)])))
+    report = {row[0]: row for row in report_rows(target, job)[1:]}
+    assert report_rows(target, job)[0] == ("Row", *HEADER, "Resolved uuid", "Outcome", "Reason")
+    assert {n: (r[4], r[5]) for n, r in report.items() if r[5] != "rejected"} == {
+        2: (a[0], "imported"), 3: (a[3], "imported"), 4: (a[2], "imported"), 10: (a[5], "imported")}
+    assert stored(target.engine).keys() == {(acme.emails[0], a[0]), (acme.emails[1], a[3]), (acme.emails[2], a[2]),
+                                            (acme.emails[8], a[5])}
+    reasons = {n: r[-1] for n, r in report.items() if r[5] == "rejected"}
+    assert reasons[5] == ("'nope-9' is neither a content uuid, the title of one of the activities on platform acme, "
+                          "nor a code in mappings/content.xlsx")
+    assert reasons[6] == (f"code 'OTHER-1' in mappings/content.xlsx names content {other.uuids['activity'][1]}, "
+                          "which is not on platform acme")
+    assert reasons[7] == "content j-1 is a journey, this file holds activities"
+    assert reasons[8] == "code 'LOST' has no content uuid in mappings/content.xlsx (row 5)"
+    assert reasons[9] == "code 'TWICE' is given more than one content uuid in mappings/content.xlsx (rows 6, 7)"
+    assert job.counts["rejected_by_reason"] == {"unknown title or code": 1, "code of unknown content": 1,
+                                                "wrong content type": 1, "code without content": 2}
+
+
+def test_a_title_shared_by_several_items_of_the_type_is_refused_and_one_of_another_type_is_unknown(target, engine):
+    acme = describe(engine, "acme")
+    a = acme.uuids["activity"]
+    retitle(engine, {a[0]: "Fire Safety", a[1]: " FIRE SAFETY", acme.uuids["journey"][0]: "Leading Teams"})
+    job = run(target, drop(target.root, "inbox/activities/titles.xlsx", xlsx([
+        [acme.emails[0], "Fire safety", "2024-01-02"], [acme.emails[0], "Leading Teams", "2024-01-02"]])))
+    reasons = [row[-1] for row in report_rows(target, job)[1:]]
+    assert reasons[0] == ("title 'fire safety' is the title of 2 activities on platform acme: use the content uuid of "
+                          "the one meant")
+    assert reasons[1].startswith("'leading teams' is neither a content uuid")
+    assert job.counts["rejected_by_reason"] == {"ambiguous title": 1, "unknown title or code": 1}
+    assert stored(target.engine) == {}
+
+
+def test_a_crosswalk_that_cannot_be_read_rejects_only_the_rows_that_need_it(target, platform):
+    drop(target.root, "mappings/content.xlsx", workbook_bytes(["Code", "Uuid"], [["SAF-101", "x"]]))
+    job = run(target, drop(target.root, "inbox/activities/codes.xlsx", xlsx([
+        [platform.emails[0], "SAF-101", "2024-01-02"], [platform.emails[0], platform.uuids["activity"][0], None]])))
+    assert job.counts["imported"] == 1 and job.counts["rejected"] == 1
+    reason = report_rows(target, job)[1][-1]
+    assert "(mappings/content.xlsx cannot be read: the columns 'Code' and 'Content uuid' are missing" in reason
+
+
+def test_a_customer_own_headers_import(target, platform):
+    target.customer = replace(target.customer, columns={"email": "Werknemer e-mail", "uuid": "Cursus",
+                                                        "date": "Afgerond op"})
+    job = run(target, drop(target.root, "inbox/activities/eigen.xlsx", xlsx(
+        [[platform.emails[0], platform.uuids["activity"][0], "31-03-2024"]],
+        header=["Werknemer E-mail", "Cursus", "Afgerond op"])))
+    assert job.status == "ok" and job.counts["imported"] == 1
+    assert stored(target.engine)[(platform.emails[0], platform.uuids["activity"][0])][0] == utc("2024-03-30 23:00")

@@ -119,6 +119,32 @@ def test_missing_mandatory_column_in_csv_names_its_columns():
     assert "'Content uuid', 'Date'" in message
 
 
+OWN = {"email": "Werknemer e-mail", "uuid": "Cursus", "date": "Afgerond op"}
+
+
+@pytest.mark.parametrize("name, data", [
+    ("x.xlsx", one_sheet([["Email", "Werknemer E-mail", " CURSUS ", "Afgerond op"],
+                          ["boss@example.com", "ann@example.com", U1, "2024-03-31"]])),
+    ("x.csv", f"Email;Werknemer E-mail;CURSUS;Afgerond op\nboss@example.com;ann@example.com;{U1};2024-03-31\n"
+     .encode()),
+])
+def test_a_customer_own_headers_are_matched_as_the_aliases_are_and_come_first(name, data):
+    table = read_input(data, name, own_headers=OWN)
+    assert table.columns == {EMAIL: "Werknemer E-mail", UUID: "CURSUS", DATE: "Afgerond op"}
+    assert table.canonical()[[EMAIL, UUID, DATE]].values.tolist() == [["ann@example.com", U1, "2024-03-31"]]
+
+
+def test_the_built_in_spellings_still_work_for_a_customer_with_own_headers():
+    table = read_input(one_sheet([["E-mail", "Content uuid"], ["ann@example.com", U1]]), "x.xlsx",
+                       own_headers={"uuid": "Cursus"})
+    assert table.columns == {EMAIL: "E-mail", UUID: "Content uuid"}
+
+
+def test_a_missing_column_names_the_customer_own_header_as_well():
+    with pytest.raises(InputError, match="'Content uuid' \\(or 'Cursus'\\)"):
+        read_input(one_sheet([["Werknemer e-mail", "Course"], ["ann@example.com", U1]]), "x.xlsx", own_headers=OWN)
+
+
 # --- sheets and Excel row numbers ----------------------------------------------------------------------------------
 
 def test_first_sheet_having_the_headers_is_used():

@@ -165,6 +165,32 @@ def test_a_run_that_died_after_writing_keeps_its_completions_and_archives_the_fi
     assert len(stored(target.engine)) == 4
 
 
+@pytest.mark.parametrize("last_stage, status, back_to", [
+    ("validate", "abandoned", "check/activities/q3.xlsx"), ("report", "succeeded", "checked/activities/q3.xlsx")])
+def test_a_check_that_died_puts_its_file_back_in_the_check_folder_or_in_checked(target, platform, last_stage,
+                                                                               status, back_to):
+    rel = drop(target.root, "check/activities/q3.xlsx", activities(platform))
+    died = die_after(target, plan_one(target, rel), last_stage)
+    [line] = recover(target, airflow_run_is_live=dead)
+    assert back_to in line
+    row = next(r for r in ledger_rows(target.engine) if r["run_id"] == died.run_id)
+    assert row["status"] == status and row["staging"] is None
+    assert files_under(target.root / "check") + files_under(target.root / "checked") == [back_to.split("/", 1)[1]]
+    assert stored(target.engine) == {}
+
+
+def test_a_dry_run_that_died_leaves_the_inbox_as_it_was(target, platform):
+    data = activities(platform)
+    rel = drop(target.root, "inbox/activities/q3.xlsx", data)
+    jobs = plan(target, path=rel, content_type=None, dry_run=True, on_existing=None, force=False,
+                airflow_run_id="manual__dry", started=NOW)
+    die_after(target, jobs[0], "validate")
+    [line] = recover(target, airflow_run_is_live=dead)
+    assert "abandoned" in line
+    assert files_under(target.root) == [rel]  # its copy went with its staging; no second file
+    assert (target.root / rel).read_bytes() == data
+
+
 def test_the_same_bytes_dying_three_times_go_to_failed(target, platform):
     data = activities(platform)
     rel = "inbox/activities/poison.xlsx"

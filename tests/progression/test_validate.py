@@ -59,17 +59,19 @@ def test_valid_rows_come_out_normalised_with_utc_dates():
     ("ann@@example.com", U1, "invalid e-mail", "invalid e-mail in column 'User email': 'ann@@example.com'"),
     ("ann@example.com", None, "missing content uuid", "missing content uuid in column 'Content uuid'"),
     ("ann@example.com", "", "missing content uuid", "missing content uuid in column 'Content uuid'"),
-    ("ann@example.com", "Excel 101", "invalid content uuid", "invalid content uuid in column 'Content uuid': 'Excel 101'"),
-    ("ann@example.com", U1[:-1], "invalid content uuid", f"invalid content uuid in column 'Content uuid': '{U1[:-1]}'"),
-    ("ann@example.com", U1.replace("-", ""), "invalid content uuid",
-     f"invalid content uuid in column 'Content uuid': '{U1.replace('-', '')}'"),
-    ("ann@example.com", "{" + U1 + "}", "invalid content uuid",
-     "invalid content uuid in column 'Content uuid': '{" + U1 + "}'"),
 ])
 def test_column_rules_reject_the_row_with_a_reason(email, uuid, code, reason):
     valid, rejected = check(rows(("ok@example.com", U2, None), (email, uuid, None)))
     assert valid[ROW].tolist() == [2]
     assert reasons(rejected) == {3: (code, reason)}
+
+
+@pytest.mark.parametrize("content", ["Excel 101", U1[:-1], U1.replace("-", ""), "{" + U1 + "}", "SAF-101"])
+def test_content_named_otherwise_than_by_a_uuid_passes_for_resolving_to_judge(content):
+    """A title or a customer's code is looked up when resolving; here it is only trimmed and lowercased."""
+    valid, rejected = check(rows(("ann@example.com", f"  {content} ", None)))
+    assert rejected.empty
+    assert valid["uuid_key"].tolist() == [content.lower()]
 
 
 def test_a_whitespace_only_email_counts_as_missing():
@@ -79,11 +81,11 @@ def test_a_whitespace_only_email_counts_as_missing():
 
 def test_reasons_name_the_header_used_in_the_file():
     headers = {EMAIL: "E-mail", UUID: "Content ID", DATE: "Completed on"}
-    _valid, rejected = check(rows(("nope", U1, None), ("ann@example.com", "x", None),
+    _valid, rejected = check(rows(("nope", U1, None), ("ann@example.com", None, None),
                                   ("ann@example.com", U1, "tomorrow")), headers)
     assert reasons(rejected) == {
         2: ("invalid e-mail", "invalid e-mail in column 'E-mail': 'nope'"),
-        3: ("invalid content uuid", "invalid content uuid in column 'Content ID': 'x'"),
+        3: ("missing content uuid", "missing content uuid in column 'Content ID'"),
         4: ("unreadable date", "unreadable date 'tomorrow' in column 'Completed on'"),
     }
 
@@ -94,7 +96,7 @@ def test_reasons_name_the_header_used_in_the_file():
     ("not-an-email", None, None, "invalid e-mail"),
     ("not-an-email", "not-a-uuid", "2099-01-01", "invalid e-mail"),
     ("ann@example.com", None, "soon", "missing content uuid"),
-    ("ann@example.com", "not-a-uuid", "2099-01-01", "invalid content uuid"),
+    ("ann@example.com", "not-a-uuid", "2099-01-01", "date in the future"),
     ("ann@example.com", U1, "2099-01-01", "date in the future"),
     ("ann@example.com", U1, "soon", "unreadable date"),
 ])
@@ -128,10 +130,9 @@ def test_every_row_ends_up_valid_or_rejected_exactly_once_in_file_order():
         ("bad", None, "x"), ("f@example.com", U1, "2099-01-01"), ("G@Example.com", U2, "2024-01-01"),
     )
     valid, rejected = check(frame)
-    assert valid[ROW].tolist() == [2, 5, 8]
-    assert rejected[ROW].tolist() == [3, 4, 6, 7]
-    assert rejected["reason_code"].tolist() == ["missing e-mail", "invalid content uuid", "invalid e-mail",
-                                                "date in the future"]
+    assert valid[ROW].tolist() == [2, 4, 5, 8]
+    assert rejected[ROW].tolist() == [3, 6, 7]
+    assert rejected["reason_code"].tolist() == ["missing e-mail", "invalid e-mail", "date in the future"]
     assert valid.loc[valid[ROW] == 8, "email_key"].item() == "g@example.com"
 
 
