@@ -88,20 +88,18 @@ def template_workbook(customer: Customer, content_type: str, items: list[Item], 
 
     instructions = book.create_sheet(INSTRUCTIONS_SHEET)
     _header(instructions, ["Topic", "What to know"], [22, 110])
-    for line in instruction_lines(customer, content_type, bool(items), written_at):
-        _text_row(instructions, line)
+    _text_rows(instructions, instruction_lines(customer, content_type, bool(items), written_at))
 
     has_parents = content_type != "programmes"
     content = book.create_sheet(CONTENT_SHEET)
     _header(content, LIST_HEADERS + ([PARENT_HEADER] if has_parents else []), [40, 48, 80])
-    for item in items:
-        _text_row(content, [item.uuid, item.title] + ([item.parents] if has_parents else []))
+    _text_rows(content, [[item.uuid, item.title] + ([item.parents] if has_parents else []) for item in items])
 
     hidden = book.create_sheet(LIST_SHEET)
     hidden.sheet_state = "hidden"
     _header(hidden, LIST_HEADERS, [40, 48])
-    for item in sorted(items, key=lambda item: (item.title.casefold(), item.uuid)):
-        _text_row(hidden, [item.uuid, item.title])
+    _text_rows(hidden, [[item.uuid, item.title]
+                        for item in sorted(items, key=lambda item: (item.title.casefold(), item.uuid))])
     return book
 
 
@@ -152,7 +150,7 @@ def instruction_lines(customer: Customer, content_type: str, has_items: bool, wr
 
 
 def _header(sheet: Worksheet, headers: list[str], widths: list[float]) -> None:
-    _text_row(sheet, headers)
+    _text_rows(sheet, [headers], first_row=1)
     for cell in sheet[1]:
         cell.font = _BOLD
     for column, width in zip("ABCD", widths):
@@ -160,9 +158,11 @@ def _header(sheet: Worksheet, headers: list[str], widths: list[float]) -> None:
     sheet.freeze_panes = "A2"
 
 
-def _text_row(sheet: Worksheet, values: list[object]) -> None:
-    """A row of text cells: openpyxl takes a string starting with `=` for a formula unless told otherwise."""
-    sheet.append([clean_cell(value) for value in values])
-    for cell in sheet[sheet.max_row]:
-        if isinstance(cell.value, str):
-            cell.data_type = "s"
+def _text_rows(sheet: Worksheet, rows: list[list[object]], first_row: int = 2) -> None:
+    """Rows of text cells from `first_row` on: openpyxl takes a string starting with `=` for a formula unless told
+    otherwise."""
+    for row, values in enumerate(rows, start=first_row):
+        for column, value in enumerate(values, start=1):
+            cell = sheet.cell(row, column, clean_cell(value))
+            if isinstance(cell.value, str):
+                cell.data_type = "s"
