@@ -9,6 +9,7 @@ import sys
 from progression import demo, health, ledger
 from progression.customers import load_registry
 from progression.platform import create_platform_tables
+from progression.templates import write_templates
 from progression_airflow import platform_engine, storage_root, target_for
 
 
@@ -31,6 +32,9 @@ def main(argv: list[str]) -> int:
     check.add_argument("conn_id", help="Airflow connection id of the platform database")
     seed = commands.add_parser("seed-demo", help="create the demo platform and drop sample files in its inbox")
     seed.add_argument("customer", help="customer slug from the registry, e.g. demo")
+    templates = commands.add_parser("templates", help="write the customer's template workbooks, one per content "
+                                    "type, to templates/ in its storage")
+    templates.add_argument("customer", help="customer slug from the registry")
     transfer = commands.add_parser("demo-transfer", help="print the run conf of the demo's transfer (a journey with "
                                    "completions to another journey) for progression_transfer")
     transfer.add_argument("customer", help="customer slug from the registry, e.g. demo")
@@ -67,6 +71,10 @@ def main(argv: list[str]) -> int:
         customer = load_registry().get(args.customer)
         old, new = demo.transfer_pair(platform_engine(customer.platform_conn_id), customer.platform)
         print(json.dumps({"customer": customer.slug, "old_uuid": old, "new_uuid": new, "dry_run": not args.real}))
+    elif args.command == "templates":
+        customer = load_registry().get(args.customer)
+        for rel in write_templates(target_for(customer)):
+            print(f"{customer.slug}: wrote {rel}")
     elif args.command == "summary":
         customer = load_registry().get(args.customer)
         with platform_engine(customer.platform_conn_id).connect() as conn:

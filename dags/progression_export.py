@@ -1,4 +1,5 @@
-"""The progression export workbook of one customer: #Activities, #Journeys, #Programmes and Content.
+"""The progression export workbook of one customer (#Activities, #Journeys, #Programmes and Content), and its
+template workbooks `templates/<type>.xlsx` written afresh.
 
 Triggered by hand for the customer in the form, or by the asset events of runs that changed completions
 (`progression://<customer>/completions`), then for each customer those events name."""
@@ -31,7 +32,8 @@ REGISTRY = load_registry()
 def progression_export():
     @task
     def export(params: dict, run_id: str, triggering_asset_events=None) -> dict:
-        """Stream the workbook into the customer's reports folder; the summary is the last line of the log."""
+        """Stream the workbook into the customer's reports folder and write its templates; the summary is the last
+        line of the log."""
         import json
 
         from progression.export import run_export

@@ -42,7 +42,7 @@ def local_text(value, tz: ZoneInfo) -> str:
     return moment.astimezone(tz).isoformat(sep=" ")
 
 
-def _parents(conn: Connection, platform: int) -> dict[int, str]:
+def content_parents(conn: Connection, platform: int) -> dict[int, str]:
     """content id -> the uuids of the items that contain it, `;`-separated."""
     parent = content.alias("parent")
     found: dict[int, list[str]] = defaultdict(list)
@@ -71,7 +71,8 @@ def _completions(conn: Connection, platform: int, kind: str, parents: dict[int, 
         yield row if kind == "programme" else [*row, parents.get(item, "")]
 
 
-def _content(conn: Connection, platform: int, parents: dict[int, str]) -> list[list]:
+def content_list(conn: Connection, platform: int, parents: dict[int, str]) -> list[list]:
+    """Every item of the platform as [uuid, type, title, parent uuids], by type and then title."""
     query = (sa.select(content.c.id, content.c.uuid, content.c.type, content.c.title)
              .where(content.c.platform_id == platform).order_by(content.c.type, content.c.title, content.c.uuid))
     return [[str(uuid), kind, title, parents.get(item, "")] for item, uuid, kind, title in conn.execute(query)]
@@ -82,8 +83,8 @@ def write_export(conn: Connection, platform_slug: str, tz: ZoneInfo, target: Bin
     """Stream the platform's progression into `target`; the Summary sheet gets `summary` plus the counts.
     `conn` should read one snapshot (see `run_export`), or a write in between fails the export."""
     platform = platform_id(conn, platform_slug)
-    parents = _parents(conn, platform)
-    items = _content(conn, platform, parents)
+    parents = content_parents(conn, platform)
+    items = content_list(conn, platform, parents)
     counts = ExportCounts(content_items=len(items))
     for kind in SHEET_OF_TYPE:
         counted = sa.select(sa.func.count()).select_from(_completions_query(platform, kind).subquery())
@@ -104,9 +105,11 @@ DAG_ID = "progression_export"
 
 
 def run_export(target, *, airflow_run_id: str | None, dry_run: bool = False) -> dict:
-    """Export one customer's progression to `reports/<date>/export.<run id>.xlsx`, recorded in the ledger.
-    An export writes no completion, so a dry run differs only in being marked as one."""
+    """Export one customer's progression to `reports/<date>/export.<run id>.xlsx`, recorded in the ledger, and
+    write its template workbooks afresh (`templates/<type>.xlsx`, listing the content as it is now). An export
+    writes no completion, so a dry run differs only in being marked as one."""
     from progression import ledger, storage
+    from progression.templates import write_templates
 
     customer = target.customer
     run_id = ledger.new_run_id("export", customer.slug)
@@ -121,9 +124,11 @@ def run_export(target, *, airflow_run_id: str | None, dry_run: bool = False) -> 
         if conn.dialect.name == "postgresql":  # the counts and the rows from one snapshot (SQLite's BEGIN gives one)
             conn.execution_options(isolation_level="REPEATABLE READ")
         counts = write_export(conn, customer.platform, customer.tz, out, summary=summary)
+    templates = write_templates(target)
     exported = sum(counts.by_type.values())
     with target.engine.begin() as conn:
         ledger.record_counts(conn, run_id, ledger.RunCounts(rows_read=exported))
         ledger.finish_run(conn, run_id, "succeeded", report_path=rel)
     return {"dag": DAG_ID, "customer": customer.slug, "run_id": run_id, "report": rel, "dry_run": dry_run,
-            "completions": {kind: n for kind, n in counts.by_type.items()}, "content_items": counts.content_items}
+            "completions": {kind: n for kind, n in counts.by_type.items()}, "content_items": counts.content_items,
+            "templates": templates}

@@ -4,8 +4,11 @@ The import report's sheets, in order:
   Summary   label/value pairs, then a small "Outcome | Rows" table.
   Rows      Row, the file's own headers, Resolved uuid (the content the row named, however it named it; when
             the outcomes carry it), Outcome, Reason: every input row, in row order.
-  Rejected  only the file's own headers and the rejected rows as they were read, so the customer can fix the
-            rows and drop the sheet into the inbox again.
+  Rejected  the file's own headers and the rejected rows as they were read, then Reason: the customer fixes the
+            rows and drops the workbook into the inbox again, whose reader takes this sheet first and ignores
+            Reason as it ignores any column that is none of its own.
+A column of the file headed `Reason` is left out of both: it is the reason of an earlier report dropped back,
+which this report's replaces.
 A sheet longer than Excel allows continues on `Rows 2`, `Rows 3`, ...
 
 Written by rustpy-xlsxwriter (rust_xlsxwriter in constant-memory mode: each row goes to a temporary file as it is
@@ -35,6 +38,7 @@ ROW = "row"
 OUTCOMES = ("imported", "updated", "kept", "rejected")
 REJECTED = "rejected"
 SHEETS = ("Summary", "Rows", "Rejected")
+REASON = "Reason"
 
 EXCEL_DATA_ROWS = 1_048_575    # a sheet holds 1,048,576 rows, one of them the header
 EXCEL_CELL_CHARS = 32_767
@@ -87,18 +91,20 @@ def write_import_report(
     column; may be empty when the file failed.
     Raises ValueError when a header in `columns` is not in `rows` or a row number has more than one outcome.
     """
-    positions = _column_positions(rows, columns)
+    shown = [(header, position) for header, position in zip(columns, _column_positions(rows, columns))
+             if header.strip().casefold() != REASON.casefold()]
+    headers = [header for header, _ in shown]
     row_numbers = _row_numbers(rows)
     outcome, reason, resolved = _aligned_outcomes(outcomes, row_numbers)
-    inputs = [_arrow(rows.iloc[:, position]) for position in positions]
+    inputs = [_arrow(rows.iloc[:, position]) for _, position in shown]
     # The uuid each row resolved to, when the outcomes carry it (a row may name its content by title or code).
     uuids = [_arrow(resolved)] if "content_uuid" in outcomes.columns else []
     every = pa.table([pa.array(row_numbers), *inputs, *uuids, _arrow(outcome), _arrow(reason)],
-                     names=["Row", *columns, *(["Resolved uuid"] if uuids else []), "Outcome", "Reason"])
+                     names=["Row", *headers, *(["Resolved uuid"] if uuids else []), "Outcome", REASON])
     if np.any(np.diff(row_numbers) < 0):  # files are read in row order; a copy only when they are not
         every = every.take(pa.array(np.argsort(row_numbers, kind="stable")))
     rejected = every.filter(pc.fill_null(pc.equal(every["Outcome"], REJECTED), False))
-    rejected = rejected.select(list(range(1, 1 + len(columns))))
+    rejected = rejected.select([*range(1, 1 + len(headers)), every.num_columns - 1])  # input layout, Reason
     _save(target, [
         _summary(summary, outcomes),
         *_parts(SHEETS[1], every.column_names, every,
@@ -143,13 +149,13 @@ def _records(name: str, headers: list[str], source: Iterator[Sequence[object]], 
     given = 0
     for values in itertools.islice(source, count):
         given += 1
-        yield dict(zip(headers, map(_cell, values)))
+        yield dict(zip(headers, map(clean_cell, values)))
     if given < count or (last and next(source, None) is not None):
         raise ValueError(f"sheet {name!r}: the rows were not as many as counted beforehand")
 
 
-def _cell(value: object) -> object:
-    """A value the writer keeps as itself: text stays text, <NA>/NaN/NaT become an empty cell, and anything else
+def clean_cell(value: object) -> object:
+    """A value a workbook keeps as itself: text stays text, <NA>/NaN/NaT become an empty cell, and anything else
     (a time, a uuid) is written as its text."""
     if value is None or value is pd.NA or value is pd.NaT:
         return None
@@ -157,7 +163,7 @@ def _cell(value: object) -> object:
         return _CONTROL_RE.sub("", value)[:EXCEL_CELL_CHARS]
     if isinstance(value, (bool, int, float, np.bool_, np.integer, np.floating)):
         return None if value != value else value  # NaN
-    return _cell(str(value))
+    return clean_cell(str(value))
 
 
 def _arrow(column: pd.Series) -> pa.Array:
@@ -193,7 +199,7 @@ def _summary(summary: Sequence[tuple[str, object]], outcomes: pd.DataFrame) -> _
     """Label/value pairs in bold labels, a blank row, then the outcome counts. The first pair is the sheet's
     header row (the writer always writes one), so the pairs start at the top as a person reads them."""
     counts = _outcome_counts(outcomes)
-    lines = [[label, _cell(value)] for label, value in summary]
+    lines = [[label, clean_cell(value)] for label, value in summary]
     lines += [[None, None]] if lines else []
     lines += [["Outcome", "Rows"], *([name, count] for name, count in counts.items()), ["Total", sum(counts.values())]]
     header = ["" if cell is None else str(cell) for cell in lines[0]]

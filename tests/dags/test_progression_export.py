@@ -1,4 +1,5 @@
-"""progression_export through bin/airflow: the workbook lands in the customer's reports and the ledger."""
+"""progression_export through bin/airflow: the workbook lands in the customer's reports and the ledger, the
+templates in its templates folder."""
 
 from __future__ import annotations
 
@@ -22,6 +23,11 @@ def test_an_export_after_an_import(world):
     assert summary["completions"]["journey"] == 1 and summary["completions"]["activity"] >= 1
     book = openpyxl.load_workbook(world["dir"] / "acme" / summary["report"], read_only=True)
     assert book.sheetnames == ["Summary", "#Activities", "#Journeys", "#Programmes", "Content"]
+    assert summary["templates"] == ["templates/activities.xlsx", "templates/journeys.xlsx", "templates/programmes.xlsx"]
+    template = openpyxl.load_workbook(world["dir"] / "acme/templates/journeys.xlsx")
+    [drop_down] = template["Completions"].data_validations.dataValidation
+    offered = [cell.value for (cell,) in template["Lists"][drop_down.formula1.split("!")[1].replace("$", "")]]
+    assert sorted(offered) == sorted(found.uuids["journey"])
     with engine_of(world, "acme").connect() as conn:
         run = ledger.get_run(conn, summary["run_id"])
     assert run["status"] == "succeeded" and run["report_path"] == summary["report"]

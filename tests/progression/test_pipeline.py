@@ -97,6 +97,29 @@ def test_rows_of_another_type_or_unknown_are_rejected_with_their_reason(target, 
     assert len(stored(target.engine)) == 1
 
 
+def test_a_reports_rejected_sheet_with_its_reasons_fixed_and_dropped_back_imports(target, platform):
+    a = platform.uuids["activity"]
+    rel = drop(target.root, "inbox/activities/first.xlsx", xlsx([
+        [platform.emails[0], a[0], "2024-01-02"], ["nobody@acme.example", a[1], "2024-01-03"],
+        [platform.emails[1], a[2], "someday"]]))
+    first = run(target, rel)
+    book = openpyxl.load_workbook(target.root / first.report)
+    rejected = book["Rejected"]
+    assert [c.value for c in rejected[1]] == [*HEADER, "Reason"]
+    assert "no user with e-mail nobody@acme.example" in rejected["D2"].value
+    assert "unreadable date" in rejected["D3"].value
+    rejected["A2"], rejected["C3"] = platform.emails[2], "2024-01-04"  # the customer fixes the rows, not the reasons
+    fixed = io.BytesIO()
+    book.save(fixed)
+    again = run(target, drop(target.root, "inbox/activities/first-fixed.xlsx", fixed.getvalue()))
+    assert again.status == "ok" and again.sheet == "Rejected"
+    assert again.counts["imported"] == 2 and again.counts["rejected"] == 0
+    got = stored(target.engine)
+    assert got[(platform.emails[2], a[1])][0] == utc("2024-01-02 23:00")
+    assert got[(platform.emails[1], a[2])][0] == utc("2024-01-03 23:00")
+    assert report_rows(target, again)[0] == ("Row", *HEADER, "Resolved uuid", "Outcome", "Reason")
+
+
 def test_blank_date_is_midnight_of_the_import_day_in_the_customers_zone(target, platform):
     rel = drop(target.root, "inbox/activities/blank.xlsx", xlsx([[platform.emails[0], platform.uuids["activity"][0],
                                                                  None]]))

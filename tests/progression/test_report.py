@@ -88,13 +88,13 @@ def test_rows_sheet_has_every_row_in_row_order_with_outcome_and_reason():
     ]
 
 
-def test_rejected_sheet_has_original_headers_and_only_rejected_rows_in_input_layout():
+def test_rejected_sheet_has_original_headers_and_only_rejected_rows_in_input_layout_then_the_reason():
     ws = _write()["Rejected"]
     assert _values(ws) == [
-        COLUMNS,
-        ["c@example.com", "uuid-9", "2024-01-07", "IT"],
-        [None, "uuid-4", None, "Ops"],
-        ["not an email", "uuid-3", "2024-01-06", None],
+        [*COLUMNS, "Reason"],
+        ["c@example.com", "uuid-9", "2024-01-07", "IT", "unknown content uuid"],
+        [None, "uuid-4", None, "Ops", "the email is missing"],
+        ["not an email", "uuid-3", "2024-01-06", None, "not an email address"],
     ]
 
 
@@ -102,20 +102,30 @@ def test_rejected_sheet_follows_columns_not_the_frame_order():
     # `columns` is the file's layout; the frame may hold its columns in another order.
     rows = ROWS[["Department", "row", "Content ID", "Date completed", "E-mail address"]]
     ws = _write(rows=rows)["Rejected"]
-    assert _values(ws)[:2] == [COLUMNS, ["c@example.com", "uuid-9", "2024-01-07", "IT"]]
+    assert _values(ws)[:2] == [[*COLUMNS, "Reason"], ["c@example.com", "uuid-9", "2024-01-07", "IT",
+                                                      "unknown content uuid"]]
+
+
+def test_an_earlier_reports_reason_column_gives_way_to_this_reports_reason():
+    # A Rejected sheet dropped back: its Reason column is not carried on beside the new one.
+    columns = ["User email", "Content uuid", "Completion date", "Reason"]
+    rows = _rows([(2, "a@example.com", "uuid-1", "2024-01-04", "unknown user a@example.com")], columns=columns)
+    wb = _write(rows=rows, columns=columns, outcomes=_outcomes([(2, "rejected", "unknown content uuid")]))
+    assert _values(wb["Rejected"]) == [columns, ["a@example.com", "uuid-1", "2024-01-04", "unknown content uuid"]]
+    assert _values(wb["Rows"])[0] == ["Row", *columns[:3], "Outcome", "Reason"]
 
 
 def test_repeated_header_names_keep_their_own_columns():
     columns = ["Email", "Uuid", "Note", "Note"]
     rows = _rows([(2, "a@example.com", "uuid-1", "first", "second")], columns=columns)
     wb = _write(rows=rows, columns=columns, outcomes=_outcomes([(2, "rejected", "bad")]))
-    assert _values(wb["Rejected"]) == [columns, ["a@example.com", "uuid-1", "first", "second"]]
+    assert _values(wb["Rejected"]) == [[*columns, "Reason"], ["a@example.com", "uuid-1", "first", "second", "bad"]]
 
 
 def test_numeric_looking_text_stays_text():
     rows = _rows([(2, "00123", "1e5", "45292", "0.50")])
     wb = _write(rows=rows, outcomes=_outcomes([(2, "rejected", "bad")]))
-    cells = list(wb["Rejected"].iter_rows(min_row=2))[0]
+    cells = list(wb["Rejected"].iter_rows(min_row=2))[0][:4]
     assert [(c.value, c.data_type) for c in cells] == [("00123", "s"), ("1e5", "s"), ("45292", "s"), ("0.50", "s")]
 
 
@@ -137,7 +147,7 @@ def test_formula_like_headers_summary_values_and_error_codes_are_text():
     wb = _write(summary=[("File", "=cmd|' /C calc'!A0"), ("-Note", "@x")], rows=rows, columns=columns,
                 outcomes=_outcomes([(2, "rejected", "bad")]))
     rejected = [(c.value, c.data_type) for row in wb["Rejected"].iter_rows() for c in row]
-    assert rejected == [("=Email", "s"), ("Uuid", "s"), ("#N/A", "s"), ("#REF!", "s")]
+    assert rejected == [("=Email", "s"), ("Uuid", "s"), ("Reason", "s"), ("#N/A", "s"), ("#REF!", "s"), ("bad", "s")]
     summary = [(c.value, c.data_type) for row in wb["Summary"].iter_rows(max_row=2) for c in row]
     assert summary == [("File", "s"), ("=cmd|' /C calc'!A0", "s"), ("-Note", "s"), ("@x", "s")]
 
@@ -177,7 +187,7 @@ def test_file_with_headers_but_no_data_rows():
     rows = _rows([])
     wb = _write(rows=rows, outcomes=_outcomes([]))
     assert _values(wb["Rows"]) == [["Row", *COLUMNS, "Outcome", "Reason"]]
-    assert _values(wb["Rejected"]) == [COLUMNS]
+    assert _values(wb["Rejected"]) == [[*COLUMNS, "Reason"]]
 
 
 def test_rows_without_an_outcome_are_still_listed():
@@ -285,7 +295,7 @@ def test_the_import_report_keeps_formula_like_input_as_text_in_rows_and_rejected
     write_import_report(target, summary=SUMMARY, rows=rows, columns=columns,
                         outcomes=_outcomes([(2, "rejected", "=1+1")]))
     rejected, formulas = _cells_and_formulas(target, "Rejected")
-    assert rejected == [(value, "s") for value in LOOKS_LIKE_FORMULAS] and formulas == 0
+    assert rejected == [(value, "s") for value in [*LOOKS_LIKE_FORMULAS, "=1+1"]] and formulas == 0
     every, _ = _cells_and_formulas(target, "Rows")
     assert every[1:] == [(value, "s") for value in LOOKS_LIKE_FORMULAS] + [("rejected", "s"), ("=1+1", "s")]
 
