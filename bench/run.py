@@ -3,7 +3,8 @@
 For each file it prints: the limit (fastexcel read + raw COPY of as many completion rows into an empty copy of
 the table), the project's import stage by stage with its peak memory, the naive peer (openpyxl read, the same GX
 checks, pandas merges, PostgresHook.insert_rows(replace=True)), and a re-run of the same file (must write 0 rows).
-Each stage of the project runs in a fresh process, as an Airflow task does; its peak memory is that process's.
+Each task of the project (pipeline's IMPORT_TASKS: fetch+validate, resolve+expand, write, report+archive) runs in a
+fresh process, as Airflow runs it; a stage's peak memory is that of its task's process.
 """
 
 from __future__ import annotations
@@ -44,24 +45,24 @@ def project_target(url: str):
     return runs.Target(customer=customer, root=DATA / "storage", engine=engine_for(url))
 
 
-def child_stage(url: str, name: str, job_file: Path) -> dict:
-    """One stage in its own process, as Airflow runs each task: its time and the process's peak memory."""
+def child_task(url: str, name: str, job_file: Path) -> dict:
+    """One task of the import in its own process, as Airflow runs it: each stage's time and the process's peak
+    memory."""
     from progression import pipeline
 
     target = project_target(url)
     job = pipeline.FileJob.from_dict(json.loads(job_file.read_text()))
-    started = time.perf_counter()
-    job = getattr(pipeline, name)(target, job)
-    seconds = time.perf_counter() - started
+    job, timings = pipeline.run_task(target, job, name)
     job_file.write_text(json.dumps(job.as_dict()))
-    return {"seconds": seconds, "peak_mb": peak_mb(), "status": job.status, "message": job.message}
+    return {"timings": dict(timings), "peak_mb": peak_mb(), "status": job.status, "message": job.message}
 
 
 def run_project(url: str, file: Path, content_type: str, force: bool) -> dict:
-    """The import stage by stage, each in a fresh process."""
+    """The import task by task, each in a fresh process."""
     from datetime import datetime, timezone
 
     from progression import pipeline
+    from progression.jobs import IMPORT_TASKS
 
     storage = DATA / "storage"
     shutil.rmtree(storage, ignore_errors=True)
@@ -73,14 +74,16 @@ def run_project(url: str, file: Path, content_type: str, force: bool) -> dict:
     job_file = DATA / "job.json"
     job_file.write_text(json.dumps(job.as_dict()))
     timings, peaks = {}, {}
-    for name in ("fetch", "validate", "resolve", "expand", "write", "report"):
-        result = in_child("stage", name, str(job_file))
+    for name in IMPORT_TASKS:
+        result = in_child("task", name, str(job_file))
         if result["status"] != "ok":
             raise SystemExit(f"import did not succeed at {name}: {result['status']} {result['message']}")
-        timings[name], peaks[name] = result["seconds"], result["peak_mb"]
+        timings.update(result["timings"])
+        peaks.update(dict.fromkeys(result["timings"], result["peak_mb"]))
     job = pipeline.FileJob.from_dict(json.loads(job_file.read_text()))
     return {"timings": timings, "peaks": peaks, "counts": job.counts,
-            "peak_mb": max(v for k, v in peaks.items() if k != "report"), "peak_mb_with_report": max(peaks.values())}
+            "peak_mb": max(v for k, v in peaks.items() if k not in ("report", "archive")),
+            "peak_mb_with_report": max(peaks.values())}
 
 
 def child_peer(url: str, file: Path, content_type: str) -> dict:
@@ -225,8 +228,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         kind, *rest = args.child
-        if kind == "stage":
-            result = child_stage(args.pg, rest[0], Path(rest[1]))
+        if kind == "task":
+            result = child_task(args.pg, rest[0], Path(rest[1]))
         elif kind == "peer":
             result = child_peer(args.pg, Path(rest[0]), rest[1])
         else:
@@ -282,9 +285,11 @@ def print_table(results) -> None:
         line = f"  {label}: project/limit {total / limit_total:.1f}x"
         if peer:
             line += f", peer/project {sum(peer['timings'].values()) / total:.1f}x"
-        line += (f"; report workbook {project['timings']['report']:.1f} s (after the completions landed, "
-                 f"peak {project['peaks']['report']:.0f} MB); peak MB per stage "
-                 + ", ".join(f"{k} {v:.0f}" for k, v in project["peaks"].items() if k != "report"))
+        report, archived = project["timings"]["report"], project["timings"]["archive"]
+        line += (f"; report workbook {report:.1f} s and archive {archived:.1f} s (after the completions landed, "
+                 f"peak {project['peaks']['report']:.0f} MB); whole run {total + report + archived:.1f} s; "
+                 "peak MB per task " + ", ".join(f"{k} {v:.0f}" for k, v in project["peaks"].items()
+                                                 if k not in ("report", "archive")))
         print(line)
 
 

@@ -7,6 +7,7 @@ import pendulum
 from airflow.sdk import Param, dag, task, task_group
 
 from progression.customers import CONTENT_TYPES, ON_EXISTING, load_registry
+from progression.jobs import IMPORT_TASKS
 from progression_airflow import (
     COMPLETIONS_CHANGED, FILE_LABEL, airflow_run_is_live, announce_completions, labelled, refused_conf, target_for,
     target_of, tell_customer,
@@ -68,38 +69,31 @@ def progression_import():
         print(f"{len(jobs)} file(s) to import or check: " + ", ".join(j.label for j in jobs))
         return [j.as_dict() for j in jobs]
 
-    def stage(name: str):
+    def file_task(name: str):
         @task(task_id=name, map_index_template=FILE_LABEL_TEMPLATE)
         @labelled
         def run(job: dict) -> dict:
             from progression import pipeline
 
-            result = pipeline.run_stage(target_of(job["customer"]), pipeline.FileJob.from_dict(job), name)
+            result, timings = pipeline.run_task(target_of(job["customer"]), pipeline.FileJob.from_dict(job), name)
+            print(", ".join(f"{stage} {seconds:.2f} s" for stage, seconds in timings) + f": {result.status}")
             if result.message:
                 print(result.message)
+            if result.failed and name == "report_archive":
+                if result.is_check:  # what the customer asked to learn, not a failure of the run
+                    print(f"check: an import would fail (moved to {result.archived_to}; report {result.report})")
+                else:
+                    raise RuntimeError(f"{result.message} (moved to {result.archived_to}; report {result.report})")
             return result.as_dict()
 
         return run
 
-    @task(map_index_template=FILE_LABEL_TEMPLATE)
-    @labelled
-    def archive(job: dict) -> dict:
-        from progression import pipeline
-
-        result = pipeline.archive(target_of(job["customer"]), pipeline.FileJob.from_dict(job))
-        if result.failed and result.is_check:  # what the customer asked to learn, not a failure of the run
-            print(f"check: an import would fail: {result.message} (moved to {result.archived_to}; "
-                  f"report {result.report})")
-        elif result.failed:
-            raise RuntimeError(f"{result.message} (moved to {result.archived_to}; report {result.report})")
-        return result.as_dict()
-
     @task_group
     def each_file(job: dict):
         staged = job
-        for name in ("fetch", "validate", "resolve", "expand", "write", "report"):
-            staged = stage(name)(staged)
-        return archive(staged)
+        for name in IMPORT_TASKS:
+            staged = file_task(name)(staged)
+        return staged
 
     # A teardown runs whatever happened before it and leaves the run's state to the files: a run with a failed
     # file is a failed run in Airflow, and its summary is still written.

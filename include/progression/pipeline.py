@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -14,7 +15,7 @@ import pandas as pd
 from progression import ledger, runs, storage
 from progression.customers import CONTENT_TYPES, ON_EXISTING
 from progression.expand import expand_completions, without_access
-from progression.jobs import Job
+from progression.jobs import IMPORT_TASKS, Job
 from progression.platform import load_assignments, snapshot
 from progression.read import ROW, InputError, read_input, read_pairs
 from progression.report import write_import_report
@@ -393,11 +394,21 @@ def _fail_stage(target: Target, job: FileJob, message: str) -> FileJob:
     return _fail(target, job, message)
 
 
+def run_task(target: Target, job: FileJob, name: str) -> tuple[FileJob, list[tuple[str, float]]]:
+    """The stages of one task (jobs.IMPORT_TASKS), in order; the job and how long each stage took."""
+    timings = []
+    for stage in IMPORT_TASKS[name]:
+        started = time.perf_counter()
+        job = archive(target, job) if stage == "archive" else run_stage(target, job, stage)
+        timings.append((stage, time.perf_counter() - started))
+    return job, timings
+
+
 def run_file(target: Target, job: FileJob) -> FileJob:
     """Every stage of one file, in order, in this process (tests and the benchmark use this)."""
-    for name in STAGES:
-        job = run_stage(target, job, name)
-    return archive(target, job)
+    for name in IMPORT_TASKS:
+        job, _ = run_task(target, job, name)
+    return job
 
 
 def summarise(runs: list[dict]) -> dict:

@@ -142,7 +142,7 @@ def test_two_customers_imported_by_the_celery_worker_and_checked_through_the_api
                             params={"limit": 100}).json()["task_instances"] for slug, run_id in run_ids.items()}
     for slug, instances in tasks.items():
         writes = {t["rendered_map_index"]: t["state"] for t in instances if t["task_id"].endswith(".write")}
-        archives = {t["rendered_map_index"]: t["state"] for t in instances if t["task_id"].endswith(".archive")}
+        archives = {t["rendered_map_index"]: t["state"] for t in instances if t["task_id"].endswith(".report_archive")}
         if slug == "acme":
             assert writes == archives == {f"acme/activities/{name}.xlsx": "success" for name in ("q3", "q4", "q5")}
         else:
