@@ -241,11 +241,14 @@ def _search_path(engine) -> str:
         return f"-csearch_path={conn.execute(sa.text('SHOW search_path')).scalar()}"
 
 
-def wait_until_blocked(engine, process: subprocess.Popen) -> None:
-    """Until the child's database session waits on a lock the test holds (bounded: 60 s)."""
+def wait_until_blocked(engine, worker: subprocess.Popen | threading.Thread) -> None:
+    """Until the worker's database session waits on a lock the test holds (bounded: 60 s)."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        assert process.poll() is None, process.communicate()
+        if isinstance(worker, threading.Thread):
+            assert worker.is_alive(), "the worker ended before it reached the lock"
+        else:
+            assert worker.poll() is None, worker.communicate()
         with engine.connect() as conn:
             waiting = conn.execute(sa.text(
                 "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND pid <> pg_backend_pid() "
@@ -406,3 +409,43 @@ def test_two_files_of_one_run_interleaved(db_kind, target, platform, backend, or
     assert [f for f in backend.files() if not f.startswith("reports/")] == \
         ["processed/activities/a.xlsx", "processed/activities/b.xlsx"]
     assert len(stored(target.engine)) == 3
+
+
+def test_a_lost_database_connection_leaves_the_file_for_the_next_run(db_kind, target, platform):
+    if db_kind != "postgresql":
+        pytest.skip("a connection cut by the server is shown on PostgreSQL")
+    rel = drop(target.root, "inbox/activities/q3.xlsx", activities(platform))
+    job = plan_one(target, rel)
+    for name in ("fetch", "validate", "resolve", "expand"):
+        job = pipeline.run_stage(target, job, name)
+    blocker = target.engine.connect()
+    blocker.begin()
+    blocker.execute(sa.text("LOCK TABLE completions IN ACCESS EXCLUSIVE MODE"))
+    raised: list[BaseException] = []
+
+    def write():
+        try:
+            pipeline.run_stage(target, job, "write")
+        except BaseException as exc:  # noqa: BLE001 - what the task would raise, for Airflow to retry
+            raised.append(exc)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        wait_until_blocked(target.engine, writer)
+        with target.engine.connect() as conn:  # the server cuts the writer's connection, as a failover would
+            conn.execute(sa.text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND pid <> pg_backend_pid() AND datname = current_database()"))
+        writer.join(timeout=60)
+    finally:
+        blocker.rollback()
+        blocker.close()
+    assert raised and isinstance(raised[0], sa.exc.OperationalError)  # raised for Airflow, the file not failed
+    row = ledger_rows(target.engine)[0]
+    assert row["status"] == "running" and "the write stage was interrupted" in row["message"]
+    assert stored(target.engine) == {}
+    recover(target, airflow_run_is_live=dead)
+    assert (target.root / rel).exists()
+    assert run_file(target, plan_one(target, rel)).status == "ok"
+    assert len(stored(target.engine)) == 4
