@@ -12,7 +12,7 @@ from urllib.parse import urlencode
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from progression.ledger import runs
+from progression.ledger import as_utc, runs
 
 PAGE_SIZE = 50
 STATUSES = ("running", "succeeded", "failed", "skipped", "abandoned")
@@ -61,7 +61,7 @@ def find_runs(databases: dict[Engine, list[str]], filters: Filters, page_size: i
             rows = conn.execute(sa.select(runs).where(*where)
                                 .order_by(runs.c.started_at.desc(), runs.c.run_id.desc()).limit(limit)).mappings()
             found += [dict(row) for row in rows]
-    found.sort(key=lambda r: (_utc(r["started_at"]), r["run_id"]), reverse=True)
+    found.sort(key=lambda r: (as_utc(r["started_at"]), r["run_id"]), reverse=True)
     return found[(filters.page - 1) * page_size:limit], total
 
 
@@ -75,16 +75,10 @@ def written_per_day(engine: Engine, customer: str, today: date, days: int = 30) 
                                    runs.c.status == "succeeded",
                                    runs.c.started_at >= datetime.combine(first, datetime.min.time(), timezone.utc)))
         for started, imported, updated, derived in rows:
-            day = _utc(started).date()
+            day = as_utc(started).date()
             if day in totals:
                 totals[day] += int(imported or 0) + int(updated or 0) + int(derived or 0)
     return list(totals.items())
-
-
-def _utc(value) -> datetime:
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
 # --- What each kind of run's counts mean ----------------------------------------------------------------------------
@@ -165,7 +159,7 @@ def _page(title: str, body: str) -> str:
 def _duration(run: dict) -> str:
     if not run.get("finished_at"):
         return ""
-    seconds = (_utc(run["finished_at"]) - _utc(run["started_at"])).total_seconds()
+    seconds = (as_utc(run["finished_at"]) - as_utc(run["started_at"])).total_seconds()
     return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
@@ -194,7 +188,7 @@ def render_list(found: list[dict], total: int, filters: Filters, customers: list
         undone = f'<br>undone by {escape(run["undone_by"])}' if run.get("undone_by") else ""
         what = " · ".join(f"{n:,} {label}" for label, n in count_lines(run)[:3])
         rows.append(
-            f'<tr><td>{_utc(run["started_at"]):%Y-%m-%d %H:%M}<br><small>{_duration(run)}</small></td>'
+            f'<tr><td>{as_utc(run["started_at"]):%Y-%m-%d %H:%M}<br><small>{_duration(run)}</small></td>'
             f'<td>{customer}</td><td>{escape(run["dag_id"].removeprefix("progression_"))}</td>'
             f'<td><a href="{base}/runs/{customer}/{run_id}">{escape(run["subject"])}</a></td>'
             f'<td>{_status(run)}{undone}</td><td class="what">{what}</td>'
