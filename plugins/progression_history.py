@@ -1,6 +1,6 @@
-"""The "Progression" page in Airflow's UI: every run of the ledgers, newest first, a page per run with its report
-and what can be done about it (undo with a preview first, re-run a failed file), and each customer's files waiting
-in the inbox (a dry-run import). A FastAPI app mounted in Airflow's API server behind its authentication; it reads
+"""The "Progression" page in Airflow's UI: every customer's health at a glance (the landing view), every run of
+the ledgers, newest first, a page per run with its report and what can be done about it (undo with a preview
+first, re-run a failed file), and each customer's files waiting in the inbox (a dry-run import). A FastAPI app mounted in Airflow's API server behind its authentication; it reads
 the ledgers through the same code the DAGs use and never touches Airflow's metadata database.
 
 Every action is an Airflow DAG run made through Airflow's own REST API with the logged-in user's own credentials,
@@ -20,7 +20,7 @@ from fastapi import Depends, FastAPI, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from progression.customers import load_registry
-from progression_airflow import platform_engine, storage_root
+from progression_airflow import platform_engine, storage_root, target_for
 
 BASE = "/progression"
 IMPORT, UNDO = "progression_import", "progression_undo"
@@ -123,9 +123,16 @@ def _after(page: str, dag_id: str, dag_run_id: str) -> RedirectResponse:
 
 # --- pages ---------------------------------------------------------------------------------------------------------
 
-@app.get("/")
-def landing() -> RedirectResponse:
-    return RedirectResponse(f"{BASE}/runs")
+@app.get("/", response_class=HTMLResponse)
+def overview() -> str:
+    """Every customer of the registry, worst first, as the health check sees it now."""
+    from progression.health import customer_health, worst_first
+    from progression.history import render_overview
+
+    now = datetime.now(timezone.utc)
+    healths = worst_first([customer_health(target_for(customer), now)
+                           for customer in load_registry().customers.values()])
+    return render_overview([health.as_dict() for health in healths], now, base=BASE)
 
 
 @app.get("/runs", response_class=HTMLResponse)

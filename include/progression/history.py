@@ -1,5 +1,6 @@
-"""Run history a data team reads at a glance: the ledgers of every configured platform database as one list,
-a run's detail with its rejection reasons, and completions written per day. Rendered as plain HTML."""
+"""Run history a data team reads at a glance: every customer's health on one page, the ledgers of every configured
+platform database as one list, a run's detail with its rejection reasons, and completions written per day. Rendered
+as plain HTML."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from urllib.parse import urlencode
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from progression.ledger import runs
+from progression.ledger import as_utc, runs
 
 PAGE_SIZE = 50
 STATUSES = ("running", "succeeded", "failed", "skipped", "abandoned")
@@ -61,7 +62,7 @@ def find_runs(databases: dict[Engine, list[str]], filters: Filters, page_size: i
             rows = conn.execute(sa.select(runs).where(*where)
                                 .order_by(runs.c.started_at.desc(), runs.c.run_id.desc()).limit(limit)).mappings()
             found += [dict(row) for row in rows]
-    found.sort(key=lambda r: (_utc(r["started_at"]), r["run_id"]), reverse=True)
+    found.sort(key=lambda r: (as_utc(r["started_at"]), r["run_id"]), reverse=True)
     return found[(filters.page - 1) * page_size:limit], total
 
 
@@ -75,16 +76,10 @@ def written_per_day(engine: Engine, customer: str, today: date, days: int = 30) 
                                    runs.c.status == "succeeded",
                                    runs.c.started_at >= datetime.combine(first, datetime.min.time(), timezone.utc)))
         for started, imported, updated, derived in rows:
-            day = _utc(started).date()
+            day = as_utc(started).date()
             if day in totals:
                 totals[day] += int(imported or 0) + int(updated or 0) + int(derived or 0)
     return list(totals.items())
-
-
-def _utc(value) -> datetime:
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
 # --- What each kind of run's counts mean ----------------------------------------------------------------------------
@@ -149,8 +144,9 @@ body{font-family:system-ui,sans-serif;margin:1rem 1.5rem;color:#1d2433;max-width
 table{border-collapse:collapse;font-size:.88rem}th,td{padding:.3rem .45rem;border-bottom:1px solid #e3e6ec;
 text-align:left;vertical-align:top;overflow-wrap:anywhere}th{background:#f4f6f9}
 td.n{text-align:right;font-variant-numeric:tabular-nums}
-#runs{width:100%;table-layout:fixed}#runs td.what{font-size:.82rem;color:#424a57}
-.succeeded{color:#1a7f37}.failed,.abandoned{color:#cf222e;font-weight:600}.skipped{color:#6e7781}.running{color:#9a6700}
+#runs,#overview{width:100%;table-layout:fixed}#runs td.what,#overview small{font-size:.82rem;color:#424a57}
+.succeeded,.ok{color:#1a7f37}.failed,.abandoned,.failing{color:#cf222e;font-weight:600}
+.skipped,.no_expectation{color:#6e7781}.running,.late,.unusual{color:#9a6700}.late,.unusual{font-weight:600}
 form{margin:.5rem 0 1rem}form>*{margin-right:.4rem}.pager a{margin-right:.6rem}.bar{fill:#3b82f6}
 form.action{display:inline;margin:0}.action-box{padding:.6rem .8rem;background:#f4f6f9;border-left:4px solid #3b82f6;
 margin:.8rem 0}button{cursor:pointer}.preview{border-left:4px solid #9a6700;padding:.2rem .8rem;margin:.6rem 0}
@@ -165,7 +161,7 @@ def _page(title: str, body: str) -> str:
 def _duration(run: dict) -> str:
     if not run.get("finished_at"):
         return ""
-    seconds = (_utc(run["finished_at"]) - _utc(run["started_at"])).total_seconds()
+    seconds = (as_utc(run["finished_at"]) - as_utc(run["started_at"])).total_seconds()
     return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
@@ -194,7 +190,7 @@ def render_list(found: list[dict], total: int, filters: Filters, customers: list
         undone = f'<br>undone by {escape(run["undone_by"])}' if run.get("undone_by") else ""
         what = " · ".join(f"{n:,} {label}" for label, n in count_lines(run)[:3])
         rows.append(
-            f'<tr><td>{_utc(run["started_at"]):%Y-%m-%d %H:%M}<br><small>{_duration(run)}</small></td>'
+            f'<tr><td>{as_utc(run["started_at"]):%Y-%m-%d %H:%M}<br><small>{_duration(run)}</small></td>'
             f'<td>{customer}</td><td>{escape(run["dag_id"].removeprefix("progression_"))}</td>'
             f'<td><a href="{base}/runs/{customer}/{run_id}">{escape(run["subject"])}</a></td>'
             f'<td>{_status(run)}{undone}</td><td class="what">{what}</td>'
@@ -206,7 +202,7 @@ def render_list(found: list[dict], total: int, filters: Filters, customers: list
         f' <a href="{base}/runs?{filters.query(page=filters.page + 1)}">older</a>' if filters.page < pages else ""])
     waiting = (f' · <a href="{base}/customers/{escape(filters.customer)}/waiting">files waiting in '
                f'{escape(filters.customer)}\'s inbox</a>' if filters.customer else "")
-    return _page("Progression runs", f"""<h1>Progression runs</h1>
+    return _page("Progression runs", f"""<p><a href="{base}/">customers overview</a></p><h1>Progression runs</h1>
 <form method="get" action="{base}/runs">
 <label>Customer <select name="customer">{options(customers, filters.customer)}</select></label>
 <label>DAG <select name="dag_id">{options(dag_ids, filters.dag_id)}</select></label>
@@ -220,6 +216,68 @@ def render_list(found: list[dict], total: int, filters: Filters, customers: list
 <th>What happened</th><th>Report, Airflow run</th></tr></thead>
 <tbody>{"".join(rows) or '<tr><td colspan="7">No runs match.</td></tr>'}</tbody></table>
 <p class="pager">{pager}</p>""")
+
+
+def _ago(at: datetime, now: datetime) -> str:
+    minutes = int((now - at).total_seconds() // 60)
+    if minutes < 120:
+        return f"{minutes} min ago"
+    return f"{minutes // 60} h ago" if minutes < 48 * 60 else f"{minutes // (24 * 60)} days ago"
+
+
+def _when(at: str, now: datetime) -> str:
+    """A health time (ISO text) as UTC minutes and how long ago it was."""
+    moment = as_utc(at)
+    return f"{moment:%Y-%m-%d %H:%M}<br><small>{_ago(moment, now)}</small>"
+
+
+def _shortened(text: str, limit: int = 160) -> str:
+    """Long failure messages (a file's whole header row) cut to keep the row short; the whole text on hover."""
+    cut = text if len(text) <= limit else text[:limit - 1] + "…"
+    return f'<span title="{escape(text)}">{escape(cut)}</span>'
+
+
+def render_overview(healths: list[dict], now: datetime, *, base: str) -> str:
+    """One row per customer, worst first, from health.customer_health's `as_dict()`: its state, last successful
+    import, files waiting, last failure and failing streak, completions written lately and unusual files."""
+    rows = []
+    for health in healths:
+        slug = escape(health["customer"])
+        run_url = f"{base}/runs/{slug}/"
+        state = health["state"]
+        expects = (f'<br><small>expects files every {escape(health["expected_every"])}</small>'
+                   if health["expected_every"] else "")
+        success, failure = health["last_success"], health["last_failure"]
+        success_cell = (f'<a href="{run_url}{escape(success["run_id"])}">{_when(success["at"], now)}</a><br>'
+                        f'{success["completions"]:,} completions' if success else "never")
+        failure_cell = (f'{_when(failure["at"], now)}<br><a href="{run_url}{escape(failure["run_id"])}">'
+                        f'{escape(failure["file"])}</a><br><small>{_shortened(failure["message"] or "")}</small>'
+                        if failure else "")
+        waiting = (f'<a href="{base}/customers/{slug}/waiting">{health["waiting_files"]:,}</a>'
+                   if health["waiting_files"] else "0")
+        unusual = "<br>".join(
+            f'<a href="{run_url}{escape(f["run_id"])}">{escape(f["file"])}</a>: '
+            f'<small>{f["rows_read"]:,} rows read, usually {round(f["median"]):,}</small>' for f in health["unusual_files"])
+        rows.append(
+            f'<tr id="customer-{slug}"><td><a href="{base}/runs?{urlencode({"customer": health["customer"]})}">'
+            f'{slug}</a></td><td><span class="{escape(state)}">{escape(state.replace("_", " "))}</span>{expects}</td>'
+            f'<td>{success_cell}</td><td class="n">{waiting}</td><td>{failure_cell}</td>'
+            f'<td class="n">{health["failing_streak"]:,}</td><td class="n">{health["written_7d"]:,}</td>'
+            f'<td class="n">{health["written_30d"]:,}</td><td>{unusual}</td></tr>')
+    tally: dict[str, int] = {}
+    for health in healths:  # already worst first, so the tally reads worst first too
+        tally[health["state"]] = tally.get(health["state"], 0) + 1
+    summary = " · ".join(f'<span class="{escape(s)}">{n} {escape(s.replace("_", " "))}</span>' for s, n in tally.items())
+    return _page("Progression: customers", f"""<p><a href="{base}/runs">all runs</a></p>
+<h1>Customers</h1>
+<p>{len(healths)} customers: {summary or "none in the registry"} · as of {now:%Y-%m-%d %H:%M} UTC</p>
+<table id="overview"><colgroup><col style="width:7rem"><col style="width:7.5rem"><col style="width:9.5rem">
+<col style="width:5rem"><col><col style="width:5rem"><col style="width:5.5rem"><col style="width:5.5rem">
+<col style="width:13rem"></colgroup>
+<thead><tr><th>Customer (its runs)</th><th>State</th><th>Last successful import</th><th>Files waiting</th>
+<th>Last failure</th><th>Failed in a row</th><th>Written, 7 days</th><th>Written, 30 days</th><th>Unusual files</th>
+</tr></thead>
+<tbody>{"".join(rows) or '<tr><td colspan="9">No customers in the registry.</td></tr>'}</tbody></table>""")
 
 
 def render_chart(days: list[tuple[date, int]], width: int = 720, height: int = 160) -> str:

@@ -172,7 +172,7 @@ def test_two_customers_imported_by_the_celery_worker_and_checked_through_the_api
     # The runs' task instances went to both workers.
     assert api.tasks_received("worker-1") > 0 and api.tasks_received("worker-2") > 0, api.tail()
     # The run history page, served by the cluster's API server behind its login, reads the platform databases.
-    page = api.call("GET", "/progression/", params={"customer": "globex"})
+    page = api.call("GET", "/progression/runs", params={"customer": "globex"})
     assert page.status_code == 200, page.text[:500]
     assert "june.xlsx" in page.text and "may.xlsx" in page.text
     api.token, token = "", api.token

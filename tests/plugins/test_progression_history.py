@@ -16,7 +16,8 @@ from progression.platform import create_platform_tables
 
 @pytest.fixture
 def ledgers(tmp_path, monkeypatch):
-    """Two customers on one platform database, a third on another, with runs in their ledgers."""
+    """Two customers on one platform database, two more on another, with runs in their ledgers (the fourth has
+    none and no expectation of files)."""
     databases = {"main": tmp_path / "main.db", "other": tmp_path / "other.db"}
     for name, path in databases.items():
         engine = engine_for(f"sqlite:///{path}")
@@ -26,7 +27,9 @@ def ledgers(tmp_path, monkeypatch):
     registry = tmp_path / "customers.yaml"
     registry.write_text("".join(
         f"{slug}:\n  platform_conn_id: {db}_db\n  platform: {slug}\n  storage: file://{tmp_path / slug}\n"
-        for slug, db in (("acme", "main"), ("globex", "main"), ("initech", "other"))))
+        + (f"  expect_files_every: {every}\n" if every else "")
+        for slug, db, every in (("acme", "main", "1d"), ("globex", "main", "1d"), ("initech", "other", "1h"),
+                                ("umbrella", "other", None))))
     monkeypatch.setenv("PROGRESSION_CUSTOMERS", str(registry))
     now = datetime.now(timezone.utc)
 
@@ -90,6 +93,52 @@ def test_an_anonymous_request_is_refused(ledgers):
     from progression_history import app
 
     assert TestClient(app).get("/").status_code == 401
+
+
+def overview(page: str) -> dict[str, list[str]]:
+    """The overview's rows, worst first: each customer's cells as text."""
+    import re
+
+    rows = re.findall(r'<tr id="customer-([a-z]+)">(.*?)</tr>', page, re.S)
+    return {slug: [" ".join(re.sub(r"<[^>]+>", " ", cell).split()) for cell in re.findall(r"<td[^>]*>(.*?)</td>",
+                                                                                            row, re.S)]
+            for slug, row in rows}
+
+
+def test_the_overview_lists_every_customer_worst_first(client, tmp_path):
+    waiting = tmp_path / "globex" / "inbox" / "journeys" / "week-12.xlsx"
+    waiting.parent.mkdir(parents=True)
+    waiting.write_bytes(b"PK")
+    page = client.get("/").text
+    rows = overview(page)
+    assert list(rows) == ["globex", "initech", "acme", "umbrella"]  # failing, late, ok, no expectation
+    assert "4 customers: 1 failing · 1 late · 1 ok · 1 no expectation" in " ".join(
+        __import__("re").sub(r"<[^>]+>", " ", page).split())
+    # state, last success, waiting, last failure, failed in a row, written in 7 and 30 days, unusual files
+    globex, initech, acme, umbrella = rows.values()
+    assert globex[1] == "failing expects files every 1d" and globex[2] == "never" and globex[3] == "1"
+    assert globex[4].endswith("3 h ago inbox/activities/import-globex-1.xlsx too many")
+    assert globex[5:] == ["1", "0", "0", ""]
+    assert initech[1] == "late expects files every 1h" and initech[2].endswith("99 min ago 5 completions")
+    assert initech[3:] == ["0", "", "0", "5", "5", ""]
+    assert acme[1] == "ok expects files every 1d" and acme[2].endswith("4 h ago 160 completions")
+    assert acme[5:] == ["0", "167", "167", ""]  # the import's 120 + 40 through the hierarchy, the transfer's 7
+    assert umbrella[1:] == ["no expectation", "never", "0", "", "0", "0", "0", ""]
+    for link in ('href="/progression/runs?customer=globex">globex</a>',
+                 'href="/progression/customers/globex/waiting">1</a>',
+                 'href="/progression/runs/globex/import-globex-1">inbox/activities/import-globex-1.xlsx</a>',
+                 'href="/progression/runs/acme/import-acme-1">', 'href="/progression/runs?customer=umbrella"'):
+        assert link in page
+
+
+def test_an_unusual_file_on_the_overview(client, ledgers):
+    for day in (4, 3, 2):
+        ledgers("main", "acme", f"import-acme-day-{day}", day * 24 * 60, content_type="activities", rows_read=100,
+                imported=100)
+    ledgers("main", "acme", "import-acme-huge", 30, content_type="activities", rows_read=5000, imported=5000)
+    acme = overview(client.get("/").text)["acme"]
+    assert acme[1] == "unusual expects files every 1d" and acme[2].endswith("29 min ago 5,000 completions")
+    assert acme[-1] == "inbox/activities/import-acme-huge.xlsx : 5,000 rows read, usually 100"
 
 
 def test_runs_of_every_database_newest_first(client):

@@ -45,8 +45,8 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def airflow(tmp_path_factory):
-    """acme's platform with a night's imports in its ledger (one of them failed), a file waiting, and Airflow's
-    API server serving the page."""
+    """acme's platform with a night's imports in its ledger and a file that failed after them (so acme is failing),
+    a file waiting, globex expected daily but never imported (late), and Airflow's API server serving the page."""
     if not shutil.which(CHROMIUM):
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail("chromium is required under CI=true (.ci/run installs it)")
@@ -59,15 +59,22 @@ def airflow(tmp_path_factory):
     root = here / "acme"
     customer = Customer(slug="acme", platform_conn_id="acme_db", platform="acme", storage=f"file://{root}")
     target = Target(customer=customer, root=root, engine=engine)
+
+    def import_inbox(airflow_run_id: str) -> None:
+        for job in pipeline.plan(target, path=None, content_type=None, dry_run=False, on_existing=None, force=False,
+                                 airflow_run_id=airflow_run_id, started=datetime.now(timezone.utc)):
+            pipeline.run_file(target, job)
+
     drop_sample_files(engine, "acme", root)
+    import_inbox("scheduled__night")
     (root / "inbox" / "activities" / "broken.csv").write_text("Name,Score\nann,3\n")  # no mandatory column
-    for job in pipeline.plan(target, path=None, content_type=None, dry_run=False, on_existing=None, force=False,
-                             airflow_run_id="scheduled__night", started=datetime.now(timezone.utc)):
-        pipeline.run_file(target, job)
+    import_inbox("manual__morning")
     (root / "inbox" / "journeys").mkdir(parents=True, exist_ok=True)
     (root / "inbox" / "journeys" / "week-12.csv").write_text("User email,Content uuid\n")
     registry = here / "customers.yaml"
-    registry.write_text(f"acme:\n  platform_conn_id: acme_db\n  platform: acme\n  storage: file://{root}\n")
+    registry.write_text("".join(
+        f"{slug}:\n  platform_conn_id: acme_db\n  platform: {slug}\n  storage: file://{here / slug}\n"
+        "  expect_files_every: 1d\n" for slug in ("acme", "globex")))
     passwords = here / "passwords.json"
     passwords.write_text(json.dumps(USERS))
     port = free_port()
@@ -106,6 +113,7 @@ def airflow(tmp_path_factory):
 def browser(airflow):
     from playwright.sync_api import sync_playwright
 
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
         chromium = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         yield chromium
@@ -137,12 +145,25 @@ def action_of(page) -> tuple[str, str]:
     return query["action_dag"][0], query["action_run"][0]
 
 
-def test_the_runs_list_fits_1366_px_and_filters(browser, airflow):
+def test_the_overview_fits_1366_px_and_leads_to_a_failing_customers_failed_run(browser, airflow):
+    failed = next(r for r in runs_of(airflow, "progression_import") if r["status"] == "failed")
     page = logged_in(browser, airflow, "admin")
     page.goto(f"{airflow['api']}/progression/")
+    rows = page.locator("#overview tbody tr")
+    assert [rows.nth(i).get_attribute("id") for i in range(rows.count())] == ["customer-acme", "customer-globex"]
+    assert [rows.nth(i).locator("td").nth(1).locator("span").inner_text() for i in range(2)] == ["failing", "late"]
+    assert page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth")
+    page.screenshot(path=SCREENSHOTS / "overview.png", full_page=True)
+    page.click("#customer-acme a:has-text('broken.csv')")
+    assert page.url == f"{airflow['api']}/progression/runs/acme/{failed['run_id']}"
+    assert "failed/activities/broken.csv" in page.locator("code").all_inner_texts()
+
+
+def test_the_runs_list_fits_1366_px_and_filters(browser, airflow):
+    page = logged_in(browser, airflow, "admin")
+    page.goto(f"{airflow['api']}/progression/runs")
     assert page.locator("#runs tbody tr").count() == len(runs_of(airflow, "progression_import"))
     assert page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth")
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=SCREENSHOTS / "runs.png", full_page=True)
     page.select_option("select[name=status]", "failed")
     page.click("button[type=submit]")
