@@ -220,6 +220,7 @@ def resolve(target: Target, job: FileJob) -> FileJob:
     per (user, content), earliest date."""
     if job.status != "ok":
         return job
+    assert job.content_type is not None, "fetch fails a file whose content type is unknown"
     valid = _get(target, job, "valid")
     codes = crosswalk(target)
     with target.engine.connect() as conn:
