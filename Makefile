@@ -5,7 +5,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test e2e airflow bench clean-demo
+.PHONY: venv demo test lint e2e airflow bench clean-demo
 
 venv: $(STAMP)
 
@@ -45,6 +45,11 @@ airflow: var/airflow/.migrated
 
 test: $(STAMP)
 	@$(VENV)/bin/python -m pytest --ignore=tests/e2e $(PYTEST_ARGS)
+
+# ruff over the code and its tests; mypy over the code, with the paths and settings in pyproject.toml.
+lint: $(STAMP)
+	@$(VENV)/bin/ruff check dags plugins include bin/progression_db.py bin/progression_undo_demo.py bench tests
+	@$(VENV)/bin/mypy
 
 # Airflow as a cluster, on loopback: api-server, scheduler, dag-processor and a Celery worker with PostgreSQL
 # metadata and the local Redis as broker (tests/e2e; stops what it started).

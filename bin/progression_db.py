@@ -78,8 +78,8 @@ def main(argv: list[str]) -> int:
     elif args.command == "summary":
         customer = load_registry().get(args.customer)
         with platform_engine(customer.platform_conn_id).connect() as conn:
-            runs = ledger.latest_runs(conn, customer.slug, args.airflow_run_id)
-        print(describe_runs(runs, storage_root(customer.storage)))
+            latest = ledger.latest_runs(conn, customer.slug, args.airflow_run_id)
+        print(describe_runs(latest, storage_root(customer.storage)))
     return 0
 
 

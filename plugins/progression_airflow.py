@@ -168,7 +168,10 @@ def labelled(fn: Callable) -> Callable:
     def wrapper(job: dict, *args, **kwargs):
         from airflow.sdk import get_current_context
 
-        get_current_context()[FILE_LABEL] = f"{job['customer']}/{job['path'].removeprefix('inbox/')}"
+        # Airflow documents adding a key to the context for map_index_template; its Context TypedDict lists only
+        # its own keys.
+        get_current_context()[FILE_LABEL] = (  # type: ignore[literal-required]
+            f"{job['customer']}/{job['path'].removeprefix('inbox/')}")
         return fn(job, *args, **kwargs)
 
     return wrapper

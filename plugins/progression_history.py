@@ -160,7 +160,7 @@ def run_page(request: Request, customer: str, run_id: str, action_dag: str | Non
               if run["dag_id"] == IMPORT and run["status"] == "failed" and not run["dry_run"] else None)
     actions = RunActions(undo=may_trigger(user, UNDO), previews=previews,
                          failed_file=failed if failed and may_trigger(user, IMPORT) else None)
-    report = ([], [])
+    report: tuple[list[str], list[tuple]] = ([], [])
     if run["dag_id"] in REPORT_SHEETS and run.get("report_path"):
         report = report_sheet(run, storage.read_bytes(storage_root(target.storage), run["report_path"]))
     return render_detail(run, written_per_day(engine, customer, datetime.now(timezone.utc).date()), base=BASE,

@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -118,7 +119,7 @@ def _customer(path: Path, slug: str, entry: object) -> Customer:
     unknown = sorted(set(entry) - known)
     if unknown:
         raise RegistryError(f"{where}: unknown setting(s) {', '.join(unknown)}")
-    values = {k: os.path.expandvars(v) if isinstance(v, str) else v for k, v in entry.items() if k in known}
+    values: dict[str, Any] = {k: os.path.expandvars(v) if isinstance(v, str) else v for k, v in entry.items() if k in known}
     notify = values.get("notify") or {}
     if not isinstance(notify, dict) or set(notify) - {"email", "smtp_conn_id", "slack_webhook_conn_id"}:
         raise RegistryError(f"{where}: notify takes `email` (one address or a list), `smtp_conn_id` and "

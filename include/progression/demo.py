@@ -84,11 +84,13 @@ def seed_platform(engine: Engine, slug: str, name: str | None = None, sizes: Dem
             if len(journeys) > 1:  # an activity of one journey also in the next journey
                 pair = (journeys[(index + 1) % len(journeys)], activities[index * sizes.activities_per_journey])
                 if pair not in taken:
-                    edges.append((*pair, 99)), taken.add(pair)
+                    edges.append((*pair, 99))
+                    taken.add(pair)
             if len(programmes) > 1:  # a journey of one programme also in the next programme
                 pair = (programmes[(index + 1) % len(programmes)], journeys[index * sizes.journeys_per_programme])
                 if pair not in taken:
-                    edges.append((*pair, 99)), taken.add(pair)
+                    edges.append((*pair, 99))
+                    taken.add(pair)
         if edges:
             conn.execute(sa.insert(content_items), [
                 {"parent_id": p, "child_id": c, "position": pos} for p, c, pos in edges])
@@ -205,7 +207,7 @@ def transfer_pair(engine: Engine, slug: str) -> tuple[str, str]:
                          .where(platforms.c.slug == slug, content.c.type == "journey").order_by(content.c.id).limit(1))
         old = conn.execute(first_journey.where(sa.exists().where(completions.c.content_id == content.c.id))).first()
         new = conn.execute(first_journey.where(content.c.id > old.id)).first() if old else None
-    if new is None:
+    if old is None or new is None:
         raise LookupError(f"platform {slug!r} has no journey with completions to transfer; import the samples first")
     return str(old.uuid), str(new.uuid)
 
@@ -238,7 +240,8 @@ def large_workbook(found: Platform, kind: str, rows: int, path, *, bad_share: fl
     sheet.append(["User email", "Content uuid", "Completion date"])
     for i in range(rows):
         email, item = emails[user_index[i]], items[item_index[i]]
-        when = base - timedelta(days=int(days[i]))
+        day = base - timedelta(days=int(days[i]))
+        when: datetime | str | None = day
         r = kind_of_row[i]
         if r < bad_share / 3:
             email = f"unknown.{i}@nowhere.example"
@@ -249,6 +252,6 @@ def large_workbook(found: Platform, kind: str, rows: int, path, *, bad_share: fl
         elif r < bad_share + blank_share:
             when = None
         elif i % 3 == 1:
-            when = when.strftime("%d-%m-%Y")
+            when = day.strftime("%d-%m-%Y")
         sheet.append([email, item, when])
     book.save(path)

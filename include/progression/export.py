@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from progression.platform import completions, content, content_items, platform_id, users
-from progression.report import Streamed, write_sheets
+from progression.report import Rows, Streamed, write_sheets
 
 SHEET_OF_TYPE = {"activity": "#Activities", "journey": "#Journeys", "programme": "#Programmes"}
 RAW_HEADERS = ["User email", "Content uuid", "Title", "Completion date", "Source", "Run id"]
@@ -92,7 +92,7 @@ def write_export(conn: Connection, platform_slug: str, tz: ZoneInfo, target: Bin
     summary_rows = [*([label, value] for label, value in summary),
                     *([f"Completions of {kind}s", counts.by_type[kind]] for kind in SHEET_OF_TYPE),
                     ["Content items", counts.content_items]]
-    sheets = [("Summary", ["Export", ""], summary_rows)]
+    sheets: list[tuple[str, list[str], Rows]] = [("Summary", ["Export", ""], summary_rows)]
     sheets += [(SHEET_OF_TYPE[kind], RAW_HEADERS + ([] if kind == "programme" else [PARENT_HEADER]),
                 Streamed(_completions(conn, platform, kind, parents, tz), counts.by_type[kind]))
                for kind in SHEET_OF_TYPE]

@@ -33,8 +33,8 @@ class Filters:
         return urlencode({k: v for k, v in values.items() if v not in (None, "")})
 
 
-def _conditions(filters: Filters, customers: list[str]) -> list:
-    where = [runs.c.customer.in_(customers)]
+def _conditions(filters: Filters, customers: list[str]) -> list[sa.ColumnElement[bool]]:
+    where: list[sa.ColumnElement[bool]] = [runs.c.customer.in_(customers)]
     if filters.customer:
         where.append(runs.c.customer == filters.customer)
     if filters.dag_id:
@@ -58,7 +58,7 @@ def find_runs(databases: dict[Engine, list[str]], filters: Filters, page_size: i
     for engine, customers in databases.items():
         where = _conditions(filters, customers)
         with engine.connect() as conn:
-            total += conn.execute(sa.select(sa.func.count()).select_from(runs).where(*where)).scalar()
+            total += conn.execute(sa.select(sa.func.count()).select_from(runs).where(*where)).scalar_one()
             rows = conn.execute(sa.select(runs).where(*where)
                                 .order_by(runs.c.started_at.desc(), runs.c.run_id.desc()).limit(limit)).mappings()
             found += [dict(row) for row in rows]

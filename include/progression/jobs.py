@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, fields
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, ClassVar, TypeVar
 
 J = TypeVar("J", bound="Job")
 
@@ -24,6 +24,8 @@ class Job:
     began: it fixes "today" for every task of the run."""
 
     started: str
+    # Declared so type checkers know every Job is a dataclass (each subclass is one), as asdict and fields need.
+    __dataclass_fields__: ClassVar[dict[str, Any]]
 
     def as_dict(self) -> dict:
         return asdict(self)

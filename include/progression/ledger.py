@@ -237,10 +237,12 @@ def _decoded(row) -> dict:
     return out
 
 
-def lock_run(conn: Connection, run_id: str) -> dict | None:
+def lock_run(conn: Connection, run_id: str) -> dict:
     """A run's ledger row, locked until the transaction ends, so that two undos of one run cannot both proceed."""
     row = conn.execute(sa.select(runs).where(runs.c.run_id == run_id).with_for_update()).mappings().first()
-    return _decoded(row) if row else None
+    if row is None:
+        raise LookupError(f"run {run_id} is not in the ledger")
+    return _decoded(row)
 
 
 def mark_undone(conn: Connection, run_id: str, undo_run_id: str) -> None:

@@ -9,6 +9,7 @@ import struct
 import warnings
 import zipfile
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from typing import TYPE_CHECKING
@@ -416,30 +417,30 @@ def parse_dates(raw: pd.Series, *, tz: ZoneInfo, date_order: str, now: datetime,
 # --- workbooks of pairs (merges, transfers) ---------------------------------------------------------------------
 
 def read_pairs(data: bytes, name: str, headers: tuple[str, str],
-               aliases: dict[str, tuple[str, ...]] | None = None) -> pd.DataFrame:
+               aliases: Mapping[str, tuple[str, ...]] | None = None) -> pd.DataFrame:
     """A workbook (first sheet with both headers) or `.csv` of pairs: columns ROW and the two `headers`, as trimmed
     text or <NA>, blank rows left out. Headers are matched as the import's are, under a title row if need be;
     `aliases` gives other spellings accepted for a header."""
     if _is_csv(data, name):
         text = data.decode("utf-8-sig", errors="replace")
-        grids = [(None, list(csv.reader(io.StringIO(text), delimiter=d))) for d in (";", ",", "\t", "|")]
+        grids = [list(csv.reader(io.StringIO(text), delimiter=d)) for d in (";", ",", "\t", "|")]
     else:
         reader = open_workbook(data)
-        grids = [(sheet, load_sheet(reader, sheet).to_pandas().astype(object).where(lambda f: f.notna(), None)
-                  .values.tolist()) for sheet in reader.sheet_names]
+        grids = [load_sheet(reader, sheet).to_pandas().astype(object).where(lambda f: f.notna(), None)
+                 .values.tolist() for sheet in reader.sheet_names]
     wanted = [{header_key(h), *(header_key(a) for a in (aliases or {}).get(h, ()))} for h in headers]
-    for _sheet, grid in grids:
+    for grid in grids:
         for index, cells in enumerate(grid[:HEADER_SEARCH_ROWS]):
             keys = [header_key(c) if isinstance(c, str) else "" for c in cells]
-            positions = [next((p for p, key in enumerate(keys) if key in spellings), None) for spellings in wanted]
-            if None not in positions:
+            positions = [next((p for p, key in enumerate(keys) if key in spellings), -1) for spellings in wanted]
+            if -1 not in positions:
                 body = [[(row[p] or "").strip() if p < len(row) else "" for p in positions]
                         for row in grid[index + 1:]]
                 frame = pd.DataFrame(body, columns=list(headers), dtype="string").replace("", pd.NA)
                 frame.insert(0, ROW, np.arange(index + 2, index + 2 + len(frame), dtype="int64"))
                 return frame[frame[list(headers)].notna().any(axis=1)].reset_index(drop=True)
     # The widest first row: under the wrong CSV delimiter a header row is one cell.
-    found = max((next((cells for cells in grid[:HEADER_SEARCH_ROWS] if any(cells)), []) for _sheet, grid in grids),
+    found = max((next((cells for cells in grid[:HEADER_SEARCH_ROWS] if any(cells)), []) for grid in grids),
                 key=len, default=[])
     raise InputError("the columns " + " and ".join(f"'{h}'" for h in headers) + " are missing; found "
                      + (", ".join(repr(str(c).strip()) for c in found if c and str(c).strip()) or "nothing"))

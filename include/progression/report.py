@@ -68,7 +68,7 @@ class _Sheet:
     data: object
     widths: list[float]
     bold_header: bool = True        # a header row in bold, frozen above the data
-    bold_columns: list[bool] = field(default_factory=list)
+    bold_columns: list[str] = field(default_factory=list)  # the headers of the columns in bold
 
 
 def write_sheets(target: BinaryIO, sheets: Sequence[tuple[str, list[str], Rows]]) -> None:
@@ -119,7 +119,7 @@ def _save(target: BinaryIO, sheets: list[_Sheet]) -> None:
         column_widths={sheet.name: sheet.widths for sheet in sheets},
         header_format={sheet.name: _BOLD for sheet in sheets if sheet.bold_header},
         freeze_panes={sheet.name: {"row": 1, "col": 0} for sheet in sheets if sheet.bold_header},
-        column_formats={sheet.name: [_BOLD if bold else None for bold in sheet.bold_columns]
+        column_formats={sheet.name: dict.fromkeys(sheet.bold_columns, _BOLD)
                         for sheet in sheets if sheet.bold_columns},
         inf_value="inf")
 
@@ -210,7 +210,7 @@ def _summary(summary: Sequence[tuple[str, object]], outcomes: pd.DataFrame) -> _
     widths = [_values_width([label for label, _ in lines] + header[:1], "", _MAX_WIDTH),
               _values_width([value for _, value in lines] + header[1:], "Rows", _MAX_WIDTH)]
     data = [dict(zip(header, line)) for line in lines]
-    return _Sheet(SHEETS[0], data, widths, bold_header=False, bold_columns=[True, False])
+    return _Sheet(SHEETS[0], data, widths, bold_header=False, bold_columns=header[:1])
 
 
 def _column_positions(rows: pd.DataFrame, columns: Sequence[str]) -> list[int]:
@@ -258,7 +258,7 @@ def _outcome_counts(outcomes: pd.DataFrame) -> dict[str, int]:
     counts = dict.fromkeys(OUTCOMES, 0)
     if len(outcomes) and "outcome" in outcomes.columns:
         for name, count in outcomes["outcome"].fillna("(none)").astype(str).value_counts(sort=False).items():
-            counts[name] = counts.get(name, 0) + int(count)
+            counts[str(name)] = counts.get(str(name), 0) + int(count)
     return counts
 
 

@@ -21,7 +21,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import PurePath, PurePosixPath
-from typing import IO, Any
+from typing import Any, BinaryIO
 
 import pandas as pd
 
@@ -176,7 +176,7 @@ def read_bytes(root: Root, rel: str) -> bytes:
 
 
 @contextmanager
-def writer(root: Root, rel: str) -> Iterator[IO[bytes]]:
+def writer(root: Root, rel: str) -> Iterator[BinaryIO]:
     """A binary file open for writing at rel, its folders made; PathRefused when a link or anything but a regular
     file is on the way (a `reports` folder linked to another customer's is never written through)."""
     rel = relative(rel)

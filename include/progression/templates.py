@@ -19,6 +19,7 @@ with `=` is no formula), cleaned as the report writer cleans it.
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from openpyxl import Workbook
@@ -158,7 +159,7 @@ def _header(sheet: Worksheet, headers: list[str], widths: list[float]) -> None:
     sheet.freeze_panes = "A2"
 
 
-def _text_rows(sheet: Worksheet, rows: list[list[object]], first_row: int = 2) -> None:
+def _text_rows(sheet: Worksheet, rows: Sequence[Sequence[object]], first_row: int = 2) -> None:
     """Rows of text cells from `first_row` on: openpyxl takes a string starting with `=` for a formula unless told
     otherwise."""
     for row, values in enumerate(rows, start=first_row):

@@ -31,7 +31,7 @@ from progression.platform import (
     completions, content, content_groups, group_members, load_edges, platform_id, users,
 )
 from progression.read import ROW, InputError, read_pairs
-from progression.report import write_sheets
+from progression.report import Rows, write_sheets
 from progression.validate import UUID_PATTERN
 from progression.write import write_completions
 
@@ -156,15 +156,18 @@ def plan(target: Target, *, old_uuid: str | None = None, new_uuid: str | None = 
             raise ConfError(str(exc)) from None
         if not present:
             raise ConfError(f"path {rel!r} does not exist in the storage of customer {customer.slug}")
+    requested: list[tuple[int | None, str | None, str | None]]
+    if rel:
+        subject = rel
+        requested, problems = requested_in(storage.read_bytes(target.root, rel), rel)
+    else:
+        assert old_uuid and new_uuid  # the checks above refuse a conf without a path or both uuids
+        subject = f"{old_uuid.strip().lower()} -> {new_uuid.strip().lower()}"
+        requested, problems = [(None, old_uuid, new_uuid)], []
     stamp = started.astimezone(timezone.utc)
     job = TransferJob(customer=customer.slug, path=rel, dry_run=dry_run, completion_date=completion_date,
                       on_existing=on_existing, airflow_run_id=airflow_run_id, started=stamp.isoformat(),
-                      run_id=ledger.new_run_id("transfer", customer.slug, stamp),
-                      subject=rel or f"{old_uuid.strip().lower()} -> {new_uuid.strip().lower()}")
-    if rel:
-        requested, job.problems = requested_in(storage.read_bytes(target.root, rel), rel)
-    else:
-        requested = [(None, old_uuid, new_uuid)]
+                      run_id=ledger.new_run_id("transfer", customer.slug, stamp), subject=subject, problems=problems)
     with target.engine.begin() as conn:
         if requested:
             job.pairs, job.problems = check_pairs(conn, customer.platform, requested)
@@ -192,7 +195,7 @@ def _by_reason(problems: list[Problem]) -> dict[str, int]:
     return dict(sorted(Counter(p.reason_code for p in problems).items()))
 
 
-def requested_in(data: bytes, rel: str) -> tuple[list[tuple[int, str | None, str | None]], list[Problem]]:
+def requested_in(data: bytes, rel: str) -> tuple[list[tuple[int | None, str | None, str | None]], list[Problem]]:
     """(row, old uuid, new uuid) of every pair in a workbook, or the problem that refuses it whole."""
     try:
         rows = read_pairs(data, rel, PAIR_HEADERS, PAIR_ALIASES)
@@ -222,6 +225,7 @@ def check_pairs(conn: Connection, platform_slug: str, requested: list[tuple[int 
             code, reason = problem
             problems.append(Problem(code, reason, row, old_raw, new_raw))
         elif (old, new) not in asked:  # the same pair twice in a workbook is transferred once
+            assert old and new  # _pair_problem refuses a missing uuid
             asked.add((old, new))
             (old_id, kind, old_title), (new_id, _, new_title) = known[old], known[new]
             pairs.append(Pair(old, new, kind, old_id, new_id, old_title, new_title, row=row))
@@ -330,12 +334,12 @@ def write_pairs(conn: Connection, job: TransferJob, candidates: pd.DataFrame) ->
     result = write_rows(rows.assign(direct=True))
     rows["outcome"] = rows.merge(result.exceptions, on=key, how="left")["outcome"].fillna("imported").to_numpy()
     keyed = candidates.merge(rows[[*key, "outcome"]], on=key)
-    return _tally(rows), {int(pair): _tally(group) for pair, group in keyed.groupby("pair")}
+    return _tally(rows), {int(pair): _tally(group) for pair, group in keyed.groupby(keyed["pair"].astype(int))}
 
 
 def _tally(rows: pd.DataFrame) -> Tally:
-    return {(bool(direct), str(outcome)): int(n) for (direct, outcome), n in
-            rows.groupby(["direct", "outcome"]).size().items()}
+    return {(bool(direct), str(outcome)): int(n) for direct, outcome, n in
+            rows.groupby(["direct", "outcome"]).size().reset_index().itertuples(index=False)}
 
 
 def completed_old(conn: Connection, pid: int, index: int, pair: Pair, edges: pd.DataFrame) -> pd.DataFrame:
@@ -421,7 +425,7 @@ PAIRS_SHEET = ["Row", "Old content uuid", "Old title", "New content uuid", "New 
 def report(target: Target, job: TransferJob) -> TransferJob:
     """The report workbook in the customer's reports folder (Summary, Pairs, Skipped users); the ledger points to it."""
     job.report = f"{storage.REPORTS}/{job.now:%Y-%m-%d}/transfer.{job.run_id}.xlsx"
-    sheets = [("Summary", ["Field", "Value"], summary_lines(target, job))]
+    sheets: list[tuple[str, list[str], Rows]] = [("Summary", ["Field", "Value"], summary_lines(target, job))]
     if job.refused:
         sheets.append(("Refused", ["Row", *PAIR_HEADERS, "Reason"],
                        [(p.row, p.old_uuid, p.new_uuid, p.reason) for p in job.problems]))

@@ -15,7 +15,7 @@ UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 
 # Checked in this order; a row is rejected for the first rule it breaks. (column, GX expectation, kwargs, reason)
 # The content column may name content by its uuid, its title or the customer's code: resolving decides which.
-COLUMN_RULES = (
+COLUMN_RULES: tuple[tuple[str, str, dict[str, str], str], ...] = (
     ("email_key", "ExpectColumnValuesToNotBeNull", {}, "missing e-mail"),
     ("email_key", "ExpectColumnValuesToMatchRegex", {"regex": EMAIL_PATTERN}, "invalid e-mail"),
     ("uuid_key", "ExpectColumnValuesToNotBeNull", {}, "missing content uuid"),
@@ -78,8 +78,8 @@ def validate_rows(
     reason = pd.Series(pd.NA, index=keys.index, dtype="string")
 
     failures = column_failures(keys).sort_values(["position", "rule"]).drop_duplicates("position")
-    for rule, group in failures.groupby("rule"):
-        column, _exp, _kw, code = COLUMN_RULES[int(rule)]
+    for rule, group in failures.groupby(failures["rule"].astype(int)):
+        column, _exp, _kw, code = COLUMN_RULES[rule]
         positions = group["position"].to_numpy()
         values = rows[FIELD_OF_KEY[column]].reset_index(drop=True).iloc[positions].fillna("")
         header = headers.get(FIELD_OF_KEY[column], FIELD_OF_KEY[column])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -70,10 +71,10 @@ def write_completions(
     counts = conn.exec_driver_sql(
         f"SELECT direct, outcome, count(*) FROM {STAGE}_decided GROUP BY direct, outcome").all()
     # Only the exceptions come back row by row: a direct row not listed was imported.
-    rows = conn.exec_driver_sql(
+    not_imported = conn.exec_driver_sql(
         f"SELECT user_id, content_id, outcome FROM {STAGE}_decided WHERE direct AND outcome <> 'imported'").all()
     # Column-wise: a DataFrame built from a million Row objects costs seconds.
-    columns = list(zip(*rows)) if rows else [(), (), ()]
+    columns: list[tuple[Any, ...]] = list(zip(*not_imported)) if not_imported else [(), (), ()]
     exceptions = pd.DataFrame({"user_id": pd.array(columns[0], dtype="int64"),
                                "content_id": pd.array(columns[1], dtype="int64"), "outcome": list(columns[2])})
     conn.exec_driver_sql(f"DROP TABLE {STAGE}_decided")
@@ -147,7 +148,15 @@ def _stage(conn: Connection, rows: pd.DataFrame, dialect: str) -> None:
         at = rows["completed_at"].dt.tz_convert("UTC").dt.strftime(SQLITE_TIME_FORMAT)
         records = list(zip(rows["user_id"].astype("int64").tolist(), rows["content_id"].astype("int64").tolist(),
                            at.tolist(), rows["direct"].astype(int).tolist()))
-        conn.connection.driver_connection.executemany(f"INSERT INTO {STAGE} VALUES (?, ?, ?, ?)", records)
+        _driver_connection(conn).executemany(f"INSERT INTO {STAGE} VALUES (?, ?, ?, ?)", records)
+
+
+def _driver_connection(conn: Connection) -> Any:
+    """The driver's own connection, for the bulk paths SQLAlchemy has no API for (executemany, COPY)."""
+    driver = conn.connection.driver_connection
+    if driver is None:
+        raise RuntimeError("the database connection was invalidated while completions were being written")
+    return driver
 
 
 _PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 in microseconds since 1970: PostgreSQL's timestamp zero
@@ -159,7 +168,7 @@ _COPY_TUPLE = np.dtype([("fields", ">i2"), ("user_len", ">i4"), ("user_id", ">i8
 
 def _copy_postgres(conn: Connection, rows: pd.DataFrame, chunk: int = 1_000_000) -> None:
     """Binary COPY, the tuples laid out by numpy in one go: no per-row Python and no text formatting."""
-    cursor = conn.connection.driver_connection.cursor()
+    cursor = _driver_connection(conn).cursor()
     with cursor.copy(f"COPY {STAGE} (user_id, content_id, completed_at, direct) FROM STDIN (FORMAT binary)") as copy:
         copy.write(_COPY_HEADER)
         for start in range(0, len(rows), chunk):
@@ -198,7 +207,7 @@ def delete_completions(conn: Connection, keys: pd.DataFrame, *, run_id: str, dry
                                                                   keys["content_id"].astype("int64").tolist())])
     # A row-value IN lets SQLite look each key up by the primary key instead of scanning every completion.
     held = f"(user_id, content_id) IN (SELECT user_id, content_id FROM {KEYS})"
-    found = conn.exec_driver_sql(f"SELECT count(*) FROM completions WHERE {held}").scalar()
+    found = conn.exec_driver_sql(f"SELECT count(*) FROM completions WHERE {held}").scalar_one()
     if not dry_run:
         conn.execute(sa.text(f"""
             INSERT INTO progression_journal
