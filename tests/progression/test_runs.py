@@ -259,6 +259,13 @@ def wait_until_blocked(engine, worker: subprocess.Popen | threading.Thread) -> N
     raise AssertionError("the stage never reached the lock")
 
 
+def sessions(engine) -> set[int]:
+    """The server processes of every session on the test's database but the one asking."""
+    with engine.connect() as conn:
+        return set(conn.execute(sa.text("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                                         "AND pid <> pg_backend_pid()")).scalars())
+
+
 def hold(engine, stage: str, job: FileJob, slug: str):
     """A transaction that blocks the stage midway: the completions table for write, the claim lock for fetch
     (after the ledger row is open), the run's own lock for the stages in between."""
@@ -288,15 +295,22 @@ def test_a_run_killed_during_each_stage_converges_on_the_next_run(db_kind, targe
             break
         job = pipeline.run_stage(target, job, name)
     blocker = hold(target.engine, stage, job, target.customer.slug)
+    ours = sessions(target.engine)
     child = stage_in_a_process(target, job, stage)
     try:
         wait_until_blocked(target.engine, child)
+        the_stages = sessions(target.engine) - ours
         os.killpg(child.pid, signal.SIGKILL)
         child.wait(timeout=30)
     finally:
         blocker.rollback()
         blocker.close()
     assert child.returncode == -signal.SIGKILL
+    # The server ends a dead client's sessions once it notices: one that waited on a lock, when it gets the lock.
+    deadline = time.monotonic() + 60
+    while sessions(target.engine) & the_stages:
+        assert time.monotonic() < deadline, "the killed stage's database sessions never ended"
+        time.sleep(0.05)
     recover(target, airflow_run_is_live=None)
     assert all(r["status"] != "running" and r["staging"] is None for r in ledger_rows(target.engine))
     if (target.root / rel).exists():
