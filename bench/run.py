@@ -57,7 +57,7 @@ def child_stage(url: str, name: str, job_file: Path) -> dict:
     return {"seconds": seconds, "peak_mb": peak_mb(), "status": job.status, "message": job.message}
 
 
-def run_project(url: str, file: Path, content_type: str, force: bool) -> dict:
+def run_project(url: str, file: Path, content_type: str, force: bool, with_report: bool = True) -> dict:
     """The import stage by stage, each in a fresh process."""
     from datetime import datetime, timezone
 
@@ -73,14 +73,14 @@ def run_project(url: str, file: Path, content_type: str, force: bool) -> dict:
     job_file = DATA / "job.json"
     job_file.write_text(json.dumps(job.as_dict()))
     timings, peaks = {}, {}
-    for name in ("fetch", "validate", "resolve", "expand", "write", "report"):
+    for name in ("fetch", "validate", "resolve", "expand", "write", "report")[:None if with_report else -1]:
         result = in_child("stage", name, str(job_file))
         if result["status"] != "ok":
             raise SystemExit(f"import did not succeed at {name}: {result['status']} {result['message']}")
         timings[name], peaks[name] = result["seconds"], result["peak_mb"]
     job = pipeline.FileJob.from_dict(json.loads(job_file.read_text()))
     return {"timings": timings, "peaks": peaks, "counts": job.counts,
-            "peak_mb": max(v for k, v in peaks.items() if k != "report"), "peak_mb_with_report": max(peaks.values())}
+            "peak_mb": max(v for k, v in peaks.items() if k != "report")}
 
 
 def child_peer(url: str, file: Path, content_type: str) -> dict:
@@ -221,6 +221,9 @@ def main() -> None:
     parser.add_argument("--programme-rows", type=int, default=120_000,
                         help="rows of the programmes workbook (each expands to ~46 completions); 0 skips it")
     parser.add_argument("--skip-peer", action="store_true", help="leave out the naive peer (it is slow)")
+    parser.add_argument("--skip-limit", action="store_true", help="leave out the limit (read + raw COPY)")
+    parser.add_argument("--skip-report", action="store_true",
+                        help="leave out the report workbook (it runs after the completions landed)")
     parser.add_argument("--recreate", action="store_true", help="drop and re-seed the benchmark database")
     args = parser.parse_args()
     if args.child:
@@ -240,11 +243,11 @@ def main() -> None:
     results = []
     for label, path, content_type in files(found, sizes, args.programme_rows):
         reset(engine)
-        project = run_project(args.pg, path, content_type, force=False)
+        project = run_project(args.pg, path, content_type, force=False, with_report=not args.skip_report)
         written = project["counts"]["imported"] + project["counts"]["updated"] + project["counts"]["derived_written"]
-        rerun = run_project(args.pg, path, content_type, force=True)
+        rerun = run_project(args.pg, path, content_type, force=True, with_report=False)
         rerun_written = rerun["counts"]["imported"] + rerun["counts"]["updated"] + rerun["counts"]["derived_written"]
-        limit = in_child("limit", str(path), str(written))
+        limit = None if args.skip_limit else in_child("limit", str(path), str(written))
         peer = None
         if not args.skip_peer:
             reset(engine)
@@ -264,11 +267,12 @@ def print_table(results) -> None:
     print("\n| file | side | " + " | ".join(stages) + " | total | completions/s (write) | peak MB |")
     print("|---|---|" + "---|" * (len(stages) + 3))
     for label, project, rerun, rerun_written, limit, peer, written in results:
-        limit_total = sum(limit["timings"].values())
         total = sum(project["timings"][s] for s in stages)
-        print(f"| {label} | limit (read + COPY) | {limit['timings']['read']:.2f} | | | | "
-              f"{limit['timings']['copy']:.2f} | {limit_total:.2f} | {written / limit['timings']['copy']:,.0f} | "
-              f"{limit['peak_mb']:.0f} |")
+        if limit:
+            limit_total = sum(limit["timings"].values())
+            print(f"| {label} | limit (read + COPY) | {limit['timings']['read']:.2f} | | | | "
+                  f"{limit['timings']['copy']:.2f} | {limit_total:.2f} | {written / limit['timings']['copy']:,.0f} | "
+                  f"{limit['peak_mb']:.0f} |")
         print(f"| {label} | project | " + " | ".join(f"{project['timings'][s]:.2f}" for s in stages)
               + f" | {total:.2f} | {written / project['timings']['write']:,.0f} | {project['peak_mb']:.0f} |")
         rerun_total = sum(rerun["timings"][s] for s in stages)
@@ -279,12 +283,16 @@ def print_table(results) -> None:
             print(f"| {label} | naive peer | " + " | ".join(
                 f"{peer['timings'][s]:.2f}" for s in ("read", "validate", "resolve", "expand", "write"))
                 + f" | {peer_total:.2f} | {peer['rows'] / peer['timings']['write']:,.0f} | {peer['peak_mb']:.0f} |")
-        line = f"  {label}: project/limit {total / limit_total:.1f}x"
+        line = f"  {label}:"
+        if limit:
+            line += f" project/limit {total / limit_total:.1f}x"
         if peer:
             line += f", peer/project {sum(peer['timings'].values()) / total:.1f}x"
-        line += (f"; report workbook {project['timings']['report']:.1f} s (after the completions landed, "
-                 f"peak {project['peaks']['report']:.0f} MB); peak MB per stage "
-                 + ", ".join(f"{k} {v:.0f}" for k, v in project["peaks"].items() if k != "report"))
+        if "report" in project["timings"]:
+            line += (f"; report workbook {project['timings']['report']:.1f} s (after the completions landed, "
+                     f"peak {project['peaks']['report']:.0f} MB)")
+        line += "; peak MB per stage " + ", ".join(f"{k} {v:.0f}" for k, v in project["peaks"].items()
+                                                    if k != "report")
         print(line)
 
 
