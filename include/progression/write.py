@@ -103,21 +103,23 @@ def _decide(conn: Connection, replaces: str) -> None:
 
 
 def _journal(conn: Connection, values: dict) -> None:
+    """The old values of every completion about to be updated. Inserts are not journaled: a new completion carries
+    the run's id, which is how undo finds it (see restore_from_journal)."""
     conn.execute(sa.text(f"""
         INSERT INTO progression_journal
             (run_id, user_id, content_id, action, old_completed_at, old_source, old_run_id, new_completed_at,
              new_source, new_run_id)
-        SELECT :run_id, user_id, content_id, CASE outcome WHEN 'imported' THEN 'insert' ELSE 'update' END,
-               old_completed_at, old_source, old_run_id, completed_at, :source, :run_id
-        FROM {STAGE}_decided WHERE outcome <> 'kept'
+        SELECT :run_id, user_id, content_id, 'update', old_completed_at, old_source, old_run_id, completed_at,
+               :source, :run_id
+        FROM {STAGE}_decided WHERE outcome = 'updated'
     """), values)
 
 
 def _apply(conn: Connection, values: dict) -> None:
     """The decided changes. New completions go in with a plain INSERT in key order (index writes stay local):
-    twice as fast as ON CONFLICT's speculative inserts at millions of rows, and exact, because the journal
-    already says `insert` for them; should another writer have added one of those keys since the decision, the
-    INSERT fails and the caller decides again. Changed ones are updated only where a value really changes, so a
+    twice as fast as ON CONFLICT's speculative inserts at millions of rows, and exact, because each was decided
+    new; should another writer have added one of those keys since the decision, the INSERT fails and the caller
+    decides again. Changed ones are updated only where a value really changes, so a
     re-run rewrites no row and leaves no dead tuple."""
     conn.execute(sa.text(f"""
         INSERT INTO completions (user_id, content_id, completed_at, source, run_id)
@@ -217,13 +219,19 @@ def restore_from_journal(conn: Connection, undone_run_id: str, undo_run_id: str,
     A row that a later run has changed since (it is no longer what the undone run left) is a conflict: left alone
     unless `force`. The undo journals its own changes under `undo_run_id` the way any run does, so that an undo can
     be undone. `restore` per row: `delete` (the run inserted it), `update` (put the old values back), `insert`
-    (the run deleted it) or `none` (already as it was before). Returns one row per journal row of the undone run:
-    the keys, `action`, what the run left (`new_*`), what is there now (`now_*`), what it was before (`old_*`),
-    `restore`, `conflict` and `applied` (the undo writes it; a dry run: would).
+    (the run deleted it) or `none` (already as it was before). Returns one row per completion the run inserted,
+    changed or deleted: the keys, `action`, what the run left (`new_*`), what is there now (`now_*`), what it was
+    before (`old_*`), `restore`, `conflict` and `applied` (the undo writes it; a dry run: would).
     """
     conn.exec_driver_sql(f"DROP TABLE IF EXISTS {UNDO}")
     before_matches = ("c.completed_at = j.old_completed_at AND c.source = j.old_source "
                       "AND c.run_id IS NOT DISTINCT FROM j.old_run_id")
+    # write_completions journals no insert: a completion it inserted carries the run's id until a later run changes
+    # or deletes it, and that run's journal then holds it as its old side, as the run left it (only the run writes
+    # its own id, and an undo puts back exactly what was there). Keys in the run's own journal are left out of
+    # both: the run updated them, or it is an older run whose inserts were journaled.
+    not_own = ("NOT EXISTS (SELECT 1 FROM progression_journal o WHERE o.run_id = :run_id "
+               "AND o.user_id = {table}.user_id AND o.content_id = {table}.content_id)")
     conn.execute(sa.text(f"""
         CREATE TEMPORARY TABLE {UNDO} AS
         SELECT j.user_id, j.content_id, j.action,
@@ -240,6 +248,19 @@ def restore_from_journal(conn: Connection, undone_run_id: str, undo_run_id: str,
         FROM progression_journal j
         LEFT JOIN completions c ON c.user_id = j.user_id AND c.content_id = j.content_id
         WHERE j.run_id = :run_id
+        UNION ALL
+        SELECT c.user_id, c.content_id, 'insert', c.completed_at, c.source, c.run_id,
+               c.completed_at, c.source, c.run_id, NULL, NULL, NULL, FALSE, 'delete'
+        FROM completions c
+        WHERE c.run_id = :run_id AND {not_own.format(table="c")}
+        UNION ALL
+        SELECT l.user_id, l.content_id, 'insert', l.completed_at, l.source, :run_id,
+               c.completed_at, c.source, c.run_id, NULL, NULL, NULL, TRUE,
+               CASE WHEN c.user_id IS NULL THEN 'none' ELSE 'delete' END
+        FROM (SELECT user_id, content_id, min(old_completed_at) AS completed_at, min(old_source) AS source
+              FROM progression_journal WHERE old_run_id = :run_id GROUP BY user_id, content_id) l
+        LEFT JOIN completions c ON c.user_id = l.user_id AND c.content_id = l.content_id
+        WHERE c.run_id IS DISTINCT FROM :run_id AND {not_own.format(table="l")}
     """), {"run_id": undone_run_id})
     applies = "restore <> 'none'" + ("" if force else " AND NOT conflict")
     if not dry_run:
