@@ -11,7 +11,6 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 STAGE = "progression_stage"
-WORK_MEM = "256MB"  # for the writing transaction only
 ATTEMPTS = 3  # decisions made again when another writer adds the same completions meanwhile
 
 
@@ -50,9 +49,6 @@ def write_completions(
     if on_existing not in _REPLACES:
         raise ValueError(f"on_existing must be one of {', '.join(_REPLACES)}")
     dialect = conn.dialect.name
-    if dialect == "postgresql":
-        # The decision's join and the insert's sort over millions of rows in memory, not in batches on disk.
-        conn.exec_driver_sql(f"SET LOCAL work_mem = '{WORK_MEM}'")
     _stage(conn, rows, dialect)
     replaces = _REPLACES[on_existing].format(new="s.completed_at", old="c.completed_at")
     values = {"run_id": run_id, "source": source}
@@ -152,20 +148,23 @@ def _copy_new_completions(conn: Connection, rows: pd.DataFrame, values: dict) ->
     """The new completions by binary COPY, from the caller's rows at the positions decided new: COPY writes a page
     of rows per WAL record where INSERT ... SELECT writes one per row, which made the insert twice as slow."""
     cursor = conn.connection.driver_connection.cursor()
+    data = bytearray()
     with cursor.copy(f"COPY (SELECT position FROM {STAGE}_decided WHERE outcome = 'imported') "
                      "TO STDOUT (FORMAT binary)") as copy:
-        data = b"".join(bytes(block) for block in copy)
+        for block in copy:
+            data += block
     positions = np.frombuffer(data, dtype=_COPY_POSITION, offset=len(_COPY_HEADER),
                               count=(len(data) - len(_COPY_HEADER) - 2) // _COPY_POSITION.itemsize)["position"]
     if not len(positions):
         return
-    users, contents = rows["user_id"].to_numpy("int64")[positions], rows["content_id"].to_numpy("int64")[positions]
-    order = np.lexsort((contents, users))
+    users, contents = rows["user_id"].to_numpy("int64"), rows["content_id"].to_numpy("int64")
+    in_key_order = positions[np.lexsort((contents[positions], users[positions]))]
+    del positions, data
     source, run_id = values["source"].encode(), values["run_id"].encode()
     _copy_binary(conn, "COPY completions (user_id, content_id, completed_at, source, run_id) FROM STDIN "
-                 "(FORMAT binary)", len(order), {
-                     "user_id": (">i8", users[order]), "content_id": (">i8", contents[order]),
-                     "completed_at": (">i8", _pg_micros(rows["completed_at"])[positions][order]),
+                 "(FORMAT binary)", in_key_order, {
+                     "user_id": (">i8", users), "content_id": (">i8", contents),
+                     "completed_at": (">i8", _pg_micros(rows["completed_at"])),
                      "source": (f"S{len(source)}", source), "run_id": (f"S{len(run_id)}", run_id)})
 
 
@@ -173,16 +172,17 @@ def _stage(conn: Connection, rows: pd.DataFrame, dialect: str) -> None:
     """The rows in a temporary table, each with its position in `rows`."""
     conn.exec_driver_sql(f"DROP TABLE IF EXISTS {STAGE}")
     if dialect == "postgresql":
+        positions = np.arange(len(rows))
         conn.exec_driver_sql(f"""CREATE TEMPORARY TABLE {STAGE}
             (user_id bigint NOT NULL, content_id bigint NOT NULL, completed_at timestamptz NOT NULL,
              direct boolean NOT NULL, position bigint NOT NULL)""")
         _copy_binary(conn, f"COPY {STAGE} (user_id, content_id, completed_at, direct, position) FROM STDIN "
-                     "(FORMAT binary)", len(rows), {
+                     "(FORMAT binary)", positions, {
                          "user_id": (">i8", rows["user_id"].to_numpy("int64")),
                          "content_id": (">i8", rows["content_id"].to_numpy("int64")),
                          "completed_at": (">i8", _pg_micros(rows["completed_at"])),
                          "direct": ("u1", rows["direct"].to_numpy(bool)),
-                         "position": (">i8", np.arange(len(rows)))})
+                         "position": (">i8", positions)})
     else:
         conn.exec_driver_sql(f"""CREATE TEMPORARY TABLE {STAGE}
             (user_id INTEGER NOT NULL, content_id INTEGER NOT NULL, completed_at TEXT NOT NULL,
@@ -204,22 +204,24 @@ def _pg_micros(times: pd.Series) -> np.ndarray:
     return micros.astype("int64") - _PG_EPOCH_US
 
 
-def _copy_binary(conn: Connection, statement: str, count: int, columns: dict[str, tuple[str, object]],
+def _copy_binary(conn: Connection, statement: str, at: np.ndarray, columns: dict[str, tuple[str, object]],
                  chunk: int = 1_000_000) -> None:
-    """Binary COPY of `count` rows, the tuples laid out by numpy in one go: no per-row Python and no text
-    formatting. `columns`: name -> (numpy dtype of the value on the wire, an array or one value for every row)."""
+    """Binary COPY of the rows at positions `at` of the columns, the tuples laid out by numpy a chunk at a time: no
+    per-row Python, no text formatting, no full copy of the columns. `columns`: name -> (numpy dtype of the value
+    on the wire, an array or one value for every row)."""
     layout = [("fields", ">i2")]
     for name, (dtype, _) in columns.items():
         layout += [(f"{name}_length", ">i4"), (name, dtype)]
     cursor = conn.connection.driver_connection.cursor()
     with cursor.copy(statement) as copy:
         copy.write(_COPY_HEADER)
-        for start in range(0, count, chunk):
-            tuples = np.empty(min(chunk, count - start), dtype=np.dtype(layout))
+        for start in range(0, len(at), chunk):
+            part = at[start:start + chunk]
+            tuples = np.empty(len(part), dtype=np.dtype(layout))
             tuples["fields"] = len(columns)
             for name, (dtype, values) in columns.items():
                 tuples[f"{name}_length"] = np.dtype(dtype).itemsize
-                tuples[name] = values[start:start + len(tuples)] if isinstance(values, np.ndarray) else values
+                tuples[name] = values[part] if isinstance(values, np.ndarray) else values
             copy.write(tuples.tobytes())
         copy.write(b"\xff\xff")
 
