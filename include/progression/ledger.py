@@ -54,8 +54,10 @@ runs = sa.Table(
 for _columns in (("customer", "started_at"), ("dag_id", "started_at"), ("status", "started_at"), ("started_at",),
                  ("subject",)):
     sa.Index(f"ix_progression_runs_{'_'.join(_columns)}", *(runs.c[name] for name in _columns))
-# One row per completion a run inserted, changed or deleted, with what was there before. Read by run only, so a
-# plain index on run_id (small: its values repeat) instead of a key that would be maintained per row.
+# One row per completion a run changed or deleted, with what was there before; undo's own inserts too (they put
+# back other runs' rows). write_completions' inserts are not journaled: they carry the run's id (undo finds them in
+# completions). Read by run only, so a plain index on run_id (small: its values repeat) instead of a key that would
+# be maintained per row; older ledgers also hold a row per insert, and undo takes those as they are.
 journal = sa.Table(
     "progression_journal", metadata,
     sa.Column("run_id", sa.String(80), nullable=False, index=True),

@@ -127,7 +127,12 @@ def guarded(target: Target, job: J, stage: Callable[[Target, J], J], fail: Calla
     try:
         with executing(target.engine, job.run_id):
             return stage(target, job)
-    except TRANSIENT as exc:
+    except BaseException as exc:  # a Rust panic in the reader is a BaseException, and the file's fault
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
+        if not _transient(exc):
+            log.exception("stage %s of %s failed", name, job.path)
+            return fail(target, job, f"{job.path}: the {name} stage failed: {_brief(exc)}")
         if job.run_id:
             try:
                 with target.engine.begin() as conn:
@@ -136,11 +141,12 @@ def guarded(target: Target, job: J, stage: Callable[[Target, J], J], fail: Calla
             except Exception:  # noqa: BLE001 - the database may be what is gone; the task's own error says more
                 log.warning("could not record the interruption of %s in the ledger", job.run_id)
         raise
-    except (KeyboardInterrupt, SystemExit):
-        raise
-    except BaseException as exc:  # noqa: BLE001 - a reader's Rust panic is a BaseException, and is the file's fault
-        log.exception("stage %s of %s failed", name, job.path)
-        return fail(target, job, f"{job.path}: the {name} stage failed: {_brief(exc)}")
+
+
+def _transient(exc: BaseException) -> bool:
+    """A lost connection or a busy database, wrapped by SQLAlchemy or straight from the driver (the bulk COPY paths
+    talk to psycopg directly)."""
+    return isinstance(exc, TRANSIENT) or type(exc).__name__ in ("OperationalError", "InterfaceError")
 
 
 def _brief(exc: BaseException) -> str:

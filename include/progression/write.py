@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import psycopg
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
@@ -58,16 +59,16 @@ def write_completions(
                 _decide(conn, replaces)
                 if not dry_run:
                     _journal(conn, values)
-                    _apply(conn, values)
+                    _apply(conn, rows, values, dialect)
             break
-        except sa.exc.IntegrityError as exc:
+        except (sa.exc.IntegrityError, psycopg.IntegrityError) as exc:  # COPY raises the driver's own
             if not _duplicate_key(exc):
                 raise
             # Another writer added one of these completions after we looked: look again.
             if attempt == ATTEMPTS:
                 raise ConcurrentChange(
                     "another writer kept adding the same completions while this run wrote them; nothing was "
-                    f"written, run it again ({exc.orig.__class__.__name__})") from exc
+                    f"written, run it again ({_driver_error(exc).__class__.__name__})") from exc
     counts = conn.exec_driver_sql(
         f"SELECT direct, outcome, count(*) FROM {STAGE}_decided GROUP BY direct, outcome").all()
     # Only the exceptions come back row by row: a direct row not listed was imported.
@@ -86,8 +87,13 @@ def write_completions(
     )
 
 
-def _duplicate_key(exc: sa.exc.IntegrityError) -> bool:
-    return getattr(exc.orig, "sqlstate", None) == "23505" or "UNIQUE constraint failed" in str(exc.orig)
+def _driver_error(exc: Exception) -> Exception:
+    return getattr(exc, "orig", exc)
+
+
+def _duplicate_key(exc: Exception) -> bool:
+    error = _driver_error(exc)
+    return getattr(error, "sqlstate", None) == "23505" or "UNIQUE constraint failed" in str(error)
 
 
 def _decide(conn: Connection, replaces: str) -> None:
@@ -95,7 +101,7 @@ def _decide(conn: Connection, replaces: str) -> None:
     conn.exec_driver_sql(f"DROP TABLE IF EXISTS {STAGE}_decided")
     conn.exec_driver_sql(f"""
         CREATE TEMPORARY TABLE {STAGE}_decided AS
-        SELECT s.user_id, s.content_id, s.completed_at, s.direct,
+        SELECT s.user_id, s.content_id, s.completed_at, s.direct, s.position,
                c.completed_at AS old_completed_at, c.source AS old_source, c.run_id AS old_run_id,
                CASE WHEN c.user_id IS NULL THEN 'imported' WHEN {replaces} THEN 'updated' ELSE 'kept' END AS outcome
         FROM {STAGE} s
@@ -104,27 +110,32 @@ def _decide(conn: Connection, replaces: str) -> None:
 
 
 def _journal(conn: Connection, values: dict) -> None:
+    """The old values of every completion about to be updated. Inserts are not journaled: a new completion carries
+    the run's id, which is how undo finds it (see restore_from_journal)."""
     conn.execute(sa.text(f"""
         INSERT INTO progression_journal
             (run_id, user_id, content_id, action, old_completed_at, old_source, old_run_id, new_completed_at,
              new_source, new_run_id)
-        SELECT :run_id, user_id, content_id, CASE outcome WHEN 'imported' THEN 'insert' ELSE 'update' END,
-               old_completed_at, old_source, old_run_id, completed_at, :source, :run_id
-        FROM {STAGE}_decided WHERE outcome <> 'kept'
+        SELECT :run_id, user_id, content_id, 'update', old_completed_at, old_source, old_run_id, completed_at,
+               :source, :run_id
+        FROM {STAGE}_decided WHERE outcome = 'updated'
     """), values)
 
 
-def _apply(conn: Connection, values: dict) -> None:
-    """The decided changes. New completions go in with a plain INSERT in key order (index writes stay local):
-    twice as fast as ON CONFLICT's speculative inserts at millions of rows, and exact, because the journal
-    already says `insert` for them; should another writer have added one of those keys since the decision, the
-    INSERT fails and the caller decides again. Changed ones are updated only where a value really changes, so a
-    re-run rewrites no row and leaves no dead tuple."""
-    conn.execute(sa.text(f"""
-        INSERT INTO completions (user_id, content_id, completed_at, source, run_id)
-        SELECT user_id, content_id, completed_at, :source, :run_id FROM {STAGE}_decided
-        WHERE outcome = 'imported' ORDER BY user_id, content_id
-    """), values)
+def _apply(conn: Connection, rows: pd.DataFrame, values: dict, dialect: str) -> None:
+    """The decided changes. New completions go in as plain inserts in key order (index writes stay local): twice as
+    fast as ON CONFLICT's speculative inserts at millions of rows, and exact, because each was decided new; should
+    another writer have added one of those keys since the decision, the insert fails and the caller decides again.
+    Changed ones are updated only where a value really changes, so a re-run rewrites no row and leaves no dead
+    tuple."""
+    if dialect == "postgresql":
+        _copy_new_completions(conn, rows, values)
+    else:
+        conn.execute(sa.text(f"""
+            INSERT INTO completions (user_id, content_id, completed_at, source, run_id)
+            SELECT user_id, content_id, completed_at, :source, :run_id FROM {STAGE}_decided
+            WHERE outcome = 'imported' ORDER BY user_id, content_id
+        """), values)
     conn.execute(sa.text(f"""
         UPDATE completions SET completed_at = d.completed_at, source = :source, run_id = :run_id
         FROM {STAGE}_decided d
@@ -134,21 +145,53 @@ def _apply(conn: Connection, values: dict) -> None:
     """), values)
 
 
+def _copy_new_completions(conn: Connection, rows: pd.DataFrame, values: dict) -> None:
+    """The new completions by binary COPY, from the caller's rows at the positions decided new: COPY writes a page
+    of rows per WAL record where INSERT ... SELECT writes one per row, which made the insert twice as slow."""
+    cursor = _driver_connection(conn).cursor()
+    data = bytearray()
+    with cursor.copy(f"COPY (SELECT position FROM {STAGE}_decided WHERE outcome = 'imported') "
+                     "TO STDOUT (FORMAT binary)") as copy:
+        for block in copy:
+            data += block
+    positions = np.frombuffer(data, dtype=_COPY_POSITION, offset=len(_COPY_HEADER),
+                              count=(len(data) - len(_COPY_HEADER) - 2) // _COPY_POSITION.itemsize)["position"]
+    if not len(positions):
+        return
+    users, contents = rows["user_id"].to_numpy("int64"), rows["content_id"].to_numpy("int64")
+    in_key_order = positions[np.lexsort((contents[positions], users[positions]))]
+    del positions, data
+    source, run_id = values["source"].encode(), values["run_id"].encode()
+    _copy_binary(conn, "COPY completions (user_id, content_id, completed_at, source, run_id) FROM STDIN "
+                 "(FORMAT binary)", in_key_order, {
+                     "user_id": (">i8", users), "content_id": (">i8", contents),
+                     "completed_at": (">i8", _pg_micros(rows["completed_at"])),
+                     "source": (f"S{len(source)}", source), "run_id": (f"S{len(run_id)}", run_id)})
+
+
 def _stage(conn: Connection, rows: pd.DataFrame, dialect: str) -> None:
+    """The rows in a temporary table, each with its position in `rows`."""
     conn.exec_driver_sql(f"DROP TABLE IF EXISTS {STAGE}")
     if dialect == "postgresql":
+        positions = np.arange(len(rows))
         conn.exec_driver_sql(f"""CREATE TEMPORARY TABLE {STAGE}
             (user_id bigint NOT NULL, content_id bigint NOT NULL, completed_at timestamptz NOT NULL,
-             direct boolean NOT NULL)""")
-        _copy_postgres(conn, rows)
+             direct boolean NOT NULL, position bigint NOT NULL)""")
+        _copy_binary(conn, f"COPY {STAGE} (user_id, content_id, completed_at, direct, position) FROM STDIN "
+                     "(FORMAT binary)", positions, {
+                         "user_id": (">i8", rows["user_id"].to_numpy("int64")),
+                         "content_id": (">i8", rows["content_id"].to_numpy("int64")),
+                         "completed_at": (">i8", _pg_micros(rows["completed_at"])),
+                         "direct": ("u1", rows["direct"].to_numpy(bool)),
+                         "position": (">i8", positions)})
     else:
         conn.exec_driver_sql(f"""CREATE TEMPORARY TABLE {STAGE}
             (user_id INTEGER NOT NULL, content_id INTEGER NOT NULL, completed_at TEXT NOT NULL,
-             direct INTEGER NOT NULL)""")
+             direct INTEGER NOT NULL, position INTEGER NOT NULL)""")
         at = rows["completed_at"].dt.tz_convert("UTC").dt.strftime(SQLITE_TIME_FORMAT)
         records = list(zip(rows["user_id"].astype("int64").tolist(), rows["content_id"].astype("int64").tolist(),
-                           at.tolist(), rows["direct"].astype(int).tolist()))
-        _driver_connection(conn).executemany(f"INSERT INTO {STAGE} VALUES (?, ?, ?, ?)", records)
+                           at.tolist(), rows["direct"].astype(int).tolist(), range(len(rows))))
+        _driver_connection(conn).executemany(f"INSERT INTO {STAGE} VALUES (?, ?, ?, ?, ?)", records)
 
 
 def _driver_connection(conn: Connection) -> Any:
@@ -161,27 +204,33 @@ def _driver_connection(conn: Connection) -> Any:
 
 _PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 in microseconds since 1970: PostgreSQL's timestamp zero
 _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00" * 8
-_COPY_TUPLE = np.dtype([("fields", ">i2"), ("user_len", ">i4"), ("user_id", ">i8"), ("content_len", ">i4"),
-                        ("content_id", ">i8"), ("at_len", ">i4"), ("completed_at", ">i8"), ("direct_len", ">i4"),
-                        ("direct", "u1")])
+_COPY_POSITION = np.dtype([("fields", ">i2"), ("length", ">i4"), ("position", ">i8")])
 
 
-def _copy_postgres(conn: Connection, rows: pd.DataFrame, chunk: int = 1_000_000) -> None:
-    """Binary COPY, the tuples laid out by numpy in one go: no per-row Python and no text formatting."""
+def _pg_micros(times: pd.Series) -> np.ndarray:
+    """UTC times as PostgreSQL's binary timestamptz: microseconds since 2000-01-01."""
+    micros = times.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy("datetime64[us]")
+    return micros.astype("int64") - _PG_EPOCH_US
+
+
+def _copy_binary(conn: Connection, statement: str, at: np.ndarray, columns: dict[str, tuple[str, object]],
+                 chunk: int = 1_000_000) -> None:
+    """Binary COPY of the rows at positions `at` of the columns, the tuples laid out by numpy a chunk at a time: no
+    per-row Python, no text formatting, no full copy of the columns. `columns`: name -> (numpy dtype of the value
+    on the wire, an array or one value for every row)."""
+    layout = [("fields", ">i2")]
+    for name, (dtype, _) in columns.items():
+        layout += [(f"{name}_length", ">i4"), (name, dtype)]
     cursor = _driver_connection(conn).cursor()
-    with cursor.copy(f"COPY {STAGE} (user_id, content_id, completed_at, direct) FROM STDIN (FORMAT binary)") as copy:
+    with cursor.copy(statement) as copy:
         copy.write(_COPY_HEADER)
-        for start in range(0, len(rows), chunk):
-            part = rows.iloc[start:start + chunk]
-            tuples = np.empty(len(part), dtype=_COPY_TUPLE)
-            tuples["fields"] = 4
-            tuples["user_len"] = tuples["content_len"] = tuples["at_len"] = 8
-            tuples["direct_len"] = 1
-            tuples["user_id"] = part["user_id"].to_numpy("int64")
-            tuples["content_id"] = part["content_id"].to_numpy("int64")
-            micros = part["completed_at"].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy("datetime64[us]")
-            tuples["completed_at"] = micros.astype("int64") - _PG_EPOCH_US
-            tuples["direct"] = part["direct"].to_numpy(bool)
+        for start in range(0, len(at), chunk):
+            part = at[start:start + chunk]
+            tuples = np.empty(len(part), dtype=np.dtype(layout))
+            tuples["fields"] = len(columns)
+            for name, (dtype, values) in columns.items():
+                tuples[f"{name}_length"] = np.dtype(dtype).itemsize
+                tuples[name] = values[part] if isinstance(values, np.ndarray) else values
             copy.write(tuples.tobytes())
         copy.write(b"\xff\xff")
 
@@ -226,13 +275,19 @@ def restore_from_journal(conn: Connection, undone_run_id: str, undo_run_id: str,
     A row that a later run has changed since (it is no longer what the undone run left) is a conflict: left alone
     unless `force`. The undo journals its own changes under `undo_run_id` the way any run does, so that an undo can
     be undone. `restore` per row: `delete` (the run inserted it), `update` (put the old values back), `insert`
-    (the run deleted it) or `none` (already as it was before). Returns one row per journal row of the undone run:
-    the keys, `action`, what the run left (`new_*`), what is there now (`now_*`), what it was before (`old_*`),
-    `restore`, `conflict` and `applied` (the undo writes it; a dry run: would).
+    (the run deleted it) or `none` (already as it was before). Returns one row per completion the run inserted,
+    changed or deleted: the keys, `action`, what the run left (`new_*`), what is there now (`now_*`), what it was
+    before (`old_*`), `restore`, `conflict` and `applied` (the undo writes it; a dry run: would).
     """
     conn.exec_driver_sql(f"DROP TABLE IF EXISTS {UNDO}")
     before_matches = ("c.completed_at = j.old_completed_at AND c.source = j.old_source "
                       "AND c.run_id IS NOT DISTINCT FROM j.old_run_id")
+    # write_completions journals no insert: a completion it inserted carries the run's id until a later run changes
+    # or deletes it, and that run's journal then holds it as its old side, as the run left it (only the run writes
+    # its own id, and an undo puts back exactly what was there). Keys in the run's own journal are left out of
+    # both: the run updated them, or it is an older run whose inserts were journaled.
+    not_own = ("NOT EXISTS (SELECT 1 FROM progression_journal o WHERE o.run_id = :run_id "
+               "AND o.user_id = {table}.user_id AND o.content_id = {table}.content_id)")
     conn.execute(sa.text(f"""
         CREATE TEMPORARY TABLE {UNDO} AS
         SELECT j.user_id, j.content_id, j.action,
@@ -249,6 +304,19 @@ def restore_from_journal(conn: Connection, undone_run_id: str, undo_run_id: str,
         FROM progression_journal j
         LEFT JOIN completions c ON c.user_id = j.user_id AND c.content_id = j.content_id
         WHERE j.run_id = :run_id
+        UNION ALL
+        SELECT c.user_id, c.content_id, 'insert', c.completed_at, c.source, c.run_id,
+               c.completed_at, c.source, c.run_id, NULL, NULL, NULL, FALSE, 'delete'
+        FROM completions c
+        WHERE c.run_id = :run_id AND {not_own.format(table="c")}
+        UNION ALL
+        SELECT l.user_id, l.content_id, 'insert', l.completed_at, l.source, :run_id,
+               c.completed_at, c.source, c.run_id, NULL, NULL, NULL, TRUE,
+               CASE WHEN c.user_id IS NULL THEN 'none' ELSE 'delete' END
+        FROM (SELECT user_id, content_id, min(old_completed_at) AS completed_at, min(old_source) AS source
+              FROM progression_journal WHERE old_run_id = :run_id GROUP BY user_id, content_id) l
+        LEFT JOIN completions c ON c.user_id = l.user_id AND c.content_id = l.content_id
+        WHERE c.run_id IS DISTINCT FROM :run_id AND {not_own.format(table="l")}
     """), {"run_id": undone_run_id})
     applies = "restore <> 'none'" + ("" if force else " AND NOT conflict")
     if not dry_run:

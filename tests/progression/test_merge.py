@@ -53,7 +53,7 @@ def test_copy_gives_every_completion_to_the_target_and_leaves_the_source(target,
     assert job.pairs[0] | {"from_user_id": 0, "to_user_id": 0} == {
         "row": None, "from_email": source, "to_email": into, "from_user_id": 0, "to_user_id": 0,
         "completions": 2, "copied": 2, "kept": 0, "replaced": 0, "removed": 0}
-    assert [r["action"] for r in journal_of(target.engine, job.run_id)] == ["insert", "insert"]
+    assert journal_of(target.engine, job.run_id) == []  # new completions carry the run id: undo finds them by it
     with target.engine.connect() as conn:
         run = ledger.get_run(conn, job.run_id)
     assert (run["dag_id"], run["status"], run["imported"], run["report_path"]) == (

@@ -135,6 +135,22 @@ def test_a_completion_changed_by_a_later_run_is_a_conflict_left_alone_unless_for
     assert conflicts[1][6] == first.run_id and conflicts[1][9] == later.run_id
 
 
+def test_a_run_from_a_ledger_that_journaled_its_inserts_is_undone_once_per_completion(target, platform):
+    """Older versions journaled every insert too: those rows and the completions carrying the run id are one."""
+    e, journey = platform.emails, platform.uuids["journey"][0]
+    job = import_file(target, [[e[0], journey, "2024-04-10"]], "journeys")
+    written = stored(target.engine)
+    with target.engine.begin() as conn:
+        conn.execute(sa.text("""
+            INSERT INTO progression_journal (run_id, user_id, content_id, action, new_completed_at, new_source,
+                                             new_run_id)
+            SELECT run_id, user_id, content_id, 'insert', completed_at, source, run_id FROM completions
+            WHERE run_id = :run_id"""), {"run_id": job.run_id})
+    done = undo(target, job.run_id)
+    assert stored(target.engine) == {}
+    assert (done.counts["changes"], done.counts["removed"], done.counts["conflicts"]) == (len(written),) * 2 + (0,)
+
+
 def test_undoing_a_run_twice_does_nothing_the_second_time(target, platform):
     job = import_file(target, [[platform.emails[0], platform.uuids["activity"][0], "2024-03-01"]])
     first = undo(target, job.run_id)
