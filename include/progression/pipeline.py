@@ -65,8 +65,7 @@ class FileJob(Job):
 
     @property
     def claims_file(self) -> bool:
-        """Whether the run takes the file out of its folder (a dry run of an inbox file leaves it there)."""
-        return not self.dry_run or self.is_check
+        return runs.claims_file(self.dry_run, self.path)
 
 
 def plan(target: Target, *, path: str | None, content_type: str | None, dry_run: bool, on_existing: str | None,

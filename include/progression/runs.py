@@ -175,8 +175,7 @@ def recover(target: Target, airflow_run_is_live: AirflowRunIsLive | None) -> lis
 
 def _recover_run(target: Target, run: dict) -> str:
     root, staging = target.root, run["staging"]
-    # An import or a check moved the file into staging; a dry run of an inbox file only copied it there.
-    claims = run["dag_id"] == IMPORT_DAG and (not run["dry_run"] or storage.is_check(run["subject"]))
+    claims = run["dag_id"] == IMPORT_DAG and claims_file(run["dry_run"], run["subject"])
     held = claimed_file(staging, run["subject"]) if staging and claims else None
     where = ""
     status, message = run["status"], run["message"]
@@ -215,6 +214,12 @@ def release_staging(target: Target, run_id: str, staging: str) -> None:
     storage.remove_tree(target.root, staging)
     with target.engine.begin() as conn:
         ledger.update_run(conn, run_id, staging=None)
+
+
+def claims_file(dry_run: bool, subject: str) -> bool:
+    """Whether an import run moves its file into staging: an import or a check does; a dry run of an inbox file
+    only copies it there, and leaves it where it is."""
+    return not dry_run or storage.is_check(subject)
 
 
 def claimed_file(staging: str, subject: str) -> str:
