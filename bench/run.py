@@ -285,18 +285,18 @@ def print_table(results) -> None:
             print(f"| {label} | naive peer | " + " | ".join(
                 f"{peer['timings'][s]:.2f}" for s in ("read", "validate", "resolve", "expand", "write"))
                 + f" | {peer_total:.2f} | {peer['rows'] / peer['timings']['write']:,.0f} | {peer['peak_mb']:.0f} |")
-        line = f"  {label}:"
+        parts = []
         if limit:
-            line += f" project/limit {total / limit_total:.1f}x"
+            parts.append(f"project/limit {total / limit_total:.1f}x")
         if peer:
-            line += f", peer/project {sum(peer['timings'].values()) / total:.1f}x"
+            parts.append(f"peer/project {sum(peer['timings'].values()) / total:.1f}x")
         if "report" in project["timings"]:
             report, archived = project["timings"]["report"], project["timings"]["archive"]
-            line += (f"; report workbook {report:.1f} s and archive {archived:.1f} s (after the completions landed, "
-                     f"peak {project['peaks']['report']:.0f} MB); whole run {total + report + archived:.1f} s")
-        line += "; peak MB per task " + ", ".join(f"{k} {v:.0f}" for k, v in project["peaks"].items()
-                                                   if k not in ("report", "archive"))
-        print(line)
+            parts.append(f"report workbook {report:.1f} s and archive {archived:.1f} s (after the completions "
+                         f"landed, peak {project['peaks']['report']:.0f} MB); whole run {total + report + archived:.1f} s")
+        parts.append("peak MB per task " + ", ".join(f"{k} {v:.0f}" for k, v in project["peaks"].items()
+                                                      if k not in ("report", "archive")))
+        print(f"  {label}: " + "; ".join(parts))
 
 
 if __name__ == "__main__":

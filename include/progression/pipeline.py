@@ -4,6 +4,7 @@ a run-scoped staging folder of the customer's storage. The DAG, the tests and th
 from __future__ import annotations
 
 import io
+import gc
 import logging
 import time
 from dataclasses import dataclass, field
@@ -11,6 +12,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 
 from progression import ledger, runs, storage
 from progression.customers import CONTENT_TYPES, ON_EXISTING
@@ -398,6 +400,9 @@ def run_task(target: Target, job: FileJob, name: str) -> tuple[FileJob, list[tup
     """The stages of one task (jobs.IMPORT_TASKS), in order; the job and how long each stage took."""
     timings = []
     for stage in IMPORT_TASKS[name]:
+        if timings:  # the stage before is done with its frames: hand their memory back before the next one's
+            gc.collect()
+            pa.default_memory_pool().release_unused()
         started = time.perf_counter()
         job = archive(target, job) if stage == "archive" else run_stage(target, job, stage)
         timings.append((stage, time.perf_counter() - started))
