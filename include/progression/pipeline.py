@@ -398,7 +398,7 @@ def _fail_stage(target: Target, job: FileJob, message: str) -> FileJob:
 
 def run_task(target: Target, job: FileJob, name: str) -> tuple[FileJob, list[tuple[str, float]]]:
     """The stages of one task (jobs.IMPORT_TASKS), in order; the job and how long each stage took."""
-    timings = []
+    timings: list[tuple[str, float]] = []
     for stage in IMPORT_TASKS[name]:
         if timings:  # the stage before is done with its frames: hand their memory back before the next one's
             gc.collect()
