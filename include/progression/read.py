@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import csv
+import faulthandler
 import io
+import os
 import re
+import resource
+import signal
 import struct
+import tempfile
 import warnings
 import zipfile
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -128,17 +134,13 @@ def _is_csv(data: bytes, name: str) -> bool:
     raise InputError(_NOT_READABLE)
 
 
-def open_workbook(data: bytes) -> ExcelReader:
-    """A fastexcel reader for a workbook of any format Excel or LibreOffice writes, once its bytes are known to
-    stay within the bounds above; InputError otherwise."""
+def open_workbook(path: str) -> ExcelReader:
+    """A fastexcel reader of the workbook at `path`; InputError when the reader cannot open it. Call it in the
+    reading process (see read_sheets): opening already parses parts of the workbook."""
     import fastexcel
 
-    if data.startswith(_OLE2) and _is_encrypted(data):
-        raise InputError("the workbook is password protected: remove the password and drop it again")
-    if data.startswith(_ZIP):
-        _check_zip(data)
     try:
-        return fastexcel.read_excel(data)
+        return fastexcel.read_excel(path)
     except BaseException as exc:
         raise _reader_error(exc, "the workbook cannot be opened") from None
 
@@ -146,12 +148,111 @@ def open_workbook(data: bytes) -> ExcelReader:
 def load_sheet(reader: ExcelReader, sheet: str) -> pa.RecordBatch:
     """Every cell of one sheet as text. skip_rows=0 keeps leading empty rows, so positions are sheet rows."""
     try:
-        whole = reader.load_sheet(sheet, header_row=None, skip_rows=0, dtypes="string").to_arrow()
+        whole = reader.load_sheet(sheet, header_row=None, skip_rows=0, dtypes="string", eager=True)
     except BaseException as exc:
         raise _reader_error(exc, f"sheet {sheet!r} cannot be read") from None
     if whole.num_rows > EXCEL_MAX_ROWS:
         raise InputError(f"sheet {sheet!r} has {whole.num_rows:,} rows, over Excel's {EXCEL_MAX_ROWS:,}")
     return whole
+
+
+SheetPicker = Callable[["ExcelReader"], list[pa.RecordBatch]]
+SHEET_NAME = b"sheet"  # the schema metadata key under which a picker names each batch's sheet
+# The reader's address space on top of what the task has mapped already: a sheet of 1,048,576 rows x 7 columns
+# takes about 750 MB to load.
+READER_MEMORY = 2 << 30
+
+
+def read_sheets(data: bytes, pick: SheetPicker) -> list[pa.RecordBatch]:
+    """The sheets `pick` loads from a workbook's bytes, once the bytes are known to stay within the bounds above;
+    InputError otherwise.
+
+    The reader runs in a forked process limited to READER_MEMORY: calamine aborts its whole process when an
+    allocation fails (a 5 KB sheet with cells at A2 and XFD1048576 asks for hundreds of gigabytes), and a damaged
+    file may crash it outright. Such a death is the file's error, not the worker's."""
+    if data.startswith(_OLE2) and _is_encrypted(data):
+        raise InputError("the workbook is password protected: remove the password and drop it again")
+    if data.startswith(_ZIP):
+        _check_zip(data)
+    # The reader takes the workbook from a file: given bytes, it would copy them twice.
+    with tempfile.TemporaryDirectory(prefix="progression-read-") as folder:
+        source = os.path.join(folder, "workbook")
+        with open(source, "wb") as file:
+            file.write(data)
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child: what it does is asserted through the parent
+            _child_reads(source, pick, folder)
+        status = _wait(pid)
+        if os.WIFSIGNALED(status) and os.WTERMSIG(status) in _READER_CRASHES:
+            said = _first_line(Path(folder, "stderr.txt"))
+            raise InputError(f"the workbook cannot be read: the reader stopped on it "
+                             f"({signal.Signals(os.WTERMSIG(status)).name}{': ' + said if said else ''}); it is "
+                             f"damaged, or its cells lie so far apart that a sheet would take over "
+                             f"{READER_MEMORY >> 30} GiB to load")
+        code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
+        if code == 0:
+            batches = sorted(name for name in os.listdir(folder) if name.endswith(".arrow"))
+            return [_read_batch(os.path.join(folder, f"{i}.arrow")) for i in range(len(batches))]
+        told = Path(folder, "error.txt").read_text(encoding="utf-8") if Path(folder, "error.txt").exists() else ""
+        if code == _REFUSED:
+            raise InputError(told)
+        # Stopped from outside (the task is being stopped, the machine is out of memory) or a fault of this code.
+        raise RuntimeError(f"the workbook reader's process ended with status {status:#x}: {told or 'no message'}")
+
+
+_REFUSED = 3
+# How a reader's process dies on a file: an abort (a failed allocation, a panic in a panic), a bad access.
+_READER_CRASHES = {signal.SIGABRT, signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE}
+
+
+def _child_reads(source: str, pick: SheetPicker, folder: str) -> NoReturn:
+    """The forked reader: load, write each batch as an Arrow file, and leave without the parent's exit work."""
+    code, told = 1, ""
+    try:
+        # What the reader says as it dies (Rust prints there before it aborts) is kept for the message.
+        os.dup2(os.open(os.path.join(folder, "stderr.txt"), os.O_WRONLY | os.O_CREAT, 0o600), 2)
+        faulthandler.disable()  # a crash is told through the exit status, not as a dump into the task's log
+        resource.setrlimit(resource.RLIMIT_AS, (_address_space() + READER_MEMORY, resource.RLIM_INFINITY))
+        for number, batch in enumerate(pick(open_workbook(source))):
+            with pa.OSFile(os.path.join(folder, f"{number}.arrow"), "wb") as sink, \
+                    pa.ipc.new_file(sink, batch.schema) as writer:
+                writer.write_batch(batch)
+        code = 0
+    except InputError as exc:
+        code, told = _REFUSED, str(exc)
+    except MemoryError:
+        code, told = _REFUSED, f"a sheet of the workbook takes over {READER_MEMORY >> 30} GiB to load"
+    except BaseException as exc:
+        told = f"{exc.__class__.__name__}: {exc}"
+    finally:
+        if told:
+            Path(folder, "error.txt").write_text(told, encoding="utf-8")
+        os._exit(code)
+
+
+def _first_line(path: Path) -> str:
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines() if path.exists() else []
+    return lines[0][:200] if lines else ""
+
+
+def _read_batch(path: str) -> pa.RecordBatch:
+    with pa.OSFile(path) as file:
+        return pa.ipc.open_file(file).get_batch(0)
+
+
+def _address_space() -> int:
+    """The process's virtual size now: the reader's limit comes on top of what is mapped already."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _wait(pid: int) -> int:
+    try:
+        return os.waitpid(pid, 0)[1]
+    except BaseException:  # the task is stopped while it waits: the reader goes with it
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        raise
 
 
 def _reader_error(exc: BaseException, what: str) -> InputError:
@@ -250,23 +351,29 @@ def _missing_message(found: list[str], own_headers: dict[str, str]) -> str:
 
 def _read_workbook(data: bytes, max_rows: int, own_headers: dict[str, str]) -> InputTable:
     own = own_aliases(own_headers)
-    reader = open_workbook(data)
+    [whole] = read_sheets(data, lambda reader: [_sheet_with_headers(reader, own, own_headers)])
+    sheet = whole.schema.metadata[SHEET_NAME].decode()
+    top = whole.slice(0, HEADER_SEARCH_ROWS).to_pandas()
+    header_index, _ = _find_header(top, own) or (0, {})
+    _check_rows(whole.num_rows - header_index - 1, max_rows, f"sheet {sheet!r}")
+    headers = [str(c).strip() if isinstance(c, str) else "" for c in top.iloc[header_index].tolist()]
+    body = whole.slice(header_index + 1).rename_columns([f"__{i}" for i in range(len(headers))]).to_pandas()
+    body.columns = headers
+    # Excel row numbers: header at header_index + 1 (1-based), data starts one below.
+    return _table(body, header_index + 2, sheet, own)
+
+
+def _sheet_with_headers(reader: ExcelReader, own: Aliases, own_headers: dict[str, str]) -> pa.RecordBatch:
+    """The first sheet with the mandatory headers, named under SHEET_NAME (run by the reader's process)."""
     seen: list[str] = []
     # A report workbook dropped back into the inbox: its Rejected sheet is what is meant to be imported again.
     for sheet in sorted(reader.sheet_names, key=lambda name: name != "Rejected"):
         whole = load_sheet(reader, sheet)
         top = whole.slice(0, HEADER_SEARCH_ROWS).to_pandas()
-        hit = _find_header(top, own)
-        if hit is None:
+        if _find_header(top, own) is None:
             seen.append(f"sheet {sheet!r}: {_describe_headers(top)}")
             continue
-        header_index, _ = hit
-        _check_rows(whole.num_rows - header_index - 1, max_rows, f"sheet {sheet!r}")
-        headers = [str(c).strip() if isinstance(c, str) else "" for c in top.iloc[header_index].tolist()]
-        body = whole.slice(header_index + 1).rename_columns([f"__{i}" for i in range(len(headers))]).to_pandas()
-        body.columns = headers
-        # Excel row numbers: header at header_index + 1 (1-based), data starts one below.
-        return _table(body, header_index + 2, sheet, own)
+        return whole.replace_schema_metadata({SHEET_NAME: sheet.encode()})
     raise InputError(_missing_message(seen, own_headers))
 
 
@@ -425,9 +532,9 @@ def read_pairs(data: bytes, name: str, headers: tuple[str, str],
         text = data.decode("utf-8-sig", errors="replace")
         grids = [list(csv.reader(io.StringIO(text), delimiter=d)) for d in (";", ",", "\t", "|")]
     else:
-        reader = open_workbook(data)
-        grids = [load_sheet(reader, sheet).to_pandas().astype(object).where(lambda f: f.notna(), None)
-                 .values.tolist() for sheet in reader.sheet_names]
+        sheets = read_sheets(data, lambda reader: [load_sheet(reader, sheet) for sheet in reader.sheet_names])
+        grids = [sheet.to_pandas().astype(object).where(lambda f: f.notna(), None).values.tolist()
+                 for sheet in sheets]
     wanted = [{header_key(h), *(header_key(a) for a in (aliases or {}).get(h, ()))} for h in headers]
     for grid in grids:
         for index, cells in enumerate(grid[:HEADER_SEARCH_ROWS]):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+import signal
 import struct
 import zipfile
 import zlib
@@ -16,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from progression.read import (DATE, EMAIL, ROW, UUID, InputError, load_sheet, parse_dates, read_input,
-                              read_pairs)
+                              read_pairs, read_sheets)
 
 AMSTERDAM = ZoneInfo("Europe/Amsterdam")
 UTC = timezone.utc
@@ -615,6 +617,39 @@ def test_a_file_over_the_customer_max_rows_is_refused(name):
     assert len(read_input(data, name, max_rows=5).rows) == 5
     with pytest.raises(InputError, match="has 5 data rows, over the 4 allowed for this customer \\(max_rows\\)"):
         read_input(data, name, max_rows=4)
+
+
+def test_a_sheet_whose_cells_lie_far_apart_is_refused_and_the_process_lives_on():
+    # Two cells, at A2 and XFD1048576: the reader would allocate their whole rectangle (about 550 GB) and abort.
+    far = b'<row r="1048576"><c r="XFD1048576" t="inlineStr"><is><t>x</t></is></c></row></sheetData>'
+    data = _with_sheet(_sheet_rows(1).replace(b"</sheetData>", far))
+    assert len(data) < 5_000
+    with pytest.raises(InputError, match=r"the reader stopped on it \(SIGABRT: memory allocation of [0-9]+ bytes "
+                                         r"failed\); it is damaged, or its cells lie so far apart that a sheet "
+                                         r"would take over 2 GiB to load"):
+        read_input(data, "far.xlsx")
+    assert len(canonical(_with_sheet(_sheet_rows(3)))) == 3  # and this process reads the next file
+
+
+def test_a_reader_that_crashes_is_the_file_error_and_one_stopped_from_outside_is_not():
+    data = _with_sheet(_sheet_rows(1))
+    with pytest.raises(InputError, match=r"the reader stopped on it \(SIGSEGV\)"):
+        read_sheets(data, lambda reader: os.kill(os.getpid(), signal.SIGSEGV))  # type: ignore[func-returns-value]
+    with pytest.raises(RuntimeError, match="the workbook reader's process ended"):
+        read_sheets(data, lambda reader: os.kill(os.getpid(), signal.SIGKILL))  # type: ignore[func-returns-value]
+
+
+def test_sheets_come_back_from_the_reader_process_in_order():
+    book = openpyxl.Workbook()
+    book.active.title = "Notes"
+    book.active.append(["Read me first"])
+    book.create_sheet("Data").append(["User email", "Content uuid"])
+    book["Data"].append(["ann@example.com", U1])
+    buffer = io.BytesIO()
+    book.save(buffer)
+    sheets = read_sheets(buffer.getvalue(), lambda reader: [load_sheet(reader, name) for name in reader.sheet_names])
+    assert [sheet.column(0).to_pylist() for sheet in sheets] == [["Read me first"], ["User email", "ann@example.com"]]
+    assert read_input(buffer.getvalue(), "two.xlsx").sheet == "Data"
 
 
 # --- reader errors while loading a sheet -----------------------------------------------------------------------------
