@@ -3,7 +3,6 @@ a run-scoped staging folder of the customer's storage. The DAG, the tests and th
 
 from __future__ import annotations
 
-import io
 import gc
 import logging
 import time
@@ -337,10 +336,9 @@ def report(target: Target, job: FileJob) -> FileJob:
     name = job.path.rsplit("/", 1)[-1]
     stem = name.rsplit(".", 1)[0] + (".check" if job.is_check else "")
     job.report = f"{storage.REPORTS}/{job.now:%Y-%m-%d}/{stem}.{job.run_id}.xlsx"
-    buffer = io.BytesIO()
-    write_import_report(buffer, summary=summary_lines(target, job), rows=rows, columns=job.original_columns,
-                        outcomes=outcomes)
-    storage.write_bytes(target.root, job.report, buffer.getvalue())
+    with storage.writer(target.root, job.report) as file:
+        write_import_report(file, summary=summary_lines(target, job), rows=rows, columns=job.original_columns,
+                            outcomes=outcomes)
     with target.engine.begin() as conn:
         ledger.finish_run(conn, job.run_id, "failed" if job.failed else "succeeded", report_path=job.report)
     return job
