@@ -133,12 +133,21 @@ def _safe(text: str) -> str:
 
 # --- staging ------------------------------------------------------------------------------------------------------
 
+# The frames a task's stages put, for its later stages (validate takes fetch's rows, expand resolve's): read back
+# from storage only by another task. Emptied as each task ends (run_task).
+_put_by_this_task: dict[str, pd.DataFrame] = {}
+
+
 def _put(target: Target, job: FileJob, name: str, frame: pd.DataFrame) -> None:
-    storage.write_frame(target.root, f"{job.staging}/{name}.parquet", frame)
+    rel = f"{job.staging}/{name}.parquet"
+    storage.write_frame(target.root, rel, frame)
+    _put_by_this_task[rel] = frame
 
 
 def _get(target: Target, job: FileJob, name: str) -> pd.DataFrame:
-    return storage.read_frame(target.root, f"{job.staging}/{name}.parquet")
+    rel = f"{job.staging}/{name}.parquet"
+    held = _put_by_this_task.get(rel)
+    return held.copy(deep=False) if held is not None else storage.read_frame(target.root, rel)
 
 
 def _fail(target: Target, job: FileJob, message: str) -> FileJob:
@@ -397,14 +406,27 @@ def _fail_stage(target: Target, job: FileJob, message: str) -> FileJob:
 def run_task(target: Target, job: FileJob, name: str) -> tuple[FileJob, list[tuple[str, float]]]:
     """The stages of one task (jobs.IMPORT_TASKS), in order; the job and how long each stage took."""
     timings: list[tuple[str, float]] = []
-    for stage in IMPORT_TASKS[name]:
-        if timings:  # the stage before is done with its frames: hand their memory back before the next one's
-            gc.collect()
-            pa.default_memory_pool().release_unused()
-        started = time.perf_counter()
-        job = archive(target, job) if stage == "archive" else run_stage(target, job, stage)
-        timings.append((stage, time.perf_counter() - started))
+    try:
+        for stage in IMPORT_TASKS[name]:
+            if timings:  # the stage before is done with its frames: hand their memory back before the next one's
+                _release_frames_but(IMPORT_INPUTS.get(stage, ()), job)
+            started = time.perf_counter()
+            job = archive(target, job) if stage == "archive" else run_stage(target, job, stage)
+            timings.append((stage, time.perf_counter() - started))
+    finally:
+        _put_by_this_task.clear()
     return job, timings
+
+
+# What a stage takes from the stage before it in the same task (see _put_by_this_task).
+IMPORT_INPUTS = {"validate": ("input",), "expand": ("resolved", "edges")}
+
+
+def _release_frames_but(kept: tuple[str, ...], job: FileJob) -> None:
+    for rel in [rel for rel in _put_by_this_task if rel not in {f"{job.staging}/{name}.parquet" for name in kept}]:
+        del _put_by_this_task[rel]
+    gc.collect()
+    pa.default_memory_pool().release_unused()
 
 
 def run_file(target: Target, job: FileJob) -> FileJob:
