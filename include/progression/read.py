@@ -172,8 +172,7 @@ def read_sheets(data: bytes, pick: SheetPicker) -> list[pa.RecordBatch]:
     file may crash it outright. Such a death is the file's error, not the worker's."""
     if data.startswith(_OLE2) and _is_encrypted(data):
         raise InputError("the workbook is password protected: remove the password and drop it again")
-    if data.startswith(_ZIP):
-        _check_zip(data)
+    parts = _declared_parts(data) if data.startswith(_ZIP) else []
     # The reader takes the workbook from a file: given bytes, it would copy them twice.
     with tempfile.TemporaryDirectory(prefix="progression-read-") as folder:
         source = os.path.join(folder, "workbook")
@@ -182,7 +181,15 @@ def read_sheets(data: bytes, pick: SheetPicker) -> list[pa.RecordBatch]:
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child: what it does is asserted through the parent
             _child_reads(source, pick, folder)
-        status = _wait(pid)
+        try:
+            # While the reader loads, what the parts really inflate to (a bomb's reader dies with it: killed below).
+            for part in parts:
+                _check_inflated_size(data, part)
+            status = os.waitpid(pid, 0)[1]
+        except BaseException:  # a bomb, or the task is stopped meanwhile: the reader goes too
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise
         if os.WIFSIGNALED(status) and os.WTERMSIG(status) in _READER_CRASHES:
             said = _first_line(Path(folder, "stderr.txt"))
             raise InputError(f"the workbook cannot be read: the reader stopped on it "
@@ -236,23 +243,14 @@ def _first_line(path: Path) -> str:
 
 
 def _read_batch(path: str) -> pa.RecordBatch:
-    with pa.OSFile(path) as file:
-        return pa.ipc.open_file(file).get_batch(0)
+    # Mapped, not copied: the batch keeps the mapping (and so the unlinked file's pages) alive as long as it lives.
+    return pa.ipc.open_file(pa.memory_map(path)).get_batch(0)
 
 
 def _address_space() -> int:
     """The process's virtual size now: the reader's limit comes on top of what is mapped already."""
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def _wait(pid: int) -> int:
-    try:
-        return os.waitpid(pid, 0)[1]
-    except BaseException:  # the task is stopped while it waits: the reader goes with it
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-        raise
 
 
 def _reader_error(exc: BaseException, what: str) -> InputError:
@@ -274,9 +272,9 @@ def _is_encrypted(data: bytes) -> bool:
         return False
 
 
-def _check_zip(data: bytes) -> None:
-    """Refuse a workbook whose parts would unpack past the bounds, judging by what they declare and then by
-    what they really inflate to, a chunk at a time: the reader inflates a part to its end whatever it declares."""
+def _declared_parts(data: bytes) -> list[zipfile.ZipInfo]:
+    """A workbook's parts, once what they declare is within the bounds; their real sizes are checked as they are
+    inflated (see _check_inflated_size): the reader inflates a part to its end whatever it declares."""
     # Every part zipfile lists starts with this signature, so counting it bounds the listing before it is made.
     if data.count(b"PK\x01\x02") > MAX_PARTS:
         raise InputError(f"the workbook has more than {MAX_PARTS:,} parts: it is damaged or a zip bomb")
@@ -293,8 +291,7 @@ def _check_zip(data: bytes) -> None:
             raise InputError(f"part {part.filename!r} of the workbook inflates "
                              f"{part.file_size / max(part.compress_size, 1):,.0f} times, over the "
                              f"{1 / MIN_INFLATE_RATIO:.0f} an import reads: it is damaged or a zip bomb")
-    for part in parts:
-        _check_inflated_size(data, part)
+    return parts
 
 
 def _check_inflated_size(data: bytes, part: zipfile.ZipInfo) -> None:
