@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -150,12 +151,12 @@ def _copy_new_completions(conn: Connection, rows: pd.DataFrame, values: dict) ->
     of rows per WAL record where INSERT ... SELECT writes one per row, which made the insert twice as slow."""
     cursor = _driver_connection(conn).cursor()
     data = bytearray()
-    with cursor.copy(f"COPY (SELECT position FROM {STAGE}_decided WHERE outcome = 'imported') "
+    # One array in one row: a row per position would cost a Python iteration each (1M rows: 8 s of 10).
+    with cursor.copy(f"COPY (SELECT array_agg(position) FROM {STAGE}_decided WHERE outcome = 'imported') "
                      "TO STDOUT (FORMAT binary)") as copy:
         for block in copy:
             data += block
-    positions = np.frombuffer(data, dtype=_COPY_POSITION, offset=len(_COPY_HEADER),
-                              count=(len(data) - len(_COPY_HEADER) - 2) // _COPY_POSITION.itemsize)["position"]
+    positions = _binary_int8_array(data)
     if not len(positions):
         return
     users, contents = rows["user_id"].to_numpy("int64"), rows["content_id"].to_numpy("int64")
@@ -204,7 +205,21 @@ def _driver_connection(conn: Connection) -> Any:
 
 _PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 in microseconds since 1970: PostgreSQL's timestamp zero
 _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00" * 8
-_COPY_POSITION = np.dtype([("fields", ">i2"), ("length", ">i4"), ("position", ">i8")])
+_ARRAY_ELEMENT = np.dtype([("length", ">i4"), ("value", ">i8")])
+
+
+def _binary_int8_array(data: bytes | bytearray) -> np.ndarray:
+    """The bigint[] of a one-row, one-column binary COPY (empty when it is NULL): after the header, the field count
+    and the field's length, an array is its dimensions, null flag and element type, then (size, lower bound) per
+    dimension, then (length, value) per element."""
+    field = len(_COPY_HEADER) + 2
+    (length,) = struct.unpack_from(">i", data, field)
+    if length < 0 or struct.unpack_from(">i", data, field + 4)[0] == 0:
+        return np.empty(0, dtype="int64")
+    (dimensions,) = struct.unpack_from(">i", data, field + 4)
+    (size,) = struct.unpack_from(">i", data, field + 16)
+    elements = np.frombuffer(data, dtype=_ARRAY_ELEMENT, offset=field + 16 + 8 * dimensions, count=size)
+    return elements["value"].astype("int64")
 
 
 def _pg_micros(times: pd.Series) -> np.ndarray:
