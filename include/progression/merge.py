@@ -86,13 +86,7 @@ def plan(target: Target, *, from_email: str | None, to_email: str | None, path: 
 
 
 def _pairs_from_workbook(target: Target, path: str) -> pd.DataFrame:
-    try:
-        rel = storage.relative(path)
-        present = storage.is_file(target.root, rel)
-    except storage.PathRefused as exc:
-        raise ConfError(str(exc)) from None
-    if not present:
-        raise ConfError(f"path {rel!r} does not exist in the storage of customer {target.customer.slug}")
+    rel = runs.customer_file(target, path)
     try:
         rows = read_pairs(storage.read_bytes(target.root, rel), rel, PAIR_HEADERS)
     except InputError as exc:

@@ -80,16 +80,10 @@ def plan(target: Target, *, path: str | None, content_type: str | None, dry_run:
     if on_existing not in ON_EXISTING:
         raise ConfError(f"on_existing {on_existing!r} must be one of {', '.join(ON_EXISTING)}")
     if path:
-        try:
-            rel = storage.relative(path)
-            present = storage.is_file(target.root, rel)
-        except storage.PathRefused as exc:
-            raise ConfError(str(exc)) from None
+        rel = runs.customer_file(target, path)
         if check and not storage.is_check(rel):
             raise ConfError(f"check takes a path in the check folder ({storage.CHECK}/activities/, ...), not "
                             f"{rel!r}; to see what an import of it would do, trigger with dry_run")
-        if not present:
-            raise ConfError(f"path {rel!r} does not exist in the storage of customer {customer.slug}")
         files = [(rel, storage.type_from_folder(rel))]
     else:
         inbox = storage.inbox_files(target.root, content_type, (storage.CHECK,) if check else

@@ -48,6 +48,18 @@ class ConfError(ValueError):
     """A run conf that is refused before any work."""
 
 
+def customer_file(target: Target, path: str) -> str:
+    """A run conf's `path` as a path in the customer's storage that holds a regular file; ConfError otherwise."""
+    try:
+        rel = storage.relative(path)
+        present = storage.is_file(target.root, rel)
+    except storage.PathRefused as exc:
+        raise ConfError(str(exc)) from None
+    if not present:
+        raise ConfError(f"path {rel!r} does not exist in the storage of customer {target.customer.slug}")
+    return rel
+
+
 @contextmanager
 def _customer_lock(target: Target, namespace: int) -> Iterator[Connection]:
     with target.engine.begin() as conn:  # on SQLite BEGIN IMMEDIATE: one writer at a time anyway

@@ -147,15 +147,7 @@ def plan(target: Target, *, old_uuid: str | None = None, new_uuid: str | None = 
     if not path and not old_uuid:
         raise ConfError("nothing to transfer: give old_uuid and new_uuid (one pair) or path (a workbook of pairs, "
                         f"e.g. {storage.INBOX}/{TRANSFERS}/pairs.xlsx)")
-    rel = None
-    if path:
-        try:
-            rel = storage.relative(path)
-            present = storage.is_file(target.root, rel)
-        except storage.PathRefused as exc:
-            raise ConfError(str(exc)) from None
-        if not present:
-            raise ConfError(f"path {rel!r} does not exist in the storage of customer {customer.slug}")
+    rel = runs.customer_file(target, path) if path else None
     requested: list[tuple[int | None, str | None, str | None]]
     if rel:
         subject = rel

@@ -342,6 +342,7 @@ def test_a_file_over_the_customer_max_rows_fails_whole(target, platform):
     ({"path": "inbox/activities/q3.xlsx", "check": True}, "check takes a path in the check folder"),
 ])
 def test_a_bad_conf_is_refused_before_any_work(target, conf, message):
+    drop(target.root, "inbox/activities/q3.xlsx", xlsx([["User email", "Content uuid"]]))
     kwargs = {"path": None, "content_type": None, "dry_run": False, "on_existing": None, "force": False,
               "airflow_run_id": None, "started": NOW, **conf}
     with pytest.raises(ConfError, match=message):
