@@ -75,6 +75,9 @@ def test_who_completed_the_old_journey_and_can_see_the_new_one_gets_it_with_its_
     assert set(written.values()) == {(utc("2024-03-01 09:30"), "transfer", job.run_id)}
     assert {key: got[key] for key in before} == before  # the old completions stay as they were
     assert job.counts == {**job.counts, "rows_read": 3, "imported": 1, "derived_written": 3, "skipped_without_access": 2}
+    with target.engine.connect() as conn:  # skipped, not saved: a transfer leaves those users out
+        recorded = ledger.get_run(conn, job.run_id)
+    assert (recorded["skipped_without_access"], recorded["saved_without_access"]) == (2, 0)
     assert sheet(target, job, "Pairs") == [(None, j0, job.pairs[0].old_title, j2, job.pairs[0].new_title,
                                             "journey", None, 3, 1, 3, 2, 0)]
     assert sheet(target, job, "Skipped users") == sorted([(j0, j2, emails[NO_GROUP]), (j0, j2, emails[GROUP_0])])
