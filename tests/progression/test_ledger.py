@@ -3,6 +3,9 @@ its own counts."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 from datetime import date, datetime, timezone
 from pathlib import Path
 
@@ -10,11 +13,13 @@ import sqlalchemy as sa
 
 from support import NOW, stored
 from progression import ledger
+from progression.db import engine_for
 from progression.history import render_detail, written_per_day
-from progression.platform import completions, content, users
+from progression.platform import completions, content, create_platform_tables, users
 from progression.runs import figure_lines
 from progression.undo import plan as plan_undo, run_undo
 
+ROOT = Path(__file__).resolve().parents[2]
 V1 = Path(__file__).parent / "fixtures" / "ledger_v1.sql"
 PROJECT_TABLES = ("progression_alerts", "progression_journal", "progression_runs", "progression_schema")
 
@@ -126,3 +131,18 @@ def test_a_version_3_ledger_is_upgraded_in_place_keeping_its_alerts(engine):
     with engine.connect() as conn:
         [alert] = ledger.open_alerts(conn, "acme")
     assert (alert["kind"], alert["key"], ledger.as_utc(alert["told_at"])) == ("late", "import-acme-1", at)
+
+
+def test_bin_progression_db_upgrade_upgrades_a_version_1_ledger(tmp_path):
+    path = tmp_path / "acme.db"
+    engine = engine_for(f"sqlite:///{path}")
+    create_platform_tables(engine)
+    ledger.upgrade(engine)
+    make_ledger_v1(engine)
+    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path / "airflow"),
+           "AIRFLOW_CONN_ACME_DB": json.dumps({"conn_type": "sqlite", "host": str(path)})}
+    done = subprocess.run([str(ROOT / "bin/progression-db"), "upgrade", "acme_db"], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "acme_db: progression tables at version 4"
+    assert versions(engine) == [1, 4] and runs_by_id(engine)["merge-acme-1"]["removed"] == 3
