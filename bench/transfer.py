@@ -106,7 +106,7 @@ def main() -> None:
         written = counts["imported"] + counts["updated"] + counts["derived_written"]
         total = sum(timings.values())
         print(f"| {label} | " + " | ".join(f"{timings[s]:.2f}" for s in stages) + f" | {total:.2f} | "
-              f"{counts['rows_read']:,} | {written:,} | {counts['without_access']:,} | {counts['kept']:,} | "
+              f"{counts['rows_read']:,} | {written:,} | {counts['skipped_without_access']:,} | {counts['kept']:,} | "
               f"{written / timings['transfer']:,.0f} |")
 
 

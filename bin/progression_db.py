@@ -8,7 +8,9 @@ import sys
 
 from progression import demo, health, ledger
 from progression.customers import load_registry
+from progression.ledger import Status
 from progression.platform import create_platform_tables
+from progression.runs import IMPORT_DAG, figure_lines
 from progression.templates import write_templates
 from progression_airflow import platform_engine, storage_root, target_for
 
@@ -84,25 +86,19 @@ def main(argv: list[str]) -> int:
 
 
 def describe_runs(runs: list[dict], root) -> str:
+    """What one Airflow run did, run by run, each kind in its own words (runs.figure_lines, as the history page)."""
     if not runs:
         return "no runs in the ledger yet"
-    transfer = runs[0]["dag_id"] == "progression_transfer"
-    lines = [f"Airflow run {runs[0]['airflow_run_id']}: " + ("transfer" if transfer else f"{len(runs)} file(s)")]
+    files = runs[0]["dag_id"] == IMPORT_DAG
+    lines = [f"Airflow run {runs[0]['airflow_run_id']}: "
+             + (f"{len(runs)} file(s)" if files else runs[0]["dag_id"].removeprefix("progression_"))]
     for run in runs:
         lines.append(f"- {run['subject']}: {run['status']}{' (dry run)' if run['dry_run'] else ''}  "
                      f"[run {run['run_id']}]")
         if run["message"]:
             lines.append(f"    {run['message']}")
-        if transfer and run["status"] == "succeeded":
-            lines.append(f"    completed the old item {run['rows_read']}, "
-                         f"new item written {run['imported'] + run['updated']}, "
-                         f"through its contents {run['derived_written']}, "
-                         f"skipped without access {run['without_access']}, already had it {run['kept']}")
-        elif not transfer and run["status"] != "skipped":
-            lines.append(f"    rows read {run['rows_read']}, imported {run['imported']}, updated {run['updated']}, "
-                         f"kept {run['kept']}, duplicates {run['duplicates']}, rejected {run['rejected']}")
-            lines.append(f"    completed through the hierarchy {run['derived_written']}, "
-                         f"saved without access {run['without_access']}")
+        if run["status"] != Status.SKIPPED:
+            lines.append("    " + ", ".join(f"{label} {n}" for label, n in figure_lines(run)))
         for reason, count in sorted(run["rejected_by_reason"].items()):
             lines.append(f"    rejected, {reason}: {count}")
         if run["report_path"]:

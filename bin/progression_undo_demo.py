@@ -12,6 +12,7 @@ import sys
 
 from progression import ledger
 from progression.customers import load_registry
+from progression.ledger import Status
 from progression_airflow import platform_engine, storage_root
 
 
@@ -26,7 +27,7 @@ def main(argv: list[str]) -> int:
         runs = ledger.list_runs(conn, customer=customer.slug)
     if args.command == "conf":
         # The latest run that wrote completions and stands (an earlier demo's undo aside): what the demo did last.
-        undoable = [r for r in runs if r["dag_id"] != "progression_undo" and r["status"] == "succeeded"
+        undoable = [r for r in runs if r["dag_id"] != "progression_undo" and r["status"] == Status.SUCCEEDED
                     and not r["dry_run"] and not r["undone_by"] and r["imported"] + r["updated"] > 0]
         if not undoable:
             print(f"no run of {customer.slug} that wrote completions to undo", file=sys.stderr)

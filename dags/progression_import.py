@@ -106,25 +106,27 @@ def progression_import():
 
         from airflow.sdk import get_current_context
 
-        from progression.pipeline import FileJob, close_run_staging, runs_of, summarise
+        from progression.pipeline import FileJob, close_run_staging
+        from progression.runs import IMPORT_DAG, rows_of, summarise
 
         context = get_current_context()
         if jobs is None:  # discover refused the conf: nothing ran
-            summary = {**summarise([]), "refused": context["ti"].xcom_pull(task_ids="discover", key="refused")}
+            summary = summarise(IMPORT_DAG, None, [],
+                                refused=context["ti"].xcom_pull(task_ids="discover", key="refused"))
             print(json.dumps(summary))
             return summary
         registry = load_registry()
         customers = sorted({job["customer"] for job in jobs})
-        runs = {slug: runs_of(target_of(slug), run_id) for slug in customers}
+        runs = {slug: rows_of(target_of(slug), run_id) for slug in customers}
         for slug in customers:
             close_run_staging(target_of(slug), [FileJob.from_dict(job) for job in jobs if job["customer"] == slug])
         for slug, customer_runs in runs.items():
-            part = summarise(customer_runs)
+            part = summarise(IMPORT_DAG, slug, customer_runs)
             announce_completions(outlet_events, slug, "progression_import", part,
                                  ("imported", "updated", "derived_written"))
             if tell_customer(registry.get(slug), part, customer_runs, context):
                 print(f"told {slug}'s notify addresses about rejected rows or failed files")
-        summary = summarise([run for customer_runs in runs.values() for run in customer_runs])
+        summary = summarise(IMPORT_DAG, None, [run for customer_runs in runs.values() for run in customer_runs])
         print(json.dumps(summary))
         return summary
 

@@ -54,10 +54,10 @@ def progression_merge_users():
     def stage(name: str):
         return stage_task("merge", "MergeJob", name)
 
-    summarise = summary_task("merge", "MergeJob", "progression_merge_users", ("copied", "replaced", "removed"))
+    summarise = summary_task("progression_merge_users", ("copied", "replaced", "removed"))
 
     # A teardown: it runs whatever happened before it, and the run's state stays the work's.
-    summarise(stage("report")(stage("apply")(plan()))).as_teardown()
+    stage("report")(stage("apply")(plan())) >> summarise().as_teardown()
 
 
 progression_merge_users()

@@ -9,7 +9,7 @@ import pendulum
 from airflow.sdk import Param, dag, task
 
 from progression.customers import ON_EXISTING, load_registry
-from progression_airflow import COMPLETIONS_CHANGED, announce_completions, refused_conf, stage_task, target_of
+from progression_airflow import refused_conf, stage_task, summary_task, target_of
 
 REGISTRY = load_registry()
 # The trigger form's check; the plan checks every uuid again, as it checks those of a workbook.
@@ -70,24 +70,7 @@ def progression_transfer():
 
     # A teardown runs whatever happened before it and leaves the run's state to the work: a refused transfer
     # fails the run, and still ends with its summary.
-    @task(outlets=[COMPLETIONS_CHANGED])
-    def summarise(params: dict, run_id: str, outlet_events=None) -> dict:
-        """One JSON line for the run."""
-        import json
-
-        from progression.transfer import summarise
-
-        summary = summarise(target_of(params["customer"]), run_id)
-        if summary["status"] == "refused":
-            from airflow.sdk import get_current_context
-
-            summary["message"] = get_current_context()["ti"].xcom_pull(task_ids="plan", key="refused") or \
-                summary["message"]
-        if summary.get("status") == "succeeded":
-            announce_completions(outlet_events, summary["customer"], "progression_transfer", summary,
-                                 ("written_directly", "written_through_contents"))
-        print(json.dumps(summary))
-        return summary
+    summarise = summary_task("progression_transfer", ("written_directly", "written_through_contents"))
 
     archive(stage("report")(stage("transfer")(plan()))) >> summarise().as_teardown()
 

@@ -49,10 +49,10 @@ def progression_undo():
     def stage(name: str):
         return stage_task("undo", "UndoJob", name)
 
-    summarise = summary_task("undo", "UndoJob", "progression_undo", ("removed", "put_back", "reinserted"))
+    summarise = summary_task("progression_undo", ("restored",))
 
     # A teardown: it runs whatever happened before it, and the run's state stays the work's.
-    summarise(stage("report")(stage("apply")(plan()))).as_teardown()
+    stage("report")(stage("apply")(plan())) >> summarise().as_teardown()
 
 
 progression_undo()

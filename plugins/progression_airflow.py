@@ -103,26 +103,25 @@ def stage_task(module: str, job_type: str, name: str):
     return run
 
 
-def summary_task(module: str, job_type: str, dag_id: str, changed: tuple[str, ...]):
-    """The last task of a one-job DAG, a teardown: one JSON line from `progression.<module>.summarise` (what the run
-    did, its run id and report), and the asset event when the counts named in `changed` show completions changed.
-    When the run stopped early (a refused conf, a failed stage) the line says so."""
+def summary_task(dag_id: str, changed: tuple[str, ...]):
+    """The last task of a DAG run for one customer, a teardown: one JSON line from the ledger (runs.summarise: what
+    the run did in its kind's words, its run id and report), and the asset event when the figures named in
+    `changed` show a real run changed completions. A conf refused by the first task is in the line too."""
     from airflow.sdk import task
 
     @task(task_id="summarise", outlets=[COMPLETIONS_CHANGED])
-    def summarise(job: dict | None, params: dict, outlet_events=None) -> dict:
-        import importlib
+    def summarise(params: dict, run_id: str, outlet_events=None) -> dict:
         import json
 
         from airflow.sdk import get_current_context
 
-        if job is None:
-            refused = get_current_context()["ti"].xcom_pull(task_ids="plan", key="refused")
-            summary = {"dag": dag_id, "customer": params.get("customer"), "status": "refused" if refused else "failed",
-                       "message": refused or "a task failed before the report: see its log"}
-        else:
-            stages = importlib.import_module(f"progression.{module}")
-            summary = stages.summarise(getattr(stages, job_type).from_dict(job))
+        from progression import runs
+        from progression.ledger import Status
+
+        refused = get_current_context()["ti"].xcom_pull(task_ids="plan", key="refused")
+        summary = runs.summarise(dag_id, params["customer"], runs.rows_of(target_of(params["customer"]), run_id),
+                                 refused=refused)
+        if summary["status"] == Status.SUCCEEDED:
             announce_completions(outlet_events, summary["customer"], dag_id, summary, changed)
         print(json.dumps(summary))
         return summary

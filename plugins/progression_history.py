@@ -157,7 +157,7 @@ def run_page(request: Request, customer: str, run_id: str, action_dag: str | Non
     with engine.connect() as conn:
         previews = tuple(ledger.undos_of(conn, run_id))
     failed = (failed_file(storage_root(target.storage), run)
-              if run["dag_id"] == IMPORT and run["status"] == "failed" and not run["dry_run"] else None)
+              if run["dag_id"] == IMPORT and run["status"] == ledger.Status.FAILED and not run["dry_run"] else None)
     actions = RunActions(undo=may_trigger(user, UNDO), previews=previews,
                          failed_file=failed if failed and may_trigger(user, IMPORT) else None)
     report: tuple[list[str], list[tuple]] = ([], [])

@@ -128,7 +128,7 @@ def run_export(target, *, airflow_run_id: str | None, dry_run: bool = False) -> 
     exported = sum(counts.by_type.values())
     with target.engine.begin() as conn:
         ledger.record_counts(conn, run_id, ledger.RunCounts(rows_read=exported))
-        ledger.finish_run(conn, run_id, "succeeded", report_path=rel)
+        ledger.finish_run(conn, run_id, ledger.Status.SUCCEEDED, report_path=rel)
     return {"dag": DAG_ID, "customer": customer.slug, "run_id": run_id, "report": rel, "dry_run": dry_run,
             "completions": {kind: n for kind, n in counts.by_type.items()}, "content_items": counts.content_items,
             "templates": templates}

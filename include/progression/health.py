@@ -17,12 +17,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from progression import ledger, notify, storage
-from progression.ledger import runs
+from progression.ledger import WRITTEN, Status, runs
 from progression.runs import IMPORT_DAG, Target
 
 DAG_ID = "progression_health"
 STATES = ("failing", "late", "unusual", "ok", "no_expectation")  # worst first
-FAILED = ("failed", "abandoned")
+FAILED = (Status.FAILED, Status.ABANDONED)
 BASELINE = 10  # a file is judged against the median rows read of this many succeeded imports before it,
 MIN_BASELINE = 3  # and only when there are at least this many
 UNUSUAL_FACTOR = 10  # below a tenth or above ten times that median
@@ -72,7 +72,7 @@ def customer_health(target: Target, now: datetime) -> CustomerHealth:
     """One customer's health as of `now` (runs started later are not seen)."""
     customer, now = target.customer, ledger.as_utc(now)
     with target.engine.connect() as conn:
-        last_success = _latest(conn, customer.slug, now, ("succeeded",))
+        last_success = _latest(conn, customer.slug, now, (Status.SUCCEEDED,))
         last_failure = _latest(conn, customer.slug, now, FAILED)
         since = ledger.as_utc(last_success["started_at"]) if last_success else None
         streak = conn.execute(sa.select(sa.func.count()).select_from(runs).where(
@@ -115,22 +115,22 @@ def _finished(run: Mapping) -> datetime:
 
 
 def _written_by(run: Mapping) -> int:
-    return int(run["imported"] or 0) + int(run["updated"] or 0) + int(run["derived_written"] or 0)
+    return sum(int(run[name] or 0) for name in WRITTEN)
 
 
 def _written(conn: Connection, customer: str, since: datetime, now: datetime) -> int:
-    """Completions written (inserted, changed, completed through the hierarchy) by the customer's real runs of any
-    kind that succeeded and started in [since, now]."""
+    """Completions written (inserted, changed, completed through the hierarchy) by the customer's real runs that
+    succeeded and started in [since, now]: imports, transfers and merges (an undo restores, see ledger.COUNTS)."""
     total = sa.func.coalesce(sa.func.sum(runs.c.imported + runs.c.updated + runs.c.derived_written), 0)
     return int(conn.execute(sa.select(total).where(
-        runs.c.customer == customer, runs.c.status == "succeeded", runs.c.dry_run.is_(False),
+        runs.c.customer == customer, runs.c.status == Status.SUCCEEDED, runs.c.dry_run.is_(False),
         runs.c.started_at >= since, runs.c.started_at <= now)).scalar() or 0)
 
 
 def _unusual_files(conn: Connection, customer: str, now: datetime) -> list[dict]:
     """Files imported in the window whose rows read fall below a tenth or above ten times the median of the
     customer's previous succeeded imports of the same content type (a programmes file is not judged by activities)."""
-    succeeded = [*_real_imports(customer, now), runs.c.status == "succeeded"]
+    succeeded = [*_real_imports(customer, now), runs.c.status == Status.SUCCEEDED]
     recent = conn.execute(sa.select(runs).where(*succeeded, runs.c.started_at >= now - UNUSUAL_WINDOW)
                           .order_by(runs.c.started_at, runs.c.run_id)).mappings().all()
     found = []

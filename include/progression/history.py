@@ -13,10 +13,10 @@ from urllib.parse import urlencode
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from progression.ledger import as_utc, runs
+from progression.ledger import RECORDED, WRITTEN, Status, as_utc, runs
+from progression.runs import figure_lines
 
 PAGE_SIZE = 50
-STATUSES = ("running", "succeeded", "failed", "skipped", "abandoned")
 
 
 @dataclass(frozen=True)
@@ -67,61 +67,25 @@ def find_runs(databases: dict[Engine, list[str]], filters: Filters, page_size: i
 
 
 def written_per_day(engine: Engine, customer: str, today: date, days: int = 30) -> list[tuple[date, int]]:
-    """Completions written per day by the customer's real runs over the last `days` days, oldest first."""
+    """Completions written (new, changed, through contents) per day by the customer's real imports, transfers and
+    merges over the last `days` days, oldest first; an undo restores, and is not counted."""
     first = today - timedelta(days=days - 1)
     totals = dict.fromkeys((first + timedelta(days=i) for i in range(days)), 0)
     with engine.connect() as conn:
-        rows = conn.execute(sa.select(runs.c.started_at, runs.c.imported, runs.c.updated, runs.c.derived_written)
+        rows = conn.execute(sa.select(runs.c.started_at, *(runs.c[name] for name in WRITTEN))
                             .where(runs.c.customer == customer, runs.c.dry_run.is_(False),
-                                   runs.c.status == "succeeded",
+                                   runs.c.status == Status.SUCCEEDED,
                                    runs.c.started_at >= datetime.combine(first, datetime.min.time(), timezone.utc)))
-        for started, imported, updated, derived in rows:
+        for started, *written in rows:
             day = as_utc(started).date()
             if day in totals:
-                totals[day] += int(imported or 0) + int(updated or 0) + int(derived or 0)
+                totals[day] += sum(int(n or 0) for n in written)
     return list(totals.items())
 
 
-# --- What each kind of run's counts mean ----------------------------------------------------------------------------
-
-# The ledger has one set of count columns for every kind of run; each kind records its own figures into them (see
-# pipeline.write, transfer._run_counts, merge.apply, undo.apply, export). Here they get their own words back:
-# (label, the columns it adds up); the first three make the list's compact cell.
-COUNT_WORDS: dict[str, list[tuple[str, tuple[str, ...]]]] = {
-    "progression_import": [
-        ("rows read", ("rows_read",)), ("written", ("imported", "updated")), ("rejected", ("rejected",)),
-        ("of which updated", ("updated",)), ("through the hierarchy", ("derived_written",)),
-        ("kept as they were", ("kept",)), ("duplicates in the file", ("duplicates",)),
-        ("saved without access", ("without_access",))],
-    "progression_transfer": [
-        ("completed the old item", ("rows_read",)), ("new item completed", ("imported", "updated")),
-        ("skipped, no access", ("without_access",)), ("of which replaced a completion", ("updated",)),
-        ("through the new item's contents", ("derived_written",)), ("already had the new item", ("kept",)),
-        ("pairs refused", ("rejected",))],
-    "progression_merge_users": [
-        ("completions of the source accounts", ("rows_read",)), ("copied", ("imported",)),
-        ("kept (target had an earlier one)", ("kept",)), ("replaced by an earlier date", ("updated",))],
-    "progression_export": [("rows exported", ("rows_read",))],
-}
 UNDO = "progression_undo"
-# Beside its report's summary (see the run page), what an undo's ledger row holds: undo.apply records kept as
-# everything not restored, so restored and removed follow.
-UNDO_WORDS = ("completions the run changed", "restored", "removed", "conflicts left alone", "put back",
-              "earlier values put back")
 # The report sheet that says per pair (or per figure) what a run did, shown on its page.
 REPORT_SHEETS = {UNDO: "Summary", "progression_transfer": "Pairs", "progression_merge_users": "Pairs"}
-
-
-def count_lines(run: dict) -> list[tuple[str, int]]:
-    """A run's figures in its own words, most telling first."""
-    value = {k: int(run.get(k) or 0) for k in ("rows_read", "imported", "updated", "kept", "rejected", "duplicates",
-                                               "derived_written", "without_access")}
-    if run["dag_id"] == UNDO:
-        restored = value["rows_read"] - value["kept"]
-        return list(zip(UNDO_WORDS, (value["rows_read"], restored, restored - value["imported"] - value["updated"],
-                                     value["rejected"], value["imported"], value["updated"])))
-    words = COUNT_WORDS.get(run["dag_id"], COUNT_WORDS["progression_import"])
-    return [(label, sum(value[k] for k in keys)) for label, keys in words]
 
 
 def report_sheet(run: dict, workbook: bytes) -> tuple[list[str], list[tuple]]:
@@ -188,7 +152,7 @@ def render_list(found: list[dict], total: int, filters: Filters, customers: list
         links = [f'<a href="{base}/report/{customer}/{run_id}">report</a>' if run.get("report_path") else "",
                  grid_link(airflow_url, run["dag_id"], run["airflow_run_id"]) if run.get("airflow_run_id") else ""]
         undone = f'<br>undone by {escape(run["undone_by"])}' if run.get("undone_by") else ""
-        what = " · ".join(f"{n:,} {label}" for label, n in count_lines(run)[:3])
+        what = " · ".join(f"{n:,} {label}" for label, n in figure_lines(run)[:3])
         rows.append(
             f'<tr><td>{as_utc(run["started_at"]):%Y-%m-%d %H:%M}<br><small>{_duration(run)}</small></td>'
             f'<td>{customer}</td><td>{escape(run["dag_id"].removeprefix("progression_"))}</td>'
@@ -206,7 +170,7 @@ def render_list(found: list[dict], total: int, filters: Filters, customers: list
 <form method="get" action="{base}/runs">
 <label>Customer <select name="customer">{options(customers, filters.customer)}</select></label>
 <label>DAG <select name="dag_id">{options(dag_ids, filters.dag_id)}</select></label>
-<label>Status <select name="status">{options(list(STATUSES), filters.status)}</select></label>
+<label>Status <select name="status">{options(list(RECORDED), filters.status)}</select></label>
 <label>From <input type="date" name="since" value="{filters.since or ''}"></label>
 <label>To <input type="date" name="until" value="{filters.until or ''}"></label>
 <button type="submit">Filter</button>{waiting}</form>
@@ -305,7 +269,7 @@ class Action:
 
     @property
     def ended(self) -> bool:
-        return self.state in ("success", "failed")
+        return self.state in ("success", "failed")  # Airflow's DAG run states, not the ledger's
 
 
 def action_box(action: Action | None, *, base: str, airflow_url: str) -> str:
@@ -343,7 +307,7 @@ class RunActions:
 
 def undoable(run: dict) -> bool:
     """A real run that finished writing completions and is not undone yet (undo.plan refuses the others)."""
-    return (not run["dry_run"] and run["status"] == "succeeded" and not run.get("undone_by")
+    return (not run["dry_run"] and run["status"] == Status.SUCCEEDED and not run.get("undone_by")
             and run["dag_id"] != "progression_export")
 
 
@@ -352,14 +316,14 @@ def _undo_section(run: dict, actions: RunActions, base: str) -> str:
     preview = next((p for p in actions.previews if p["dry_run"]), None)
     parts = ["<h2>Undo</h2>"]
     if preview:
-        figures = "".join(f"<tr><th>{label}</th><td class='n'>{n:,}</td></tr>" for label, n in count_lines(preview))
+        figures = "".join(f"<tr><th>{label}</th><td class='n'>{n:,}</td></tr>" for label, n in figure_lines(preview))
         parts.append(
             f'<div class="preview" id="undo-preview"><p>Preview <a href="{base}/runs/{escape(run["customer"])}/'
             f'{escape(preview["run_id"])}">{escape(preview["run_id"])}</a> ({_status(preview)}): '
             f'{escape(preview.get("message") or "")}</p><table>{figures}</table></div>')
     if actions.undo and undoable(run):
         parts.append(_button(url, "Preview the undo (dry run)", "undo-preview", {"dry_run": "true"}))
-        if preview and preview["status"] == "succeeded":
+        if preview and preview["status"] == Status.SUCCEEDED:
             parts.append(_button(url, "Undo this run for real", "undo-confirm", {"dry_run": "false"}))
     return "".join(parts) if len(parts) > 1 else ""
 
@@ -368,7 +332,7 @@ def render_detail(run: dict, days: list[tuple[date, int]], *, base: str, airflow
                   actions: RunActions = RunActions(), action: Action | None = None,
                   report: tuple[list[str], list[tuple]] = ([], [])) -> str:
     customer, run_id = escape(run["customer"]), escape(run["run_id"])
-    counts = "".join(f"<tr><th>{label}</th><td class='n'>{n:,}</td></tr>" for label, n in count_lines(run))
+    counts = "".join(f"<tr><th>{label}</th><td class='n'>{n:,}</td></tr>" for label, n in figure_lines(run))
     reasons = "".join(f"<tr><td>{escape(reason)}</td><td class='n'>{count:,}</td></tr>"
                       for reason, count in sorted(run["rejected_by_reason"].items(), key=lambda x: -x[1]))
     headers, rows = report
@@ -393,7 +357,7 @@ def render_detail(run: dict, days: list[tuple[date, int]], *, base: str, airflow
 <table id="counts">{counts}</table>
 {_undo_section(run, actions, base)}{rerun}
 {f'<h2>Rejected by reason</h2><table id="reasons">{reasons}</table>' if reasons else ''}{detail}
-<h2>Completions written per day, last 30 days ({customer})</h2>
+<h2>Completions written per day by imports, transfers and merges, last 30 days ({customer})</h2>
 {render_chart(days)}""")
 
 

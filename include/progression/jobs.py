@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, fields
 from datetime import datetime
+from enum import Enum
 from typing import Any, ClassVar, TypeVar
 
 J = TypeVar("J", bound="Job")
@@ -28,12 +29,18 @@ class Job:
     __dataclass_fields__: ClassVar[dict[str, Any]]
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        """Plain values only (a status as its text), as an XCom carries them."""
+        return {k: v.value if isinstance(v, Enum) else v for k, v in asdict(self).items()}
 
     @classmethod
     def from_dict(cls: type[J], data: dict) -> J:
+        from progression.ledger import Status  # not at the top: the DAG files import this module at parse time
+
         names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        job = cls(**{k: v for k, v in data.items() if k in names})
+        if "status" in names:
+            job.status = Status(job.status)  # type: ignore[attr-defined]
+        return job
 
     @property
     def now(self) -> datetime:

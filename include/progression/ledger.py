@@ -3,18 +3,59 @@
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from enum import StrEnum
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from progression.platform import Id, UtcTime
 
-# 2: `staging`, where a running file sits, for recovery after a crash; 3: `progression_alerts`, what health told
-SCHEMA_VERSION = 3
+# 2: `staging`, where a running file sits, for recovery after a crash; 3: `progression_alerts`, what health told;
+# 4: counts that say what each kind of run did (see COUNTS).
+SCHEMA_VERSION = 4
 metadata = sa.MetaData()
+
+
+class Status(StrEnum):
+    """Every status a run, or one of its jobs between tasks, can have: one vocabulary for the stages, the ledger,
+    the history page and the summaries. The values are what the ledger stores and the page filters by."""
+
+    RUNNING = "running"      # the ledger row is open
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"        # a file that failed, a transfer whose pairs were refused
+    SKIPPED = "skipped"      # nothing to do: bytes imported before, a run undone already
+    ABANDONED = "abandoned"  # the run died; the next run of the customer closed it
+    PENDING = "pending"      # a job planned, its stages not started (never in the ledger)
+    OK = "ok"                # a job whose stages go on, no verdict yet (never in the ledger)
+    REFUSED = "refused"      # a conf or the pairs refused before any work (the ledger says failed, if it has a row)
+
+
+RECORDED = (Status.RUNNING, Status.SUCCEEDED, Status.FAILED, Status.SKIPPED, Status.ABANDONED)  # the ledger's
+
+# The counts of a run. Explicit columns rather than one JSON document per kind: the health check and the page add
+# them up in SQL on both databases, and a column names one thing for every kind that has it (0 for the others):
+#   rows_read               what the run went through: an import's rows, a transfer's completions of the old items,
+#                           a merge's completions of the source accounts, an undo's changes of the run it undoes,
+#                           an export's completions
+#   imported, updated, kept completions written new, written over (another date), left as they were: imports,
+#                           transfers (the new item itself), merges (copied, replaced by an earlier date, kept)
+#   derived_written         completed through a journey's or programme's contents (imports, transfers)
+#   rejected                an import's rows rejected (by reason in rejected_by_reason); a transfer's refused pairs
+#   duplicates              an import's rows repeating an earlier row's user and content (counted once)
+#   saved_without_access    an import's completions saved although the user cannot see the content yet
+#   skipped_without_access  a transfer's users left out for lack of access to the new item
+#   restored                an undo's completions put back as they were before the run (the removed ones included)
+#   removed                 completions deleted: a merge's `move` from the source accounts; of an undo's restored,
+#                           those the undone run had added
+#   conflicts               an undo's completions changed by a later run since, left alone
+# Imports, transfers and merges write (imported + updated + derived_written); an undo only restores, so the
+# completions written per day are the writers' alone.
+COUNTS = ("rows_read", "imported", "updated", "kept", "rejected", "duplicates", "derived_written",
+          "saved_without_access", "skipped_without_access", "restored", "removed", "conflicts")
 
 schema_version = sa.Table(
     "progression_schema", metadata,
@@ -34,14 +75,7 @@ runs = sa.Table(
     sa.Column("dry_run", sa.Boolean, nullable=False, default=False),
     sa.Column("started_at", UtcTime, nullable=False),
     sa.Column("finished_at", UtcTime),
-    sa.Column("rows_read", sa.Integer, nullable=False, default=0),
-    sa.Column("imported", sa.Integer, nullable=False, default=0),
-    sa.Column("updated", sa.Integer, nullable=False, default=0),
-    sa.Column("kept", sa.Integer, nullable=False, default=0),
-    sa.Column("rejected", sa.Integer, nullable=False, default=0),
-    sa.Column("duplicates", sa.Integer, nullable=False, default=0),
-    sa.Column("derived_written", sa.Integer, nullable=False, default=0),
-    sa.Column("without_access", sa.Integer, nullable=False, default=0),
+    *(sa.Column(name, sa.Integer, nullable=False, default=0) for name in COUNTS),
     sa.Column("rejected_by_reason", sa.Text, nullable=False, default="{}"),
     sa.Column("report_path", sa.Text),
     sa.Column("message", sa.Text),
@@ -86,21 +120,53 @@ alerts = sa.Table(
     sa.Index("ix_progression_alerts_open", "customer", "cleared_at"),
 )
 
-COUNTS = ("rows_read", "imported", "updated", "kept", "rejected", "duplicates", "derived_written", "without_access")
+WRITTEN = ("imported", "updated", "derived_written")
 
 
 def upgrade(engine: Engine) -> int:
-    """Create or upgrade the project's tables; touches nothing else. Returns the schema version."""
+    """Create or upgrade the project's tables in place, every row kept; touches nothing else. Returns the schema
+    version."""
     metadata.create_all(engine, checkfirst=True)
     with engine.begin() as conn:
         for index in runs.indexes:  # added since the table was made: create_all leaves an existing table alone
             index.create(conn, checkfirst=True)
-        if "staging" not in {c["name"] for c in sa.inspect(conn).get_columns(runs.name)}:  # a version 1 ledger
+        columns = {c["name"] for c in sa.inspect(conn).get_columns(runs.name)}
+        if "staging" not in columns:  # a version 1 ledger
             conn.execute(sa.text(f"ALTER TABLE {runs.name} ADD COLUMN staging TEXT"))
+        if "without_access" in columns:  # before version 4
+            _count_each_kind(conn, columns)
         known = conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar()
         if known is None or known < SCHEMA_VERSION:
             conn.execute(sa.insert(schema_version).values(version=SCHEMA_VERSION, applied_at=utcnow()))
     return SCHEMA_VERSION
+
+
+_MERGE_REMOVED = re.compile(r"^(\d+) completion\(s\) (?:would be )?removed from the source")
+
+
+def _count_each_kind(conn: Connection, columns: set[str]) -> None:
+    """Version 4: the counts that earlier versions squeezed into the import's columns moved to their own. A
+    transfer's `without_access` were skipped users; an undo kept `rows_read - kept` as restored, what it put back
+    as `imported`/`updated` (so restored minus those was removed) and its conflicts left alone as `rejected`; a
+    merge's removals were only in its message."""
+    for name in COUNTS:
+        if name not in columns:
+            conn.execute(sa.text(f"ALTER TABLE {runs.name} ADD COLUMN {name} INTEGER NOT NULL DEFAULT 0"))
+    old = sa.column("without_access", sa.Integer)
+    conn.execute(sa.update(runs).values(saved_without_access=old)
+                 .where(runs.c.dag_id != "progression_transfer"))
+    conn.execute(sa.update(runs).values(skipped_without_access=old)
+                 .where(runs.c.dag_id == "progression_transfer"))
+    restored = runs.c.rows_read - runs.c.kept
+    conn.execute(sa.update(runs).where(runs.c.dag_id == "progression_undo").values(
+        restored=restored, removed=restored - runs.c.imported - runs.c.updated, conflicts=runs.c.rejected,
+        imported=0, updated=0, kept=0, rejected=0, rejected_by_reason="{}"))
+    merges = conn.execute(sa.select(runs.c.run_id, runs.c.message).where(
+        runs.c.dag_id == "progression_merge_users", runs.c.message.is_not(None))).all()
+    for run_id, message in merges:
+        if found := _MERGE_REMOVED.match(message):
+            conn.execute(sa.update(runs).where(runs.c.run_id == run_id).values(removed=int(found[1])))
+    conn.execute(sa.text(f"ALTER TABLE {runs.name} DROP COLUMN without_access"))
 
 
 def utcnow() -> datetime:
@@ -129,7 +195,11 @@ class RunCounts:
     rejected: int = 0
     duplicates: int = 0
     derived_written: int = 0
-    without_access: int = 0
+    saved_without_access: int = 0
+    skipped_without_access: int = 0
+    restored: int = 0
+    removed: int = 0
+    conflicts: int = 0
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
@@ -142,7 +212,7 @@ def start_run(
 ) -> None:
     conn.execute(sa.insert(runs).values(
         run_id=run_id, customer=customer, dag_id=dag_id, airflow_run_id=airflow_run_id, subject=subject,
-        content_type=content_type, checksum=checksum, status="running", dry_run=dry_run, started_at=utcnow(),
+        content_type=content_type, checksum=checksum, status=Status.RUNNING, dry_run=dry_run, started_at=utcnow(),
         staging=staging,
     ))
 
@@ -155,7 +225,7 @@ def update_run(conn: Connection, run_id: str, **values) -> None:
 def unfinished_runs(conn: Connection, customer: str) -> list[dict]:
     """A customer's runs that are still running or still hold data in staging, oldest first."""
     query = (sa.select(runs).where(runs.c.customer == customer,
-                                   sa.or_(runs.c.status == "running", runs.c.staging.is_not(None)))
+                                   sa.or_(runs.c.status == Status.RUNNING, runs.c.staging.is_not(None)))
              .order_by(runs.c.started_at))
     return [_decoded(row) for row in conn.execute(query).mappings()]
 
@@ -164,11 +234,11 @@ def failure_streak(conn: Connection, customer: str, checksum: str) -> list[str]:
     """The runs, newest first, that failed or died on these exact bytes since they last succeeded."""
     query = (sa.select(runs.c.run_id, runs.c.status)
              .where(runs.c.customer == customer, runs.c.checksum == checksum, runs.c.dag_id == "progression_import",
-                    runs.c.dry_run.is_(False), runs.c.status != "running")
+                    runs.c.dry_run.is_(False), runs.c.status != Status.RUNNING)
              .order_by(runs.c.started_at.desc()).limit(20))
     streak = []
     for run_id, status in conn.execute(query):
-        if status not in ("failed", "abandoned"):
+        if status not in (Status.FAILED, Status.ABANDONED):
             break
         streak.append(run_id)
     return streak
@@ -182,9 +252,9 @@ def record_counts(conn: Connection, run_id: str, counts: RunCounts) -> None:
 
 
 def finish_run(
-    conn: Connection, run_id: str, status: str, *, message: str | None = None, report_path: str | None = None,
+    conn: Connection, run_id: str, status: Status | str, *, message: str | None = None, report_path: str | None = None,
 ) -> None:
-    values: dict = {"status": status, "finished_at": utcnow()}
+    values: dict = {"status": Status(status).value, "finished_at": utcnow()}
     if message is not None:
         values["message"] = message
     if report_path is not None:
@@ -226,7 +296,7 @@ def earlier_import_of(conn: Connection, customer: str, checksum: str) -> dict | 
     """The run that already imported a file with these exact bytes for this customer, if any."""
     row = conn.execute(
         sa.select(runs).where(
-            runs.c.customer == customer, runs.c.checksum == checksum, runs.c.status == "succeeded",
+            runs.c.customer == customer, runs.c.checksum == checksum, runs.c.status == Status.SUCCEEDED,
             runs.c.dry_run.is_(False), runs.c.undone_by.is_(None), runs.c.dag_id == "progression_import",
         ).order_by(runs.c.started_at).limit(1)
     ).mappings().first()

@@ -8,7 +8,6 @@ pairs it holds, so that one undo takes all of it back.
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -18,10 +17,11 @@ from sqlalchemy.engine import Connection
 
 from progression import ledger, runs, storage
 from progression.jobs import Job
+from progression.ledger import Status
 from progression.runs import ConfError, Target
 from progression.platform import completions, content, load_users, normalise_email, platform_id
 from progression.read import ROW, InputError, read_pairs
-from progression.report import write_sheets
+from progression.report import Rows, write_sheets
 from progression.write import delete_completions, write_completions
 
 DAG_ID = "progression_merge_users"
@@ -53,7 +53,7 @@ class MergeJob(Job):
     pairs: list[dict] = field(default_factory=list)  # row (workbook) or None, from/to email, from/to user_id, counts
     run_id: str = ""
     staging: str = ""              # where apply leaves the details for the report
-    status: str = "pending"        # pending | succeeded
+    status: Status = Status.PENDING  # pending, succeeded
     message: str = ""
     report: str = ""
 
@@ -172,12 +172,12 @@ def apply(target: Target, job: MergeJob) -> MergeJob:
                            "account(s)")
         ledger.record_counts(conn, job.run_id, ledger.RunCounts(
             rows_read=job.total("completions"), imported=job.total("copied"), updated=job.total("replaced"),
-            kept=job.total("kept")))
-        ledger.finish_run(conn, job.run_id, "succeeded", message=job.message or None)
+            kept=job.total("kept"), removed=removed))
+        ledger.finish_run(conn, job.run_id, Status.SUCCEEDED, message=job.message or None)
     details = held.merge(before, on=["to_user_id", "content_id"], how="left")
     storage.write_frame(target.root, f"{job.staging}/details.parquet", details[[
         "row", "from_email", "to_email", "uuid", "type", "completed_at", "target_before", "outcome", "removed"]])
-    job.status = "succeeded"
+    job.status = Status.SUCCEEDED
     return job
 
 
@@ -198,24 +198,18 @@ def report(target: Target, job: MergeJob) -> MergeJob:
     """The merge's report workbook: a summary, the counts per pair, and every completion with what became of it."""
     details = storage.read_frame(target.root, f"{job.staging}/details.parquet")
     job.report = f"{storage.REPORTS}/{job.now:%Y-%m-%d}/merge.{job.run_id}.xlsx"
-    summary = [("Customer", job.customer), ("Platform", target.customer.platform), ("Run id", job.run_id),
-               ("Airflow run", job.airflow_run_id), ("Started (UTC)", job.started),
-               ("Status", ("DRY RUN, nothing written: " if job.dry_run else "") + job.status),
-               ("Mode", job.mode), ("Message", job.message or None), ("Pairs", len(job.pairs)),
-               *((label, job.total(name)) for name, label in PAIR_COUNTS.items())]
+    summary = [*runs.report_head(target, job, [("Merge", job.subject)], job.status), ("Mode", job.mode),
+               ("Pairs", len(job.pairs)), *((label, job.total(name)) for name, label in PAIR_COUNTS.items())]
     per_pair = [[p["row"], p["from_email"], p["to_email"], *(p[name] for name in PAIR_COUNTS)] for p in job.pairs]
     items = [[row, source, to, uuid, kind, at, had, what, REASON_OF[what], "yes" if gone else "no"]
              for row, source, to, uuid, kind, at, had, what, gone in details.itertuples(index=False)]
-    buffer = io.BytesIO()
-    write_sheets(buffer, [
+    sheets: list[tuple[str, list[str], Rows]] = [
         ("Summary", ["Field", "Value"], summary),
         ("Pairs", ["Row", "From email", "To email", *PAIR_COUNTS.values()], per_pair),
         ("Completions", ["Row", "From email", "To email", "Content uuid", "Type", "Completed at (UTC)",
                          "Target had (UTC)", "Outcome", "Reason", "Removed from source"], items),
-    ])
-    storage.write_bytes(target.root, job.report, buffer.getvalue())
-    with target.engine.begin() as conn:
-        ledger.finish_run(conn, job.run_id, job.status, report_path=job.report)
+    ]
+    runs.save_report(target, job.run_id, job.report, lambda file: write_sheets(file, sheets), job.status)
     runs.release_staging(target, job.run_id, job.staging)
     return job
 
@@ -223,12 +217,3 @@ def report(target: Target, job: MergeJob) -> MergeJob:
 def run_merge(target: Target, job: MergeJob) -> MergeJob:
     """Every stage after planning, in this process (the tests use this)."""
     return report(target, apply(target, job))
-
-
-def summarise(job: MergeJob) -> dict:
-    """The run's summary, as the last task logs and returns it."""
-    return {"dag": DAG_ID, "customer": job.customer, "run_id": job.run_id, "status": job.status,
-            "dry_run": job.dry_run, "mode": job.mode, "pairs": len(job.pairs),
-            **{name: job.total(name) for name in PAIR_COUNTS},
-            "by_pair": [{k: p[k] for k in ("from_email", "to_email", *PAIR_COUNTS)} for p in job.pairs],
-            "message": job.message, "report": job.report}

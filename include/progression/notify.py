@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from html import escape
 
+from progression.ledger import Status
+
 
 def worth_telling(summary: dict) -> bool:
     return bool(summary.get("rejected") or summary.get("failed"))
@@ -33,7 +35,7 @@ def plain(customer: str, summary: dict, runs: list[dict]) -> str:
     subject, _html = message(customer, summary, runs)
     lines = [subject]
     for run in runs:
-        if run["rejected"] or run["status"] == "failed":
+        if run["rejected"] or run["status"] == Status.FAILED:
             reasons = ", ".join(f"{reason}: {count}" for reason, count in sorted(run["rejected_by_reason"].items()))
             lines.append(f"- {run['subject']}: {run['status']}" + (f", {reasons}" if reasons else "")
                          + (f" ({run['message']})" if run.get("message") else ""))

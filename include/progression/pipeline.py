@@ -17,6 +17,7 @@ from progression import ledger, runs, storage
 from progression.customers import CONTENT_TYPES, ON_EXISTING
 from progression.expand import expand_completions, without_access
 from progression.jobs import IMPORT_TASKS, Job
+from progression.ledger import Status
 from progression.platform import load_assignments, snapshot
 from progression.read import ROW, InputError, read_input, read_pairs
 from progression.report import write_import_report
@@ -41,7 +42,7 @@ class FileJob(Job):
     started: str = ""              # ISO time the run began: fixes "today" for blank dates and future checks
     run_id: str = ""
     staging: str = ""
-    status: str = "pending"        # pending | ok | skipped | failed
+    status: Status = Status.PENDING  # pending, ok (stages go on), skipped, failed
     message: str = ""
     checksum: str = ""
     sheet: str | None = None
@@ -57,7 +58,7 @@ class FileJob(Job):
 
     @property
     def failed(self) -> bool:
-        return self.status == "failed"
+        return self.status == Status.FAILED
 
     @property
     def is_check(self) -> bool:
@@ -145,9 +146,9 @@ def _get(target: Target, job: FileJob, name: str) -> pd.DataFrame:
 
 
 def _fail(target: Target, job: FileJob, message: str) -> FileJob:
-    job.status, job.message = "failed", message
+    job.status, job.message = Status.FAILED, message
     with target.engine.begin() as conn:
-        ledger.finish_run(conn, job.run_id, "failed", message=message)
+        ledger.finish_run(conn, job.run_id, Status.FAILED, message=message)
     return job
 
 
@@ -165,9 +166,9 @@ def fetch(target: Target, job: FileJob) -> FileJob:
             take = storage.claim if job.claims_file else storage.copy_in
             data = take(target.root, job.path, runs.claimed_file(job.staging, job.path))
     except storage.Gone:
-        job.status, job.message = "skipped", f"{job.path}: claimed by another run meanwhile; nothing to do here"
+        job.status, job.message = Status.SKIPPED, f"{job.path}: claimed by another run meanwhile; nothing to do here"
         with target.engine.begin() as conn:
-            ledger.finish_run(conn, job.run_id, "skipped", message=job.message)
+            ledger.finish_run(conn, job.run_id, Status.SKIPPED, message=job.message)
         return job
     job.checksum = storage.checksum(data)
     with target.engine.begin() as conn:
@@ -177,11 +178,11 @@ def fetch(target: Target, job: FileJob) -> FileJob:
         job.message = (f"{job.path}: these bytes were imported by run {earlier['run_id']} ({earlier['subject']}) "
                        "already; an import of them would be skipped unless forced")
     elif earlier:
-        job.status = "skipped"
+        job.status = Status.SKIPPED
         job.message = (f"{job.path}: already imported by run {earlier['run_id']} ({earlier['subject']}); "
                        "trigger with force=true to import it again")
         with target.engine.begin() as conn:
-            ledger.finish_run(conn, job.run_id, "skipped", message=job.message)
+            ledger.finish_run(conn, job.run_id, Status.SKIPPED, message=job.message)
         return job
     if job.content_type is None:
         top = storage.CHECK if job.is_check else storage.INBOX
@@ -197,13 +198,13 @@ def fetch(target: Target, job: FileJob) -> FileJob:
     job.original_columns = [c for c in table.rows.columns if c != ROW]
     job.counts = {"rows_read": len(table.rows)}
     _put(target, job, "input", table.rows)
-    job.status = "ok"
+    job.status = Status.OK
     return job
 
 
 def validate(target: Target, job: FileJob) -> FileJob:
     """Column rules (GX) and dates: the rows that pass, and a reason for each that does not."""
-    if job.status != "ok":
+    if job.status != Status.OK:
         return job
     rows = _get(target, job, "input")
     canonical = pd.DataFrame({ROW: rows[ROW]})
@@ -221,7 +222,7 @@ def validate(target: Target, job: FileJob) -> FileJob:
 def resolve(target: Target, job: FileJob) -> FileJob:
     """E-mails and content (uuids, titles, the customer's codes) to ids on the customer's platform; one completion
     per (user, content), earliest date."""
-    if job.status != "ok":
+    if job.status != Status.OK:
         return job
     assert job.content_type is not None, "fetch fails a file whose content type is unknown"
     valid = _get(target, job, "valid")
@@ -258,7 +259,7 @@ def crosswalk(target: Target) -> Crosswalk:
 
 def expand(target: Target, job: FileJob) -> FileJob:
     """Journeys and programmes complete what they contain, with the same date."""
-    if job.status != "ok":
+    if job.status != Status.OK:
         return job
     resolved = _get(target, job, "resolved")
     unique = resolved[resolved["duplicate_of"].isna()]
@@ -268,14 +269,14 @@ def expand(target: Target, job: FileJob) -> FileJob:
 
 def write(target: Target, job: FileJob) -> FileJob:
     """All valid rows in one transaction, or none when too many rows were rejected."""
-    if job.status != "ok":
+    if job.status != Status.OK:
         return job
     rejected = pd.concat([_get(target, job, "rejected_validate"), _get(target, job, "rejected_resolve")])
     resolved = _get(target, job, "resolved")
     counts = ledger.RunCounts(
         rows_read=int(job.counts["rows_read"]), rejected=len(rejected),
         duplicates=int(resolved["duplicate_of"].notna().sum()),
-        without_access=int(resolved["without_access"].sum()),
+        saved_without_access=int(resolved["without_access"].sum()),
         rejected_by_reason={str(k): int(v) for k, v in rejected["reason_code"].value_counts().items()},
     )
     rate = counts.rejected / counts.rows_read if counts.rows_read else 0.0
@@ -294,7 +295,7 @@ def write(target: Target, job: FileJob) -> FileJob:
         counts.imported, counts.updated, counts.kept = (result.count(o) for o in ("imported", "updated", "kept"))
         counts.derived_written = result.count("imported", direct=False) + result.count("updated", direct=False)
         ledger.record_counts(conn, job.run_id, counts)
-        ledger.finish_run(conn, job.run_id, "succeeded")
+        ledger.finish_run(conn, job.run_id, Status.SUCCEEDED)
     _put(target, job, "outcomes", result.exceptions)
     job.counts = counts.as_dict()
     return job
@@ -329,7 +330,7 @@ def row_outcomes(target: Target, job: FileJob) -> pd.DataFrame:
 
 def report(target: Target, job: FileJob) -> FileJob:
     """The report workbook in the customer's reports folder; the ledger points to it."""
-    if job.status == "skipped":
+    if job.status == Status.SKIPPED:
         return job
     have_rows = bool(job.original_columns)
     rows = _get(target, job, "input") if have_rows else pd.DataFrame({ROW: pd.Series(dtype="int64")})
@@ -339,28 +340,24 @@ def report(target: Target, job: FileJob) -> FileJob:
     name = job.path.rsplit("/", 1)[-1]
     stem = name.rsplit(".", 1)[0] + (".check" if job.is_check else "")
     job.report = f"{storage.REPORTS}/{job.now:%Y-%m-%d}/{stem}.{job.run_id}.xlsx"
-    with storage.writer(target.root, job.report) as file:
-        write_import_report(file, summary=summary_lines(target, job), rows=rows, columns=job.original_columns,
-                            outcomes=outcomes)
-    with target.engine.begin() as conn:
-        ledger.finish_run(conn, job.run_id, "failed" if job.failed else "succeeded", report_path=job.report)
+    runs.save_report(target, job.run_id, job.report,
+                     lambda file: write_import_report(file, summary=summary_lines(target, job), rows=rows,
+                                                      columns=job.original_columns, outcomes=outcomes),
+                     Status.FAILED if job.failed else Status.SUCCEEDED)
     return job
 
 
 def summary_lines(target: Target, job: FileJob) -> list[tuple[str, object]]:
     counts = job.counts
-    lines: list[tuple[str, object]] = [
-        ("Customer", job.customer), ("Platform", target.customer.platform), ("File", job.path),
-        ("Sheet", job.sheet), ("Content type", job.content_type), ("Run id", job.run_id),
-        ("Airflow run", job.airflow_run_id), ("Started (UTC)", job.started),
-        ("Status", ("CHECK, nothing written: " if job.is_check else "DRY RUN, nothing written: " if job.dry_run
-                    else "") + job.status),
-        ("Message", job.message or None), ("On existing completions", job.on_existing),
-        ("Rows read", counts.get("rows_read")), ("Completions imported", counts.get("imported")),
+    lines = runs.report_head(target, job, [("File", job.path), ("Sheet", job.sheet),
+                                           ("Content type", job.content_type)], job.status,
+                             nothing_written="CHECK" if job.is_check else "DRY RUN")
+    lines += [
+        ("On existing completions", job.on_existing), ("Rows read", counts.get("rows_read")), ("Completions imported", counts.get("imported")),
         ("Completions updated", counts.get("updated")), ("Already completed, kept", counts.get("kept")),
         ("Duplicate rows (counted once)", counts.get("duplicates")),
         ("Completed through the hierarchy", counts.get("derived_written")),
-        ("Saved without access", counts.get("without_access")), ("Rows rejected", counts.get("rejected")),
+        ("Saved without access", counts.get("saved_without_access")), ("Rows rejected", counts.get("rejected")),
     ]
     for reason, number in sorted((counts.get("rejected_by_reason") or {}).items()):
         lines.append((f"  rejected: {reason}", number))
@@ -389,7 +386,7 @@ def run_stage(target: Target, job: FileJob, name: str) -> FileJob:
 
 
 def _fail_stage(target: Target, job: FileJob, message: str) -> FileJob:
-    if job.status == "ok" and "imported" in job.counts:  # written already: the run stands, the message says more
+    if job.status == Status.OK and "imported" in job.counts:  # written already: the run stands, the message says more
         job.message = message
         with target.engine.begin() as conn:
             ledger.update_run(conn, job.run_id, message=message)
@@ -428,27 +425,3 @@ def run_file(target: Target, job: FileJob) -> FileJob:
     for name in IMPORT_TASKS:
         job, _ = run_task(target, job, name)
     return job
-
-
-def summarise(runs: list[dict]) -> dict:
-    """The run's summary from its ledger rows (one per file), as the last task logs and returns it. Counts and
-    statuses are the imports'; each checked file is listed under `checked` with how its check ended."""
-    label = {r["run_id"]: f"{r['customer']}/{r['subject'].removeprefix('inbox/')}" for r in runs}
-    checks = [r for r in runs if storage.is_check(r["subject"])]
-    imports = [r for r in runs if not storage.is_check(r["subject"])]
-    totals = {k: sum(int(r.get(k) or 0) for r in imports) for k in ledger.COUNTS}
-    by_status = {status: [label[r["run_id"]] for r in imports if r["status"] == status]
-                 for status in ("succeeded", "failed", "skipped", "running")}
-    return {
-        "dag": DAG_ID, "files": len(imports), **totals,
-        "succeeded": by_status["succeeded"], "failed": by_status["failed"], "skipped": by_status["skipped"],
-        "unfinished": by_status["running"], "dry_run": any(r["dry_run"] for r in imports),
-        "checked": {label[r["run_id"]]: r["status"] for r in checks},
-        "runs": {label[r["run_id"]]: r["run_id"] for r in runs},
-        "reports": {label[r["run_id"]]: r["report_path"] for r in runs if r.get("report_path")},
-    }
-
-
-def runs_of(target: Target, airflow_run_id: str) -> list[dict]:
-    with target.engine.connect() as conn:
-        return ledger.list_runs(conn, customer=target.customer.slug, airflow_run_id=airflow_run_id)

@@ -13,13 +13,14 @@ import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, BinaryIO, Protocol, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from progression import ledger, storage
 from progression.customers import Customer
+from progression.ledger import Status
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +126,7 @@ class StagedJob(Protocol):
     run_id: str
     path: str
     message: str
-    status: str
+    status: Status
 
 
 J = TypeVar("J", bound=StagedJob)
@@ -194,8 +195,8 @@ def _recover_run(target: Target, run: dict) -> str:
     with writing(target) as conn:
         if held and storage.at(root, held).exists():
             checksum = run["checksum"] or storage.checksum(storage.read_bytes(root, held))
-            if status == "running":
-                status = "abandoned"
+            if status == Status.RUNNING:
+                status = Status.ABANDONED
                 streak = [run["run_id"], *ledger.failure_streak(conn, run["customer"], checksum)]
                 if len(streak) >= STRIKES:
                     folder = storage.archive_folder(run["subject"], True, run["content_type"])
@@ -206,15 +207,15 @@ def _recover_run(target: Target, run: dict) -> str:
                     message = (f"{run['subject']}: the run stopped before it finished (worker killed or lost); "
                                "nothing was written and the file went back to the inbox for the next run")
             else:  # it got as far as deciding; only the move out of staging was left undone
-                folder = storage.archive_folder(run["subject"], status == "failed", run["content_type"])
+                folder = storage.archive_folder(run["subject"], status == Status.FAILED, run["content_type"])
             where = storage.free_name(root, folder, run["subject"].rsplit("/", 1)[-1], ledger.utcnow())
             storage.move(root, held, where)
             ledger.update_run(conn, run["run_id"], checksum=checksum)
-        elif status == "running":
-            status = "abandoned"
+        elif status == Status.RUNNING:
+            status = Status.ABANDONED
             message = f"{run['subject']}: the run stopped before it finished (worker killed or lost)"
         if status != run["status"]:
-            ledger.finish_run(conn, run["run_id"], status, message=message)
+            ledger.finish_run(conn, run["run_id"], Status(status), message=message)
         ledger.update_run(conn, run["run_id"], staging=None)
     if staging:
         storage.remove_tree(root, staging)
@@ -228,6 +229,15 @@ def release_staging(target: Target, run_id: str, staging: str) -> None:
         ledger.update_run(conn, run_id, staging=None)
 
 
+def save_report(target: Target, run_id: str, rel: str, write: Callable[[BinaryIO], None], status: Status) -> None:
+    """Write a run's report workbook into the customer's storage (`write` writes it to the file it is given), then
+    close its ledger row with `status` and the report's path (the page links it)."""
+    with storage.writer(target.root, rel) as file:
+        write(file)
+    with target.engine.begin() as conn:
+        ledger.finish_run(conn, run_id, status, report_path=rel)
+
+
 def claims_file(dry_run: bool, subject: str) -> bool:
     """Whether an import run moves its file into staging: an import or a check does; a dry run of an inbox file
     only copies it there, and leaves it where it is."""
@@ -237,3 +247,122 @@ def claims_file(dry_run: bool, subject: str) -> bool:
 def claimed_file(staging: str, subject: str) -> str:
     """Where an import run keeps the file it claimed from the inbox or the check folder."""
     return f"{staging}/claimed/{subject.rsplit('/', 1)[-1]}"
+
+
+def rows_of(target: Target, airflow_run_id: str) -> list[dict]:
+    """The ledger rows one Airflow run left for a customer (an import: one per file)."""
+    with target.engine.connect() as conn:
+        return ledger.list_runs(conn, customer=target.customer.slug, airflow_run_id=airflow_run_id)
+
+
+# --- What each kind of run did, in its own words ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Figure:
+    key: str                  # its name in the run's summary
+    label: str | None         # its words on the history page (None: the summary's alone)
+    columns: tuple[str, ...]  # the ledger counts it adds up
+
+
+@dataclass(frozen=True)
+class Kind:
+    subject: str                   # what the summary calls the run's subject
+    figures: tuple[Figure, ...]    # the first three labelled make the history list's compact cell
+
+
+def _figures(*rows: tuple[str, str | None, tuple[str, ...]]) -> tuple[Figure, ...]:
+    return tuple(Figure(*row) for row in rows)
+
+
+KINDS: dict[str, Kind] = {
+    IMPORT_DAG: Kind("file", _figures(
+        ("rows_read", "rows read", ("rows_read",)), ("written", "written", ("imported", "updated")),
+        ("rejected", "rejected", ("rejected",)), ("imported", None, ("imported",)),
+        ("updated", "of which updated", ("updated",)), ("derived_written", "through the hierarchy", ("derived_written",)),
+        ("kept", "kept as they were", ("kept",)), ("duplicates", "duplicates in the file", ("duplicates",)),
+        ("saved_without_access", "saved without access", ("saved_without_access",)))),
+    "progression_transfer": Kind("transfer", _figures(
+        ("completed_old", "completed the old item", ("rows_read",)),
+        ("written_directly", "new item completed", ("imported", "updated")),
+        ("skipped_without_access", "skipped without access", ("skipped_without_access",)),
+        ("updated", "of which replaced a completion", ("updated",)),
+        ("written_through_contents", "through the new item's contents", ("derived_written",)),
+        ("already_had_it", "already had the new item", ("kept",)), ("refused", "pairs refused", ("rejected",)))),
+    "progression_merge_users": Kind("merge", _figures(
+        ("completions", "completions of the source accounts", ("rows_read",)), ("copied", "copied", ("imported",)),
+        ("kept", "kept (target had an earlier one)", ("kept",)),
+        ("replaced", "replaced by an earlier date", ("updated",)),
+        ("removed", "removed from the source accounts", ("removed",)))),
+    "progression_undo": Kind("undone_run_id", _figures(
+        ("changes", "completions the run changed", ("rows_read",)), ("restored", "restored", ("restored",)),
+        ("removed", "of which removed (the run added them)", ("removed",)),
+        ("conflicts", "conflicts left alone", ("conflicts",)))),
+    "progression_export": Kind("export", _figures(("exported", "completions exported", ("rows_read",)))),
+}
+
+
+def figures(run: dict) -> dict[str, int]:
+    """A ledger row's counts under its kind's own names."""
+    return {figure.key: sum(int(run.get(column) or 0) for column in figure.columns)
+            for figure in KINDS.get(run["dag_id"], KINDS[IMPORT_DAG]).figures}
+
+
+def figure_lines(run: dict) -> list[tuple[str, int]]:
+    """A ledger row's counts in its kind's own words, most telling first (the history page shows these)."""
+    value = figures(run)
+    return [(figure.label, value[figure.key])
+            for figure in KINDS.get(run["dag_id"], KINDS[IMPORT_DAG]).figures if figure.label]
+
+
+def summarise(dag_id: str, customer: str | None, rows: list[dict], refused: str | None = None) -> dict:
+    """The one-line summary every DAG's last task logs and returns, read back from the ledger rows of its Airflow
+    run, so a run that failed or was refused half way is in it too. An import sums its files (a checked file is
+    listed under `checked` with how its check ended); the other kinds have one row. `refused`: why the first task
+    refused the conf, when it did."""
+    if dag_id == IMPORT_DAG:
+        return {**_files(rows), **({"refused": refused} if refused else {})}
+    run = next((r for r in rows if r["dag_id"] == dag_id), None)
+    if run is None:
+        return {"dag": dag_id, "customer": customer, "status": (Status.REFUSED if refused else Status.FAILED).value,
+                "message": refused or "the run stopped before it was recorded: the first task's log says why"}
+    return {"dag": dag_id, "customer": run["customer"], KINDS[dag_id].subject: run["subject"],
+            "run_id": run["run_id"], "status": run["status"], "dry_run": bool(run["dry_run"]), **figures(run),
+            "message": run["message"], "report": run["report_path"]}
+
+
+def _files(rows: list[dict]) -> dict:
+    label = {r["run_id"]: f"{r['customer']}/{r['subject'].removeprefix('inbox/')}" for r in rows}
+    checks = [r for r in rows if storage.is_check(r["subject"])]
+    imports = [r for r in rows if not storage.is_check(r["subject"])]
+    totals = {key: sum(found[key] for found in map(figures, imports))
+              for key in (figure.key for figure in KINDS[IMPORT_DAG].figures)}
+    by_status = {status: [label[r["run_id"]] for r in imports if r["status"] == status]
+                 for status in (Status.SUCCEEDED, Status.FAILED, Status.SKIPPED, Status.RUNNING)}
+    return {
+        "dag": IMPORT_DAG, "files": len(imports), **totals,
+        "succeeded": by_status[Status.SUCCEEDED], "failed": by_status[Status.FAILED],
+        "skipped": by_status[Status.SKIPPED], "unfinished": by_status[Status.RUNNING],
+        "dry_run": any(r["dry_run"] for r in imports),
+        "checked": {label[r["run_id"]]: r["status"] for r in checks},
+        "runs": {label[r["run_id"]]: r["run_id"] for r in rows},
+        "reports": {label[r["run_id"]]: r["report_path"] for r in rows if r.get("report_path")},
+    }
+
+
+class ReportedJob(Protocol):
+    customer: str
+    run_id: str
+    airflow_run_id: str | None
+    started: str
+    dry_run: bool
+    message: str
+
+
+def report_head(target: Target, job: ReportedJob, subject: list[tuple[str, object]], status: str, *,
+                nothing_written: str = "DRY RUN") -> list[tuple[str, object]]:
+    """The first lines of every report's Summary sheet: who, what, which run, and how it ended."""
+    written = f"{nothing_written}, nothing written: " if job.dry_run else ""
+    return [("Customer", job.customer), ("Platform", target.customer.platform), *subject, ("Run id", job.run_id),
+            ("Airflow run", job.airflow_run_id), ("Started (UTC)", job.started), ("Status", written + status),
+            ("Message", job.message or None)]

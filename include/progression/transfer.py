@@ -11,7 +11,6 @@ Stages, like the import's: plan -> transfer -> report -> archive. The DAG, the t
 
 from __future__ import annotations
 
-import io
 import re
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from progression import ledger, runs, storage
 from progression.customers import ON_EXISTING
 from progression.expand import ancestors, descendants
 from progression.jobs import Job
+from progression.ledger import Status
 from progression.runs import ConfError, Target
 from progression.platform import (
     completions, content, content_groups, group_members, load_edges, platform_id, users,
@@ -101,7 +101,7 @@ class TransferJob(Job):
     started: str = ""              # ISO time the run began: "the day of the transfer"
     run_id: str = ""
     subject: str = ""              # the pair or the workbook, as the ledger names the run
-    status: str = "pending"        # ok | refused
+    status: Status = Status.PENDING  # pending, ok (the pairs checked), refused
     message: str = ""
     pairs: list[Pair] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
@@ -118,7 +118,7 @@ class TransferJob(Job):
 
     @property
     def refused(self) -> bool:
-        return self.status == "refused"
+        return self.status == Status.REFUSED
 
     @property
     def staging(self) -> str:
@@ -166,14 +166,14 @@ def plan(target: Target, *, old_uuid: str | None = None, new_uuid: str | None = 
         ledger.start_run(conn, run_id=job.run_id, customer=job.customer, dag_id=DAG_ID, subject=job.subject,
                          airflow_run_id=airflow_run_id, dry_run=dry_run, staging=job.staging)
         if job.problems:
-            job.status, job.pairs = "refused", []
+            job.status, job.pairs = Status.REFUSED, []
             job.message = refusal_message(job.problems)
             counts = ledger.RunCounts(rejected=len(job.problems), rejected_by_reason=_by_reason(job.problems))
             job.counts = counts.as_dict()
             ledger.record_counts(conn, job.run_id, counts)
-            ledger.finish_run(conn, job.run_id, "failed", message=job.message)
+            ledger.finish_run(conn, job.run_id, Status.FAILED, message=job.message)
         else:
-            job.status = "ok"
+            job.status = Status.OK
     return job
 
 
@@ -285,7 +285,7 @@ def resolve_chains(pairs: list[Pair]) -> tuple[list[Pair], list[Problem]]:
 
 def transfer(target: Target, job: TransferJob) -> TransferJob:
     """Every pair's completions in one transaction: all of them or none. A dry run decides and writes nothing."""
-    if job.status != "ok":
+    if job.status != Status.OK:
         return job
     with runs.writing(target) as conn:
         pid = platform_id(conn, target.customer.platform)
@@ -297,7 +297,7 @@ def transfer(target: Target, job: TransferJob) -> TransferJob:
         run, by_pair = write_pairs(conn, job, candidate_rows(completed, job.pairs, edges))
         counts = _run_counts(completed, run)
         ledger.record_counts(conn, job.run_id, counts)
-        ledger.finish_run(conn, job.run_id, "succeeded")
+        ledger.finish_run(conn, job.run_id, Status.SUCCEEDED)
     _count_pairs(job.pairs, completed, by_pair)
     skipped = completed.loc[~completed["has_access"], ["pair", "email"]].sort_values(["pair", "email"])
     storage.write_frame(target.root, f"{job.staging}/skipped.parquet", skipped)
@@ -388,7 +388,7 @@ def _written(tally: Tally, direct: bool) -> int:
 def _run_counts(completed: pd.DataFrame, run: Tally) -> ledger.RunCounts:
     """The ledger's counts: rows read are old completions, imported/updated/kept the new items themselves."""
     return ledger.RunCounts(
-        rows_read=len(completed), without_access=int((~completed["has_access"]).sum()),
+        rows_read=len(completed), skipped_without_access=int((~completed["has_access"]).sum()),
         imported=run.get((True, "imported"), 0), updated=run.get((True, "updated"), 0),
         kept=run.get((True, "kept"), 0), derived_written=_written(run, direct=False),
     )
@@ -430,11 +430,8 @@ def report(target: Target, job: TransferJob) -> TransferJob:
         uuids = pd.DataFrame([(p.old_uuid, p.new_uuid) for p in job.pairs], columns=["old_uuid", "new_uuid"])
         sheets.append(("Skipped users", [*PAIR_HEADERS, "User email"], uuids.iloc[skipped["pair"].to_numpy()]
                        .reset_index(drop=True).assign(email=skipped["email"].to_numpy())))
-    buffer = io.BytesIO()
-    write_sheets(buffer, sheets)
-    storage.write_bytes(target.root, job.report, buffer.getvalue())
-    with target.engine.begin() as conn:
-        ledger.finish_run(conn, job.run_id, "failed" if job.refused else "succeeded", report_path=job.report)
+    runs.save_report(target, job.run_id, job.report, lambda file: write_sheets(file, sheets),
+                     Status.FAILED if job.refused else Status.SUCCEEDED)
     return job
 
 
@@ -442,14 +439,10 @@ def summary_lines(target: Target, job: TransferJob) -> list[tuple[str, object]]:
     counts = job.counts
     when = ("the date of the old completion" if job.completion_date == "original"
             else f"midnight of {job.now.astimezone(target.customer.tz):%Y-%m-%d} ({target.customer.timezone})")
-    lines: list[tuple[str, object]] = [
-        ("Customer", job.customer), ("Platform", target.customer.platform), ("Transfer", job.subject),
-        ("Run id", job.run_id), ("Airflow run", job.airflow_run_id), ("Started (UTC)", job.started),
-        ("Status", ("DRY RUN, nothing written: " if job.dry_run else "")
-         + ("refused" if job.refused else "succeeded")),
-        ("Message", job.message or None), ("On existing completions", job.on_existing),
-        ("Completion date", when), ("Pairs", len(job.pairs) if not job.refused else None),
-    ]
+    lines = runs.report_head(target, job, [("Transfer", job.subject)],
+                             Status.REFUSED if job.refused else Status.SUCCEEDED)
+    lines += [("On existing completions", job.on_existing), ("Completion date", when),
+              ("Pairs", len(job.pairs) if not job.refused else None)]
     if job.refused:
         return lines + [("Refused pairs or rows", len(job.problems))]
     return lines + [
@@ -457,7 +450,7 @@ def summary_lines(target: Target, job: TransferJob) -> list[tuple[str, object]]:
         ("New item completed", counts.get("imported", 0) + counts.get("updated", 0)),
         ("  of which replaced an existing completion", counts.get("updated")),
         ("Completed through the new item's contents", counts.get("derived_written")),
-        ("Skipped, no access to the new item", counts.get("without_access")),
+        ("Skipped without access to the new item", counts.get("skipped_without_access")),
         ("Already had the new item, kept", counts.get("kept")),
     ]
 
@@ -477,22 +470,3 @@ def run_transfer(target: Target, job: TransferJob) -> TransferJob:
     for stage in (transfer, report, archive):
         job = stage(target, job)
     return job
-
-
-def summarise(target: Target, airflow_run_id: str) -> dict:
-    """The run's summary, read back from the ledger so a refused run is in it too, as the last task logs it."""
-    customer = target.customer.slug
-    with target.engine.connect() as conn:
-        runs = ledger.list_runs(conn, customer=customer, airflow_run_id=airflow_run_id)
-    run = next((r for r in runs if r["dag_id"] == DAG_ID), None)
-    if run is None:
-        return {"dag": DAG_ID, "customer": customer, "status": "refused",
-                "message": "the run conf was refused before any work; the plan task's log says why"}
-    return {
-        "dag": DAG_ID, "customer": customer, "transfer": run["subject"], "run_id": run["run_id"],
-        "status": run["status"], "dry_run": bool(run["dry_run"]), "completed_old": run["rows_read"],
-        "written_directly": run["imported"] + run["updated"], "updated": run["updated"],
-        "written_through_contents": run["derived_written"], "skipped_without_access": run["without_access"],
-        "already_had_it": run["kept"], "refused": run["rejected"], "message": run["message"],
-        "report": run["report_path"],
-    }

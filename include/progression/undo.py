@@ -7,7 +7,6 @@ undo is a run of its own, journaled like any other, so it can be undone too; a r
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -15,9 +14,10 @@ import pandas as pd
 
 from progression import ledger, runs, storage
 from progression.jobs import Job
+from progression.ledger import Status
 from progression.runs import ConfError, Target
 from progression.platform import load_content, load_users, platform_id
-from progression.report import write_sheets
+from progression.report import Rows, write_sheets
 from progression.write import RESTORE_COLUMNS, restore_from_journal
 
 DAG_ID = "progression_undo"
@@ -26,7 +26,6 @@ COUNTS = {
     "put_back": "  earlier values put back", "reinserted": "  put back (the run deleted them)",
     "conflicts": "Changed by a later run (conflicts)", "left_alone": "Conflicts left alone",
 }
-CONFLICT = "changed by a later run since (conflict)"
 DONE = {"delete": "removed", "update": "earlier values put back", "insert": "put back", "none": "nothing to do"}
 TIMES = ("new_completed_at", "now_completed_at", "old_completed_at")
 
@@ -43,7 +42,7 @@ class UndoJob(Job):
     started: str = ""              # ISO time the run began
     run_id: str = ""               # the undo's own run id
     staging: str = ""              # where apply leaves the details for the report
-    status: str = "pending"        # pending | succeeded | skipped (the run was undone already)
+    status: Status = Status.PENDING  # pending, succeeded, skipped (the run was undone already)
     message: str = ""
     counts: dict[str, int] = field(default_factory=dict)
     report: str = ""
@@ -58,10 +57,10 @@ def plan(target: Target, *, run_id: str, dry_run: bool, force: bool, airflow_run
         raise ConfError(f"run_id {run_id!r} is not in the ledger of customer {target.customer.slug}")
     if run["dry_run"]:
         raise ConfError(f"run_id {run_id!r} was a dry run: it wrote no completion, so there is nothing to undo")
-    if run["status"] in ("failed", "abandoned", "skipped"):
+    if run["status"] in (Status.FAILED, Status.ABANDONED, Status.SKIPPED):
         raise ConfError(f"run_id {run_id!r} {run['status']} without writing any completion: there is nothing "
                         "to undo")
-    if run["status"] == "running":
+    if run["status"] == Status.RUNNING:
         raise ConfError(f"run_id {run_id!r} has not finished (status running): undo it once it has")
     return UndoJob(customer=target.customer.slug, undone_run_id=run_id, undone_dag_id=run["dag_id"],
                    undone_subject=run["subject"], dry_run=dry_run, force=force, airflow_run_id=airflow_run_id,
@@ -78,7 +77,7 @@ def apply(target: Target, job: UndoJob) -> UndoJob:
     with runs.writing(target) as conn:
         undone = ledger.lock_run(conn, job.undone_run_id)
         if undone["undone_by"]:
-            job.status = "skipped"
+            job.status = Status.SKIPPED
             job.message = f"run {job.undone_run_id} was undone already, by run {undone['undone_by']}: nothing to do"
             rows = pd.DataFrame(columns=RESTORE_COLUMNS).astype({"conflict": bool, "applied": bool})
         else:
@@ -87,17 +86,14 @@ def apply(target: Target, job: UndoJob) -> UndoJob:
                 ledger.mark_undone(conn, job.undone_run_id, job.run_id)
                 if undone["dag_id"] == DAG_ID:  # undoing an undo puts the run it undid back in place
                     ledger.unmark_undone(conn, undone["subject"], job.undone_run_id)
-            job.status = "succeeded"
+            job.status = Status.SUCCEEDED
             job.counts = _counts(rows)
             job.message = _message(job)
-        # In the ledger's terms: the journal rows read, completions put back as new or as updates, the rest kept
-        # as they are now (so restored = read - kept, and removed = restored - imported - updated), and the
-        # conflicts left alone as the restores refused.
-        left_alone = job.counts.get("left_alone", 0)
+        # An undo writes nothing of its own in the ledger's terms: it restores (so the completions written per day
+        # are the other runs'), and what it leaves alone is a conflict, not a rejected row.
         ledger.record_counts(conn, job.run_id, ledger.RunCounts(
-            rows_read=len(rows), imported=job.counts.get("reinserted", 0), updated=job.counts.get("put_back", 0),
-            kept=len(rows) - job.counts.get("restored", 0), rejected=left_alone,
-            rejected_by_reason={CONFLICT: left_alone} if left_alone else {}))
+            rows_read=len(rows), restored=job.counts.get("restored", 0), removed=job.counts.get("removed", 0),
+            conflicts=job.counts.get("left_alone", 0)))
         ledger.finish_run(conn, job.run_id, job.status, message=job.message)
     for column in TIMES:  # SQLite hands back text, PostgreSQL aware times
         rows[column] = pd.to_datetime(rows[column], utc=True, format="ISO8601")
@@ -135,17 +131,14 @@ def report(target: Target, job: UndoJob) -> UndoJob:
     rows["done"] = rows["restore"].map(DONE).where(rows["applied"], "left alone")
     rows.loc[rows["restore"].eq("none"), "done"] = DONE["none"]
     job.report = f"{storage.REPORTS}/{job.now:%Y-%m-%d}/undo.{job.run_id}.xlsx"
-    summary = [("Customer", job.customer), ("Platform", target.customer.platform), ("Run id", job.run_id),
-               ("Undoes run", job.undone_run_id), ("Which was", f"{job.undone_dag_id}: {job.undone_subject}"),
-               ("Airflow run", job.airflow_run_id), ("Started (UTC)", job.started),
-               ("Status", ("DRY RUN, nothing written: " if job.dry_run else "") + job.status),
-               ("Force", job.force), ("Message", job.message or None),
-               *((label, job.counts.get(name, 0)) for name, label in COUNTS.items())]
+    summary = [*runs.report_head(target, job, [("Undoes run", job.undone_run_id),
+                                               ("Which was", f"{job.undone_dag_id}: {job.undone_subject}")],
+                                 job.status),
+               ("Force", job.force), *((label, job.counts.get(name, 0)) for name, label in COUNTS.items())]
     key = ["email_key", "uuid_key", "type"]
     restored = rows[rows["applied"]]
     conflicts = rows[rows["conflict"]]
-    buffer = io.BytesIO()
-    write_sheets(buffer, [
+    sheets: list[tuple[str, list[str], Rows]] = [
         ("Summary", ["Field", "Value"], summary),
         ("Restored", ["User email", "Content uuid", "Type", "Undo", *_sides("Before the undo"), *_sides("Restored")],
          restored[[*key, "done", "now_completed_at", "now_source", "now_run_id", "old_completed_at", "old_source",
@@ -153,10 +146,8 @@ def report(target: Target, job: UndoJob) -> UndoJob:
         ("Conflicts", ["User email", "Content uuid", "Type", "Undo", *_sides("The run left"), *_sides("Now")],
          conflicts[[*key, "done", "new_completed_at", "new_source", "new_run_id", "now_completed_at", "now_source",
                     "now_run_id"]]),
-    ])
-    storage.write_bytes(target.root, job.report, buffer.getvalue())
-    with target.engine.begin() as conn:
-        ledger.finish_run(conn, job.run_id, job.status, report_path=job.report)
+    ]
+    runs.save_report(target, job.run_id, job.report, lambda file: write_sheets(file, sheets), job.status)
     runs.release_staging(target, job.run_id, job.staging)
     return job
 
@@ -168,11 +159,3 @@ def _sides(when: str) -> list[str]:
 def run_undo(target: Target, job: UndoJob) -> UndoJob:
     """Every stage after planning, in this process (the tests use this)."""
     return report(target, apply(target, job))
-
-
-def summarise(job: UndoJob) -> dict:
-    """The run's summary, as the last task logs and returns it."""
-    return {"dag": DAG_ID, "customer": job.customer, "run_id": job.run_id, "undone_run_id": job.undone_run_id,
-            "undone": f"{job.undone_dag_id}: {job.undone_subject}", "status": job.status, "dry_run": job.dry_run,
-            "force": job.force, **{name: job.counts.get(name, 0) for name in COUNTS}, "message": job.message,
-            "report": job.report}

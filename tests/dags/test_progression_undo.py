@@ -47,8 +47,9 @@ def test_an_import_is_undone_after_a_dry_run(world):
         assert ledger.get_run(conn, run_id)["undone_by"] == done["run_id"]
     # Only the real undo tells downstream DAGs that acme's completions changed.
     assert asset_events(world)[events_before:] == [
-        ("progression://acme/completions", {"dag": "progression_undo", "removed": written, "put_back": 0,
-                                            "reinserted": 0})]
+        ("progression://acme/completions", {"dag": "progression_undo", "restored": written})]
+    # The ledger's own words for it: restored and removed, nothing written by the undo itself.
+    assert (done["changes"], done["restored"]) == (written, written)
 
 
 def test_merge_and_undo_parse_light_and_offer_every_param_with_a_description(world):

@@ -186,17 +186,29 @@ def test_the_report_downloads(client):
 def test_each_kind_of_run_in_its_own_words(client, ledgers):
     # An undo of an import that added 20 completions, 2 of which a later run changed since: undo.apply's ledger row.
     ledgers("main", "acme", "undo-acme-1", 10, dag_id="progression_undo", subject="import-acme-1", rows_read=20,
-            kept=2, rejected=2, reasons={"changed by a later run since (conflict)": 2})
+            restored=18, removed=18, conflicts=2)
     ledgers("main", "acme", "merge-acme-1", 5, dag_id="progression_merge_users", subject="a@x -> b@x", rows_read=9,
-            imported=6, kept=3)
+            imported=6, kept=3, removed=9)
+    ledgers("main", "acme", "transfer-acme-2", 4, dag_id="progression_transfer", subject="old -> newer", rows_read=5,
+            imported=3, skipped_without_access=2)
+    ledgers("main", "acme", "import-acme-2", 3, rows_read=4, imported=4, saved_without_access=1)
     listing = client.get("/runs?customer=acme").text
-    assert "20 completions the run changed · 18 restored · 18 removed" in listing
+    assert "20 completions the run changed · 18 restored · 18 of which removed (the run added them)" in listing
     assert "9 completions of the source accounts · 6 copied · 3 kept (target had an earlier one)" in listing
-    assert "0 completed the old item · 7 new item completed" in listing
+    assert "5 completed the old item · 3 new item completed · 2 skipped without access" in listing
     assert "123 rows read · 120 written · 3 rejected" in listing
     undo = client.get("/runs/acme/undo-acme-1").text
-    assert "<th>removed</th><td class='n'>18" in undo and "<th>conflicts left alone</th><td class='n'>2" in undo
-    assert "Imported" not in undo and "Rows read" not in undo
+    assert "<th>restored</th><td class='n'>18" in undo and "<th>conflicts left alone</th><td class='n'>2" in undo
+    assert "Imported" not in undo and "rows read" not in undo and "Rejected by reason" not in undo
+    merge = client.get("/runs/acme/merge-acme-1").text
+    assert "<th>removed from the source accounts</th><td class='n'>9" in merge
+    transfer = client.get("/runs/acme/transfer-acme-2").text
+    assert "<th>skipped without access</th><td class='n'>2" in transfer and "saved without access" not in transfer
+    imported = client.get("/runs/acme/import-acme-2").text
+    assert "<th>saved without access</th><td class='n'>1" in imported and "skipped without access" not in imported
+    # The undo restored 18 completions: the chart counts what imports, transfers and merges wrote, not restores.
+    per_day = [int(n.replace(",", "")) for n in __import__("re").findall(r": ([\d,]+)</title>", undo)]
+    assert sum(per_day) == 120 + 40 + 7 + 6 + 3 + 4
 
 
 def failed_import(ledgers, tmp_path):

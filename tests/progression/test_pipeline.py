@@ -198,7 +198,10 @@ def test_completions_without_access_are_saved_and_counted(target, platform):
     rel = drop(target.root, "inbox/activities/access.xlsx", xlsx([[no_group, a, "2024-01-02"],
                                                                   [with_group, a, "2024-01-02"]]))
     job = run(target, rel)
-    assert job.counts["without_access"] == 1 and job.counts["imported"] == 2
+    assert job.counts["saved_without_access"] == 1 and job.counts["imported"] == 2
+    with target.engine.connect() as conn:
+        recorded = ledger.get_run(conn, job.run_id)
+    assert (recorded["saved_without_access"], recorded["skipped_without_access"]) == (1, 0)
     assert "no access" in report_rows(target, job)[1][-1]
 
 

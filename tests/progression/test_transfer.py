@@ -16,9 +16,9 @@ import sqlalchemy as sa
 from support import NOW, as_utc, drop, stored, utc
 from progression import ledger
 from progression.demo import describe, workbook_bytes
-from progression.runs import ConfError
+from progression.runs import ConfError, rows_of, summarise
 from progression.platform import completions, content, content_groups, content_items, groups, users
-from progression.transfer import plan, run_transfer, summarise
+from progression.transfer import DAG_ID, plan, run_transfer
 
 NO_GROUP, GROUP_0, GROUP_1, ALSO_GROUP_1 = 0, 5, 6, 8  # indexes into platform.emails
 PAIRS = ["Old content uuid", "New content uuid"]
@@ -74,7 +74,10 @@ def test_who_completed_the_old_journey_and_can_see_the_new_one_gets_it_with_its_
     assert set(written) == {(emails[GROUP_1], u) for u in [j2, *children(target.engine, j2)]}
     assert set(written.values()) == {(utc("2024-03-01 09:30"), "transfer", job.run_id)}
     assert {key: got[key] for key in before} == before  # the old completions stay as they were
-    assert job.counts == {**job.counts, "rows_read": 3, "imported": 1, "derived_written": 3, "without_access": 2}
+    assert job.counts == {**job.counts, "rows_read": 3, "imported": 1, "derived_written": 3, "skipped_without_access": 2}
+    with target.engine.connect() as conn:  # skipped, not saved: a transfer leaves those users out
+        recorded = ledger.get_run(conn, job.run_id)
+    assert (recorded["skipped_without_access"], recorded["saved_without_access"]) == (2, 0)
     assert sheet(target, job, "Pairs") == [(None, j0, job.pairs[0].old_title, j2, job.pairs[0].new_title,
                                             "journey", None, 3, 1, 3, 2, 0)]
     assert sheet(target, job, "Skipped users") == sorted([(j0, j2, emails[NO_GROUP]), (j0, j2, emails[GROUP_0])])
@@ -159,7 +162,7 @@ def test_a_re_run_changes_nothing(target, platform):
     again = run(target, old_uuid=j0, new_uuid=j2, on_existing="overwrite")
     assert stored(target.engine) == before
     assert again.counts["imported"] == again.counts["updated"] == again.counts["derived_written"] == 0
-    assert again.counts["kept"] == 2 and again.counts["without_access"] == 1
+    assert again.counts["kept"] == 2 and again.counts["skipped_without_access"] == 1
     assert journal_of(target.engine, again.run_id) == []
 
 
@@ -235,14 +238,14 @@ def test_a_dry_run_reports_everything_and_writes_nothing(target, platform):
     before = stored(target.engine)
     rel = pairs_file(target, [[j0, j2]])
     job = run(target, path=rel, dry_run=True)
-    assert job.counts["imported"] == 1 and job.counts["derived_written"] == 3 and job.counts["without_access"] == 1
+    assert job.counts["imported"] == 1 and job.counts["derived_written"] == 3 and job.counts["skipped_without_access"] == 1
     assert stored(target.engine) == before
     assert (target.root / rel).exists()  # left in the inbox for the real run
     assert sheet(target, job, "Skipped users") == [(j0, j2, platform.emails[NO_GROUP])]
     assert ("Status", "DRY RUN, nothing written: succeeded") in sheet(target, job, "Summary")
     with target.engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(ledger.journal)).scalar() == 0
-    summary = summarise(target, "manual__test")
+    summary = summarise(DAG_ID, "acme", rows_of(target, "manual__test"))
     assert summary["dry_run"] is True and summary["status"] == "succeeded" and summary["report"] == job.report
     assert (summary["written_directly"], summary["written_through_contents"], summary["skipped_without_access"]) \
         == (1, 3, 1)

@@ -85,6 +85,10 @@ def test_undo_of_an_import_restores_everything_it_wrote_including_the_hierarchy(
     recorded = run_of(target.engine, done.run_id)
     assert (recorded["dag_id"], recorded["subject"], recorded["status"]) == ("progression_undo", job.run_id,
                                                                             "succeeded")
+    # The ledger says what the undo did in its own columns: none of it counts as written by the undo.
+    assert (recorded["rows_read"], recorded["restored"], recorded["removed"], recorded["conflicts"]) == \
+        (changed, changed, changed - 1, 0)
+    assert (recorded["imported"], recorded["updated"], recorded["kept"], recorded["derived_written"]) == (0, 0, 0, 0)
     restored = list(openpyxl.load_workbook(target.root / done.report, read_only=True)["Restored"].values)
     assert len(restored) == 1 + changed
     with target.engine.connect() as conn:  # the same bytes count as not imported any more
