@@ -98,7 +98,7 @@ def child_peer(url: str, file: Path, content_type: str) -> dict:
 
     timings = {}
     started = time.perf_counter()
-    frame = pd.read_excel(file, engine="openpyxl", dtype=str)
+    frame = pd.read_excel(file, engine="openpyxl", dtype=str, usecols=[0, 1, 2])
     frame.columns = ["email", "uuid", "date"]
     timings["read"] = time.perf_counter() - started
 
@@ -287,6 +287,7 @@ def main() -> None:
             peer = in_child("peer", str(path), content_type)
         results.append((label, project, rerun, rerun_written, limit, peer, written))
         print_result(results[-1])
+        print_table(results[-1:])  # as it comes, should a later file fail
     print_table(results)
 
 
