@@ -23,7 +23,7 @@ from progression.read import ROW, InputError, read_input, read_pairs
 from progression.report import write_import_report
 from progression.resolve import CROSSWALK_HEADERS, Crosswalk, resolve_rows
 from progression.runs import ConfError, Target
-from progression.validate import validate_rows
+from progression.validate import prepare_column_checks, validate_rows
 from progression.write import write_completions
 
 log = logging.getLogger(__name__)
@@ -190,8 +190,9 @@ def fetch(target: Target, job: FileJob) -> FileJob:
                                   f"put it in {top}/activities/, {top}/journeys/ or {top}/programmes/, "
                                   "or set content_type in the run conf")
     try:
+        # The column checks' set-up (importing Great Expectations takes seconds) while the workbook loads.
         table = read_input(data, job.path.rsplit("/", 1)[-1], max_rows=target.customer.max_rows,
-                           own_headers=target.customer.columns)
+                           own_headers=target.customer.columns, meanwhile=prepare_column_checks)
     except InputError as exc:
         return _fail(target, job, f"{job.path}: {exc}")
     job.sheet, job.columns = table.sheet, table.columns

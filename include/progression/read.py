@@ -106,14 +106,18 @@ class InputTable:
 
 
 def read_input(data: bytes, name: str, *, max_rows: int = EXCEL_MAX_ROWS,
-               own_headers: dict[str, str] | None = None) -> InputTable:
+               own_headers: dict[str, str] | None = None, meanwhile: Callable[[], object] | None = None
+               ) -> InputTable:
     """Read a workbook's or a CSV file's bytes; raises InputError naming what is wrong. A workbook that would
     unpack past the bounds below is refused before it is parsed, and so is a CSV file with more lines than
     `max_rows`; a sheet is refused past Excel's last row or `max_rows` data rows once it is loaded.
-    `own_headers`: the customer's own header names, on top of the built-in spellings (see own_aliases)."""
+    `own_headers`: the customer's own header names, on top of the built-in spellings (see own_aliases).
+    `meanwhile`: work of the caller's for this process while the reader's process loads a workbook."""
     if _is_csv(data, name):
+        if meanwhile:
+            meanwhile()
         return _read_csv(data, max_rows, own_headers or {})
-    return _read_workbook(data, max_rows, own_headers or {})
+    return _read_workbook(data, max_rows, own_headers or {}, meanwhile)
 
 
 # --- opening files within bounds --------------------------------------------------------------------------------
@@ -163,13 +167,15 @@ SHEET_NAME = b"sheet"  # the schema metadata key under which a picker names each
 READER_MEMORY = 2 << 30
 
 
-def read_sheets(data: bytes, pick: SheetPicker) -> list[pa.RecordBatch]:
+def read_sheets(data: bytes, pick: SheetPicker, meanwhile: Callable[[], object] | None = None
+                ) -> list[pa.RecordBatch]:
     """The sheets `pick` loads from a workbook's bytes, once the bytes are known to stay within the bounds above;
     InputError otherwise.
 
     The reader runs in a forked process limited to READER_MEMORY: calamine aborts its whole process when an
     allocation fails (a 5 KB sheet with cells at A2 and XFD1048576 asks for hundreds of gigabytes), and a damaged
-    file may crash it outright. Such a death is the file's error, not the worker's."""
+    file may crash it outright. Such a death is the file's error, not the worker's. `meanwhile` runs in this
+    process while the reader loads."""
     if data.startswith(_OLE2) and _is_encrypted(data):
         raise InputError("the workbook is password protected: remove the password and drop it again")
     parts = _declared_parts(data) if data.startswith(_ZIP) else []
@@ -185,6 +191,8 @@ def read_sheets(data: bytes, pick: SheetPicker) -> list[pa.RecordBatch]:
             # While the reader loads, what the parts really inflate to (a bomb's reader dies with it: killed below).
             for part in parts:
                 _check_inflated_size(data, part)
+            if meanwhile:  # after the fork, so nothing it imports is half-imported in the reader
+                meanwhile()
             status = os.waitpid(pid, 0)[1]
         except BaseException:  # a bomb, or the task is stopped meanwhile: the reader goes too
             os.kill(pid, signal.SIGKILL)
@@ -346,9 +354,10 @@ def _missing_message(found: list[str], own_headers: dict[str, str]) -> str:
     return f"no sheet has the mandatory columns {_mandatory(own_headers)}; found {'; '.join(found) or 'nothing'}"
 
 
-def _read_workbook(data: bytes, max_rows: int, own_headers: dict[str, str]) -> InputTable:
+def _read_workbook(data: bytes, max_rows: int, own_headers: dict[str, str],
+                   meanwhile: Callable[[], object] | None) -> InputTable:
     own = own_aliases(own_headers)
-    [whole] = read_sheets(data, lambda reader: [_sheet_with_headers(reader, own, own_headers)])
+    [whole] = read_sheets(data, lambda reader: [_sheet_with_headers(reader, own, own_headers)], meanwhile)
     sheet = whole.schema.metadata[SHEET_NAME].decode()
     top = whole.slice(0, HEADER_SEARCH_ROWS).to_pandas()
     header_index, _ = _find_header(top, own) or (0, {})

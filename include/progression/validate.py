@@ -38,7 +38,8 @@ def normalised(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 @lru_cache(maxsize=1)
-def _batch_definition():
+def prepare_column_checks():
+    """The GX suite and the batch definition it validates, made once per process."""
     import great_expectations as gx  # slow import: only inside the task
 
     context = gx.get_context(mode="ephemeral")
@@ -53,7 +54,7 @@ def _batch_definition():
 
 def column_failures(keys: pd.DataFrame) -> pd.DataFrame:
     """Run the GX suite; one row per (row position, rule index) that failed."""
-    batch_definition, suite = _batch_definition()
+    batch_definition, suite = prepare_column_checks()
     frame = keys.reset_index(drop=True)
     batch = batch_definition.get_batch(batch_parameters={"dataframe": frame})
     result = batch.validate(suite, result_format={"result_format": "COMPLETE"})
