@@ -18,7 +18,7 @@ from progression.ledger import Status
 from progression.runs import ConfError, Target
 from progression.platform import load_content, load_users, platform_id
 from progression.report import Rows, write_sheets
-from progression.write import RESTORE_COLUMNS, restore_from_journal
+from progression.restore import RESTORE_COLUMNS, restore_from_journal
 
 DAG_ID = "progression_undo"
 COUNTS = {
