@@ -48,7 +48,7 @@ def progression_merge_users():
                    to_email=params.get("to_email"), path=params.get("path"), mode=params["mode"],
                    dry_run=bool(params["dry_run"]), airflow_run_id=run_id, started=started)
         print(f"{len(job.pairs)} pair(s) to merge ({job.mode}): "
-              + ", ".join(f"{p['from_email']} -> {p['to_email']}" for p in job.pairs))
+              + ", ".join(f"{p.from_email} -> {p.to_email}" for p in job.pairs))
         return job.as_dict()
 
     def stage(name: str):

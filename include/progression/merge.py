@@ -8,7 +8,7 @@ pairs it holds, so that one undo takes all of it back.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
 import pandas as pd
@@ -43,6 +43,22 @@ REASON_OF = {
 
 
 @dataclass
+class MergePair:
+    """One account merged into another: the workbook's row it was asked on (None for a conf's pair), both accounts,
+    and what became of the source's completions (apply sets the counts, PAIR_COUNTS)."""
+    row: int | None
+    from_email: str
+    to_email: str
+    from_user_id: int
+    to_user_id: int
+    completions: int = 0
+    copied: int = 0
+    kept: int = 0
+    replaced: int = 0
+    removed: int = 0
+
+
+@dataclass
 class MergeJob(Job):
     customer: str
     subject: str                   # "a@x -> b@x", or the workbook of pairs
@@ -50,7 +66,7 @@ class MergeJob(Job):
     dry_run: bool = False
     airflow_run_id: str | None = None
     started: str = ""              # ISO time the run began
-    pairs: list[dict] = field(default_factory=list)  # row (workbook) or None, from/to email, from/to user_id, counts
+    pairs: list[MergePair] = field(default_factory=list)
     run_id: str = ""
     staging: str = ""              # where apply leaves the details for the report
     status: Status = Status.PENDING  # pending, succeeded
@@ -58,7 +74,13 @@ class MergeJob(Job):
     report: str = ""
 
     def total(self, name: str) -> int:
-        return sum(int(pair.get(name, 0)) for pair in self.pairs)
+        return sum(int(getattr(pair, name)) for pair in self.pairs)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> MergeJob:
+        job = super().from_dict(data)
+        job.pairs = [MergePair(**p) if isinstance(p, dict) else p for p in job.pairs]
+        return job
 
 
 def plan(target: Target, *, from_email: str | None, to_email: str | None, path: str | None, mode: str,
@@ -96,7 +118,7 @@ def _pairs_from_workbook(target: Target, path: str) -> pd.DataFrame:
     return rows.rename(columns=dict(zip(PAIR_HEADERS, ("from_email", "to_email"))))
 
 
-def _resolve(pairs: pd.DataFrame, known: pd.DataFrame, platform: str) -> list[dict]:
+def _resolve(pairs: pd.DataFrame, known: pd.DataFrame, platform: str) -> list[MergePair]:
     """Pairs with their user ids; every problem of every pair refused at once, each saying where it is."""
     froms, tos = (normalise_email(pairs[column]).fillna("").tolist() for column in ("from_email", "to_email"))
     workbook = bool(pairs[ROW].notna().any())
@@ -123,8 +145,8 @@ def _resolve(pairs: pd.DataFrame, known: pd.DataFrame, platform: str) -> list[di
     if problems:
         shown = problems[:20] + ([f"... and {len(problems) - 20} more"] if len(problems) > 20 else [])
         raise ConfError("merge refused: " + "; ".join(shown))
-    return [{"row": int(row) if workbook else None, "from_email": from_key, "to_email": to_key,
-             "from_user_id": int(ids[from_key]), "to_user_id": int(ids[to_key])}
+    return [MergePair(row=int(row) if workbook else None, from_email=from_key, to_email=to_key,
+                      from_user_id=int(ids[from_key]), to_user_id=int(ids[to_key]))
             for row, from_key, to_key in zip(pairs[ROW], froms, tos)]
 
 
@@ -136,7 +158,7 @@ def apply(target: Target, job: MergeJob) -> MergeJob:
     with target.engine.begin() as conn:
         ledger.start_run(conn, run_id=job.run_id, customer=job.customer, dag_id=DAG_ID, subject=job.subject,
                          airflow_run_id=job.airflow_run_id, dry_run=job.dry_run, staging=job.staging)
-    pairs = pd.DataFrame(job.pairs).rename_axis("pair").reset_index()
+    pairs = pd.DataFrame([asdict(pair) for pair in job.pairs]).rename_axis("pair").reset_index()
     with runs.writing(target) as conn:
         pid = platform_id(conn, target.customer.platform)
         held = _completions_of(conn, pairs["from_user_id"].tolist(), pid).merge(
@@ -163,10 +185,10 @@ def apply(target: Target, job: MergeJob) -> MergeJob:
         held["outcome"] = outcome.map(OUTCOME_OF).where(held["chosen"].to_numpy(), "kept by another pair").to_numpy()
         held["removed"] = job.mode == "move"
         for pair in job.pairs:
-            mine = held[held["from_user_id"] == pair["from_user_id"]]
-            pair.update(completions=len(mine), copied=int(mine["outcome"].eq("copied").sum()),
-                        kept=int(mine["outcome"].str.startswith("kept").sum()),
-                        replaced=int(mine["outcome"].eq("replaced").sum()), removed=int(mine["removed"].sum()))
+            mine = held[held["from_user_id"] == pair.from_user_id]
+            pair.completions, pair.copied = len(mine), int(mine["outcome"].eq("copied").sum())
+            pair.kept, pair.replaced = int(mine["outcome"].str.startswith("kept").sum()), int(mine["outcome"].eq("replaced").sum())
+            pair.removed = int(mine["removed"].sum())
         if job.mode == "move":
             job.message = (f"{removed} completion(s) {'would be ' if job.dry_run else ''}removed from the source "
                            "account(s)")
@@ -200,7 +222,7 @@ def report(target: Target, job: MergeJob) -> MergeJob:
     job.report = f"{storage.REPORTS}/{job.now:%Y-%m-%d}/merge.{job.run_id}.xlsx"
     summary = [*runs.report_head(target, job, [("Merge", job.subject)], job.status), ("Mode", job.mode),
                ("Pairs", len(job.pairs)), *((label, job.total(name)) for name, label in PAIR_COUNTS.items())]
-    per_pair = [[p["row"], p["from_email"], p["to_email"], *(p[name] for name in PAIR_COUNTS)] for p in job.pairs]
+    per_pair = [[p.row, p.from_email, p.to_email, *(getattr(p, name) for name in PAIR_COUNTS)] for p in job.pairs]
     items = [[row, source, to, uuid, kind, at, had, what, REASON_OF[what], "yes" if gone else "no"]
              for row, source, to, uuid, kind, at, had, what, gone in details.itertuples(index=False)]
     sheets: list[tuple[str, list[str], Rows]] = [

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import openpyxl
 import pytest
 import sqlalchemy as sa
@@ -50,7 +52,7 @@ def test_copy_gives_every_completion_to_the_target_and_leaves_the_source(target,
     assert got[(into, a[0])] == (utc("2024-01-01"), "merge", job.run_id)
     assert got[(into, platform.uuids["journey"][0])] == (utc("2024-02-01"), "merge", job.run_id)
     assert got[(source, a[0])] == (utc("2024-01-01"), "platform", None)  # copy leaves the source alone
-    assert job.pairs[0] | {"from_user_id": 0, "to_user_id": 0} == {
+    assert asdict(job.pairs[0]) | {"from_user_id": 0, "to_user_id": 0} == {
         "row": None, "from_email": source, "to_email": into, "from_user_id": 0, "to_user_id": 0,
         "completions": 2, "copied": 2, "kept": 0, "replaced": 0, "removed": 0}
     assert journal_of(target.engine, job.run_id) == []  # new completions carry the run id: undo finds them by it
@@ -77,7 +79,7 @@ def test_where_both_hold_an_item_the_earliest_date_wins(target, platform):
     assert got[(into, a[3])] == (utc("2024-03-01"), "merge", job.run_id)
     assert got[(into, a[4])] == (utc("2024-06-01"), "platform", None)
     pair = job.pairs[0]
-    assert (pair["copied"], pair["kept"], pair["replaced"]) == (1, 2, 1)
+    assert (pair.copied, pair.kept, pair.replaced) == (1, 2, 1)
     rows = sheet(target, job, "Pairs")
     assert rows[0][:4] == ("Row", "From email", "To email", "Completions of the source account")
     assert rows[1][1:] == (source, into, 4, 1, 2, 1, 0)
@@ -97,7 +99,7 @@ def test_move_also_removes_the_sources_completions_through_the_journal(target, p
     got = stored(target.engine)
     assert not [key for key in got if key[0] == source]
     assert got[(into, a[0])][0] == utc("2024-01-01") and got[(into, a[1])][0] == utc("2024-03-01")
-    assert job.pairs[0]["removed"] == 2 and "2 completion(s) removed" in job.message
+    assert job.pairs[0].removed == 2 and "2 completion(s) removed" in job.message
     with target.engine.connect() as conn:  # the ledger records the removals, not only the message
         recorded = ledger.get_run(conn, job.run_id)
     assert (recorded["rows_read"], recorded["imported"], recorded["kept"], recorded["removed"]) == (2, 1, 1, 2)
@@ -115,7 +117,7 @@ def test_a_dry_run_reports_the_merge_and_writes_nothing(target, platform):
     before = stored(target.engine)
     job = merge(target, from_email=source, to_email=into, mode="move", dry_run=True)
     assert stored(target.engine) == before
-    assert job.pairs[0]["copied"] == 1 and job.pairs[0]["removed"] == 1 and "would be removed" in job.message
+    assert job.pairs[0].copied == 1 and job.pairs[0].removed == 1 and "would be removed" in job.message
     assert journal_of(target.engine, job.run_id) == []
     assert dict(sheet(target, job, "Summary"))["Status"].startswith("DRY RUN")
 
@@ -135,7 +137,7 @@ def test_a_workbook_of_pairs_and_two_accounts_into_one_target(target, platform):
     assert got[(e[1], a[0])] == (utc("2024-02-01"), "merge", job.run_id)
     assert got[(e[1], a[1])][0] == utc("2024-02-01") and got[(e[4], a[2])][0] == utc("2024-02-01")
     assert {key[0] for key in got} == {e[1], e[4]}
-    counts = [(p["row"], p["completions"], p["copied"], p["kept"], p["removed"]) for p in job.pairs]
+    counts = [(p.row, p.completions, p.copied, p.kept, p.removed) for p in job.pairs]
     assert counts == [(3, 1, 0, 1, 1), (5, 2, 2, 0, 2), (6, 1, 1, 0, 1), (7, 0, 0, 0, 0)]
     reasons = [r[8] for r in sheet(target, job, "Completions")[1:] if r[1] == e[0]]
     assert reasons == ["another account merged into the same target has it at the same or an earlier date"]
