@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from progression import ledger
 from progression.customers import Customer
 from progression.db import engine_for
-from progression.demo import DemoSizes, describe, seed_platform
+from demo_platform import DemoSizes, describe, seed_platform
 from progression.runs import Target
 from progression.platform import create_platform_tables
 from support import PG_URL, SMALL, require_postgres

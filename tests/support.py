@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from progression import ledger
-from progression.demo import DemoSizes
+from demo_platform import DemoSizes
 from progression.platform import completions, content, users
 from progression.runs import IMPORT_DAG
 

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from dags_support import ROOT
 from progression import ledger
 from progression.db import engine_for
-from progression.demo import seed_platform
+from demo_platform import seed_platform
 from progression.platform import create_platform_tables
 from support import PG_URL, SMALL, drop_database, recreate_database, require_postgres
 

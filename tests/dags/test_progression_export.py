@@ -8,7 +8,7 @@ import pytest
 
 from dags_support import drop, engine_of, run_dag, summary_line
 from progression import ledger
-from progression.demo import describe, workbook_bytes
+from demo_platform import describe, workbook_bytes
 
 pytestmark = pytest.mark.airflow
 

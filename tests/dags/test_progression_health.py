@@ -18,7 +18,7 @@ from support import past_run
 from progression import ledger, pipeline
 from progression.customers import load_registry
 from progression.db import engine_for
-from progression.demo import describe, workbook_bytes
+from demo_platform import describe, workbook_bytes
 from progression.runs import Target
 
 pytestmark = pytest.mark.airflow

@@ -19,7 +19,7 @@ from support import SMALL
 from progression import ledger, pipeline
 from progression.customers import load_registry
 from progression.db import engine_for
-from progression.demo import describe, seed_platform, workbook_bytes
+from demo_platform import describe, seed_platform, workbook_bytes
 from progression.platform import completions
 from progression.runs import Target
 

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from dags_support import engine_of, run_dag, summary_line
 from progression import ledger
-from progression.demo import describe
+from demo_platform import describe
 from progression.platform import completions, content, users
 
 pytestmark = pytest.mark.airflow

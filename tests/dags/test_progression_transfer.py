@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from dags_support import ROOT, drop, engine_of, run_dag, summary_line
 from support import SMALL
-from progression.demo import describe, seed_platform, workbook_bytes
+from demo_platform import describe, seed_platform, workbook_bytes
 from progression.platform import completions, content, users
 
 pytestmark = pytest.mark.airflow

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from dags_support import ROOT, asset_events, drop, engine_of, run_dag, summary_line
 from progression import ledger
-from progression.demo import describe, workbook_bytes
+from demo_platform import describe, workbook_bytes
 from progression.platform import completions
 
 pytestmark = pytest.mark.airflow

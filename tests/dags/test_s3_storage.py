@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from dags_support import ROOT, run_dag, summary_line
 from progression import ledger
 from progression.db import engine_for
-from progression.demo import describe, seed_platform, workbook_bytes
+from demo_platform import describe, seed_platform, workbook_bytes
 from progression.platform import completions, create_platform_tables
 from support import SMALL, loopback_s3
 

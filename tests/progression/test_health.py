@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from support import NOW, drop, past_run
 from progression import ledger
-from progression.demo import workbook_bytes
+from demo_platform import workbook_bytes
 from progression.health import customer_health, watch, worst_first
 from progression.pipeline import plan, run_file
 from progression.runs import Target

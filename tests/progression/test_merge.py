@@ -8,7 +8,7 @@ import sqlalchemy as sa
 
 from support import NOW, drop, stored, utc
 from progression import ledger
-from progression.demo import describe, workbook_bytes
+from demo_platform import describe, workbook_bytes
 from progression.merge import DAG_ID, plan, run_merge
 from progression.runs import ConfError, rows_of, summarise
 from progression.platform import completions, content, users

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from support import NOW, as_utc, drop, stored, utc
 from progression import ledger
-from progression.demo import describe, workbook_bytes
+from demo_platform import describe, workbook_bytes
 from progression.pipeline import plan, run_file
 from progression.runs import ConfError
 from progression.platform import content, content_items

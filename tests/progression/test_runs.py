@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from support import NOW, drop, stored
 from progression import ledger, pipeline, runs
-from progression.demo import workbook_bytes
+from demo_platform import workbook_bytes
 from progression.pipeline import FileJob, plan, run_file
 from progression.runs import ConfError, recover
 from progression.transfer import plan as plan_transfer, run_transfer

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from support import NOW, as_utc, drop, stored, utc
 from progression import ledger
-from progression.demo import describe, workbook_bytes
+from demo_platform import describe, workbook_bytes
 from progression.runs import ConfError, rows_of, summarise
 from progression.platform import completions, content, content_groups, content_items, groups, users
 from progression.transfer import DAG_ID, plan, run_transfer
