@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import socket
+import threading
 import uuid
 
 import pytest
@@ -13,7 +16,7 @@ from progression.db import engine_for
 from demo_platform import DemoSizes, describe, seed_platform
 from progression.runs import Target
 from progression.platform import create_platform_tables
-from support import PG_URL, SMALL, require_postgres
+from support import PG_URL, SMALL, People, people, require_postgres
 
 
 def pytest_addoption(parser):
@@ -59,6 +62,12 @@ def platform(engine):
 
 
 @pytest.fixture
+def who(engine, platform) -> People:
+    """The users of `acme` by what they may see: in no group, in the group of its first or second programme."""
+    return people(engine, "acme")
+
+
+@pytest.fixture
 def customer(tmp_path) -> Customer:
     return Customer(slug="acme", platform_conn_id="unused", platform="acme", storage=str(tmp_path / "storage"),
                     timezone="Europe/Amsterdam", date_order="DMY", on_existing="keep", max_error_rate=1.0)
@@ -69,3 +78,48 @@ def target(customer, engine, platform, tmp_path) -> Target:
     root = tmp_path / "storage"
     root.mkdir()
     return Target(customer=customer, root=root, engine=engine)
+
+
+@pytest.fixture
+def mailbox():
+    """A real SMTP server on loopback that keeps what it receives."""
+    from aiosmtpd.controller import Controller
+
+    received = []
+
+    class Keep:
+        async def handle_DATA(self, server, session, envelope):
+            received.append({"to": envelope.rcpt_tos, "data": envelope.content.decode("utf-8", "replace")})
+            return "250 OK"
+
+    with socket.socket() as probe:  # a free port on loopback
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    controller = Controller(Keep(), hostname="127.0.0.1", port=port)
+    controller.start()
+    yield port, received
+    controller.stop()
+
+
+@pytest.fixture
+def webhook():
+    """A Slack-style incoming webhook on loopback that keeps what is posted to it."""
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    received = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/services/hook", received
+    server.shutdown()

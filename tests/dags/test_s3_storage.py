@@ -11,18 +11,16 @@ import subprocess
 import boto3
 import openpyxl
 import pytest
-import sqlalchemy as sa
 
 from dags_support import ROOT, run_dag, summary_line
+from demo_platform import describe, seed_platform, workbook_bytes
 from progression import ledger
 from progression.db import engine_for
-from demo_platform import describe, seed_platform, workbook_bytes
-from progression.platform import completions, create_platform_tables
-from support import SMALL, loopback_s3
+from progression.platform import create_platform_tables
+from support import SMALL, complete, count_completions, loopback_s3, people, write_registry
 
 pytestmark = pytest.mark.airflow
 BUCKET, PREFIX = "hooli-files", "lms"
-IN_GROUP_1 = 6  # this user's group is given programme 1, which holds journey 2 (see tests/progression)
 
 
 @pytest.fixture(scope="module")
@@ -42,10 +40,9 @@ def s3(s3_server, world):
     create_platform_tables(engine)
     ledger.upgrade(engine)
     seed_platform(engine, "hooli", sizes=SMALL)
-    registry = world["dir"] / "s3-customers.yaml"
-    registry.write_text(f"hooli:\n  platform_conn_id: hooli_db\n  platform: hooli\n"
-                        f"  storage: s3://hooli_files@{BUCKET}/{PREFIX}\n  timezone: Europe/Amsterdam\n"
-                        "  max_error_rate: 0.5\n")
+    registry = write_registry(world["dir"] / "s3-customers.yaml", {"hooli": {
+        "platform_conn_id": "hooli_db", "platform": "hooli", "storage": f"s3://hooli_files@{BUCKET}/{PREFIX}",
+        "timezone": "Europe/Amsterdam", "max_error_rate": 0.5}})
     env = {**world["env"], "PROGRESSION_CUSTOMERS": str(registry),
            "AIRFLOW_CONN_HOOLI_DB": json.dumps({"conn_type": "sqlite", "host": str(db)}),
            "AIRFLOW_CONN_HOOLI_FILES": json.dumps({
@@ -71,14 +68,6 @@ def get(s3, rel: str) -> bytes:
     return s3["client"].get_object(Bucket=BUCKET, Key=f"{PREFIX}/{rel}")["Body"].read()
 
 
-def count(engine, source: str | None = None) -> int:
-    query = sa.select(sa.func.count()).select_from(completions)
-    if source:
-        query = query.where(completions.c.source == source)
-    with engine.connect() as conn:
-        return conn.execute(query).scalar()
-
-
 def test_the_nightly_import_reads_archives_and_reports_in_the_bucket(s3):
     found = describe(s3["engine"], "hooli")
     good = workbook_bytes(["Email", "Content uuid", "Completion date"],
@@ -95,7 +84,7 @@ def test_the_nightly_import_reads_archives_and_reports_in_the_bucket(s3):
     assert sorted(summary["succeeded"]) == ["hooli/activities/q3.xlsx", "hooli/journeys/j.csv"]
     assert summary["failed"] == ["hooli/activities/bad.xlsx"]
     assert summary["imported"] == 4 and summary["rejected"] >= 1
-    assert count(s3["engine"], "import") == 4 + summary["derived_written"]
+    assert count_completions(s3["engine"], "import") == 4 + summary["derived_written"]
 
     stored = keys(s3["client"])
     assert not [key for key in stored if key.startswith(("inbox/", "staging/"))], stored
@@ -111,28 +100,26 @@ def test_the_nightly_import_reads_archives_and_reports_in_the_bucket(s3):
     again = summary_line(run_dag(s3, "progression_import", {"customer": "hooli"}, env=s3["env"]),
                          "progression_import")
     assert again["skipped"] == ["hooli/activities/q3.xlsx"] and again["imported"] == 0
-    assert count(s3["engine"], "import") == 4 + summary["derived_written"]
+    assert count_completions(s3["engine"], "import") == 4 + summary["derived_written"]
 
 
 def test_a_transfer_workbook_and_an_export_in_the_bucket(s3):
     found = describe(s3["engine"], "hooli")
-    journey_0, journey_2 = found.uuids["journey"][0], found.uuids["journey"][2]
-    put(s3, "inbox/journeys/j.xlsx", workbook_bytes(["Email", "Content uuid", "Completion date"],
-                                                    [[found.emails[IN_GROUP_1], journey_0, "2024-03-31"]]))
-    assert run_dag(s3, "progression_import", {"customer": "hooli"}, env=s3["env"]).returncode == 0
+    journey_0, journey_2 = found.uuids["journey"][0], found.uuids["journey"][2]  # journey 2: the second programme's
+    complete(s3["engine"], people(s3["engine"], "hooli").group_1, journey_0, "2024-03-31")
     put(s3, "inbox/transfers/pairs.xlsx", workbook_bytes(["Old content uuid", "New content uuid"],
                                                          [[journey_0, journey_2]]))
     done = run_dag(s3, "progression_transfer", {"customer": "hooli", "path": "inbox/transfers/pairs.xlsx",
                                                 "dry_run": False}, env=s3["env"])
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert count(s3["engine"], "transfer") >= 1
+    assert count_completions(s3["engine"], "transfer") >= 1
     assert "processed/transfers/pairs.xlsx" in keys(s3["client"])
 
     exported = summary_line(run_dag(s3, "progression_export", {"customer": "hooli"}, env=s3["env"]),
                             "progression_export")
     book = openpyxl.load_workbook(io.BytesIO(get(s3, exported["report"])), read_only=True)
     assert book.sheetnames == ["Summary", "#Activities", "#Journeys", "#Programmes", "Content"]
-    assert sum(exported["completions"].values()) == count(s3["engine"])
+    assert sum(exported["completions"].values()) == count_completions(s3["engine"])
 
 
 def test_the_demo_seeds_its_sample_files_into_a_bucket(s3):
