@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import socket
+import sys
 import threading
 import uuid
 
@@ -17,6 +19,23 @@ from demo_platform import DemoSizes, describe, seed_platform
 from progression.runs import Target
 from progression.platform import create_platform_tables
 from support import PG_URL, SMALL, People, people, require_postgres
+
+
+_modules_when_frozen = 0
+
+
+@pytest.fixture(autouse=True)
+def frozen_heap():
+    """The import stages hand memory back between them with gc.collect(), which walks every live object: in a test
+    process holding Airflow, Great Expectations and pandas that costs a third of a second each time, minutes over
+    the suite. Modules live for the whole session anyway: once a test has loaded many new ones, they and everything
+    else alive are frozen (gc.freeze), so the collections walk only what the tests themselves make."""
+    global _modules_when_frozen
+    yield
+    if len(sys.modules) > _modules_when_frozen + 100:
+        gc.collect()
+        gc.freeze()
+        _modules_when_frozen = len(sys.modules)
 
 
 def pytest_addoption(parser):
