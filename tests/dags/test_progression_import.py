@@ -165,12 +165,9 @@ def test_a_postgresql_platform_through_an_airflow_connection(world, postgres_dat
     env["PROGRESSION_CUSTOMERS"] = str(write_registry(world["dir"] / "hooli.yaml", {"hooli": {
         "platform_conn_id": "hooli_db", "platform": "hooli", "storage": f"file://{world['dir'] / 'hooli'}",
         "timezone": "Europe/Amsterdam"}}))
-    path = world["dir"] / "hooli/inbox/journeys/j.xlsx"
-    path.parent.mkdir(parents=True)
-    path.write_bytes(workbook_bytes(["Email", "Content uuid"], [[found.emails[-1], found.uuids["journey"][0]]]))
-    done = subprocess.run([str(ROOT / "bin/airflow"), "dags", "test", "progression_import"], env=env,
-                          capture_output=True, text=True, timeout=300)
-    summary = summary_of(done)
+    drop(world["dir"] / "hooli", "inbox/journeys/j.xlsx",
+         workbook_bytes(["Email", "Content uuid"], [[found.emails[-1], found.uuids["journey"][0]]]))
+    summary = summary_of(run_dag(world, "progression_import", env=env))
     assert summary["succeeded"] == ["hooli/journeys/j.xlsx"] and summary["imported"] == 1
     with engine.connect() as conn:
         sources = conn.execute(sa.text("SELECT source, run_id, count(*) FROM completions GROUP BY 1, 2")).all()

@@ -245,6 +245,21 @@ def test_an_already_imported_file_is_skipped_unless_forced(target, platform):
     assert forced.status == "ok" and forced.counts["kept"] == 1
 
 
+def test_a_file_sent_again_is_recognised_by_its_bytes_on_every_storage(db_kind, target, platform, backend):
+    """A local folder, file:// or s3://: the customer sends the same export again, and nothing is written twice."""
+    if db_kind != "sqlite":
+        pytest.skip("about storage: shown on SQLite")
+    on_storage = replace(target, root=backend.root)
+    data = xlsx([[platform.emails[0], platform.uuids["activity"][0], "2024-04-10"]])
+    backend.put("inbox/activities/q3.xlsx", data)
+    first = run(on_storage, "inbox/activities/q3.xlsx")
+    backend.put("inbox/activities/q3.xlsx", data)
+    again = run(on_storage, "inbox/activities/q3.xlsx")
+    assert first.status == "ok" and again.status == "skipped" and first.run_id in again.message
+    assert len(stored(target.engine)) == 1
+    assert not [f for f in backend.files() if f.startswith(("inbox/", "staging/"))]
+
+
 def test_too_many_rejected_rows_fail_the_file_and_write_nothing(target, platform):
     target.customer = replace(target.customer, max_error_rate=0.25)
     rows = [[platform.emails[0], platform.uuids["activity"][0], "2024-01-02"],
