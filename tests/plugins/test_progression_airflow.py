@@ -11,7 +11,8 @@ from types import SimpleNamespace
 from airflow.sdk.execution_time.context import OutletEventAccessors
 
 from demo_platform import workbook_bytes
-from progression.pipeline import plan, run_file, runs_of, summarise
+from progression.pipeline import plan, run_file
+from progression.runs import IMPORT_DAG, rows_of, summarise
 from progression_airflow import COMPLETIONS_CHANGED, announce_completions, customers_of_events, tell_customer
 from support import NOW, drop, slack_connection, smtp_connection
 
@@ -58,8 +59,8 @@ def test_rejected_rows_are_told_by_mail_and_on_slack_and_a_clean_or_dry_run_tell
         [job] = plan(target, path=rel, content_type=None, dry_run=dry_run, on_existing=None, force=False,
                      airflow_run_id=f"manual__{name}", started=NOW)
         run_file(target, job)
-        runs = runs_of(target, f"manual__{name}")
-        return summarise(runs), runs
+        runs = rows_of(target, f"manual__{name}")
+        return summarise(IMPORT_DAG, "acme", runs), runs
 
     assert tell_customer(customer, *imported("clean.xlsx", bad=0), context={}) is False
     assert tell_customer(customer, *imported("dry.xlsx", bad=2, dry_run=True), context={}) is False
