@@ -48,7 +48,7 @@ test: $(STAMP)
 
 # ruff over the code and its tests; mypy over the code, with the paths and settings in pyproject.toml.
 lint: $(STAMP)
-	@$(VENV)/bin/ruff check dags plugins include bin/progression_db.py bin/progression_undo_demo.py bench tests
+	@$(VENV)/bin/ruff check dags plugins include bin/progression_db.py bin/progression_undo_demo.py bin/demo_platform.py bench tests
 	@$(VENV)/bin/mypy
 
 # Airflow as a cluster, on loopback: api-server, scheduler, dag-processor and a Celery worker with PostgreSQL

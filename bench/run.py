@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "include"), str(ROOT / "plugins")]
+sys.path[:0] = [str(ROOT / "include"), str(ROOT / "plugins"), str(ROOT / "bin")]
 
 from database import benchmark_database  # noqa: E402 - after the path is set
 
@@ -181,7 +181,8 @@ def in_child(kind: str, *args: str) -> dict:
 # --- the run --------------------------------------------------------------------------------------------------
 
 def prepare(url: str, recreate: bool):
-    from progression.demo import BENCHMARK_SIZES, describe, seed_platform
+    from demo_platform import describe, seed_platform
+    from workbooks import BENCHMARK_SIZES
 
     engine = benchmark_database(url, recreate)
     started = time.perf_counter()
@@ -197,27 +198,8 @@ def reset(engine) -> None:
         conn.exec_driver_sql("ANALYZE completions")
 
 
-def wide_workbook(found, rows: int, path: Path) -> None:
-    """An activity workbook with four free-text columns beside the three it needs, as customers' exports carry:
-    about 100 MB at 1,048,575 rows (the size the memory bound of an import is stated for)."""
-    import numpy as np
-    import pyarrow as pa
-    import rustpy_xlsxwriter
-
-    rng = np.random.default_rng(7)
-    emails = np.array(found.emails, dtype=object)[rng.integers(0, len(found.emails), rows)]
-    items = np.array(found.uuids["activity"], dtype=object)[rng.integers(0, len(found.uuids["activity"]), rows)]
-    days = np.datetime64("2025-06-30") - rng.integers(1, 700, rows).astype("timedelta64[D]")
-    notes = [pa.array([f"note {a:x} {b:x}" for a, b in zip(rng.integers(0, 2**40, rows), rng.integers(0, 2**30, rows))])
-             for _ in range(4)]
-    table = pa.table([pa.array(emails, pa.string()), pa.array(items, pa.string()), pa.array(days.astype(str)), *notes],
-                     names=["User email", "Content uuid", "Completion date", "Team", "Cost centre", "Manager", "Note"])
-    with path.open("wb") as file:
-        rustpy_xlsxwriter.write_worksheets([("Completions", table)], file)
-
-
 def files(found, sizes: list[int], programme_rows: int, wide_rows: int) -> list[tuple[str, Path, str]]:
-    from progression.demo import large_workbook
+    from workbooks import large_workbook, wide_workbook
 
     DATA.mkdir(parents=True, exist_ok=True)
     if wide_rows:

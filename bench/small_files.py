@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "include"), str(ROOT / "plugins"), str(ROOT / "tests"), str(ROOT / "tests" / "e2e")]
+sys.path[:0] = [str(ROOT / "include"), str(ROOT / "plugins"), str(ROOT / "bin"), str(ROOT / "tests"), str(ROOT / "tests" / "e2e")]
 
 from database import benchmark_database  # noqa: E402 - after the path is set
 
@@ -34,7 +34,7 @@ def prepare(url: str, customers: int, files: int, rows: int) -> dict[str, str]:
     """The platforms, the registry and the inboxes; the environment bin/airflow needs for them."""
     import sqlalchemy as sa
 
-    from progression.demo import DemoSizes, describe, seed_platform, workbook_bytes
+    from demo_platform import DemoSizes, describe, seed_platform, workbook_bytes
 
     shutil.rmtree(DATA, ignore_errors=True)
     DATA.mkdir(parents=True)

@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "include"), str(ROOT / "plugins")]
+sys.path[:0] = [str(ROOT / "include"), str(ROOT / "plugins"), str(ROOT / "bin")]
 
 from database import benchmark_database  # noqa: E402 - after the path is set
 
@@ -33,7 +33,7 @@ def prepare(url: str, users: int, item: str, recreate: bool):
     """The platform and the old journey's completions; both kept between runs unless `recreate`."""
     import sqlalchemy as sa
 
-    from progression.demo import DemoSizes, describe, seed_platform
+    from demo_platform import DemoSizes, describe, seed_platform
 
     engine = benchmark_database(url, recreate)
     sizes = DemoSizes(users=users + USERS_WITHOUT_GROUP, programmes=2, journeys_per_programme=5,

@@ -6,7 +6,8 @@ import argparse
 import json
 import sys
 
-from progression import demo, health, ledger
+import demo_platform as demo
+from progression import health, ledger
 from progression.customers import load_registry
 from progression.ledger import Status
 from progression.platform import create_platform_tables

@@ -1,21 +1,28 @@
-"""What the tests share besides fixtures: the PostgreSQL under test, the platform sizes, a fixed now."""
+"""What the tests share besides fixtures: the PostgreSQL under test, the platform sizes, a fixed now, and the ways
+tests put things in a platform, a storage or a registry and read them back."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import openpyxl
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+import yaml
 
+from demo_platform import DemoSizes
 from progression import ledger
-from progression.demo import DemoSizes
-from progression.platform import completions, content, users
+from progression.platform import (
+    completions, content, content_groups, content_items, group_members, groups, platforms, users,
+)
 from progression.runs import IMPORT_DAG
 
 PG_URL = os.environ.get("PROGRESSION_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/progression_test")
@@ -74,7 +81,120 @@ def as_utc(value) -> pd.Timestamp:
 
 
 def utc(text: str) -> pd.Timestamp:
-    return pd.Timestamp(text, tz="UTC")
+    """A time as text, in UTC: naive text is taken as UTC, text with an offset is converted."""
+    stamp = pd.Timestamp(text)
+    return stamp.tz_convert("UTC") if stamp.tzinfo else stamp.tz_localize("UTC")
+
+
+def complete(engine, email: str, uuid: str, at: str, source: str = "platform", run_id: str | None = None) -> None:
+    """A completion as the platform itself (or the run named) would have it."""
+    with engine.begin() as conn:
+        user_id = conn.execute(sa.select(users.c.id).where(users.c.email == email)).scalar_one()
+        content_id = conn.execute(sa.select(content.c.id).where(content.c.uuid == uuid)).scalar_one()
+        conn.execute(sa.insert(completions).values(user_id=user_id, content_id=content_id,
+                                                   completed_at=utc(at).to_pydatetime(), source=source, run_id=run_id))
+
+
+def count_completions(engine, source: str | None = None) -> int:
+    """How many completions the platform holds (of one source)."""
+    query = sa.select(sa.func.count()).select_from(completions)
+    if source:
+        query = query.where(completions.c.source == source)
+    with engine.connect() as conn:
+        return conn.execute(query).scalar_one()
+
+
+def children(engine, uuid: str) -> list[str]:
+    """The uuids of what an item contains, in the platform's order."""
+    parent = content.alias("parent")
+    query = (sa.select(content.c.uuid).join(content_items, content_items.c.child_id == content.c.id)
+             .join(parent, parent.c.id == content_items.c.parent_id).where(parent.c.uuid == uuid)
+             .order_by(content_items.c.position, content.c.id))
+    with engine.connect() as conn:
+        return [str(u) for u in conn.execute(query).scalars()]
+
+
+def journal_of(engine, run_id: str) -> list[dict]:
+    """The change journal of one run."""
+    journal = ledger.journal
+    with engine.connect() as conn:
+        return [dict(r) for r in conn.execute(sa.select(journal).where(journal.c.run_id == run_id).order_by(
+            journal.c.action, journal.c.user_id, journal.c.content_id)).mappings()]
+
+
+def sheet(target, job, name: str) -> list[tuple]:
+    """Every row of one sheet of a run's report, the header first."""
+    book = openpyxl.load_workbook(target.root / job.report, read_only=True)
+    return list(book[name].iter_rows(values_only=True))
+
+
+def refuse_inserts_of(engine, content_uuid: str, message: str = "completions of this item are locked") -> None:
+    """A platform rule of the kind a real platform has: a trigger that refuses every new completion of one item."""
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(sa.text(
+                "CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN IF NEW.content_id = (SELECT id FROM content "
+                f"WHERE uuid = '{content_uuid}') THEN RAISE EXCEPTION '{message}' USING "
+                "ERRCODE = 'check_violation'; END IF; RETURN NEW; END $$ LANGUAGE plpgsql"))
+            conn.execute(sa.text("CREATE TRIGGER refuse BEFORE INSERT ON completions FOR EACH ROW "
+                                 "EXECUTE FUNCTION refuse()"))
+        else:
+            conn.execute(sa.text(
+                "CREATE TRIGGER refuse BEFORE INSERT ON completions WHEN NEW.content_id = (SELECT id FROM content "
+                f"WHERE uuid = '{content_uuid}') BEGIN SELECT RAISE(ABORT, '{message}'); END"))
+
+
+@dataclass(frozen=True)
+class People:
+    """Users of a seeded platform by what they may see, looked up in its groups (not by the generator's order)."""
+
+    no_group: str      # in no group: sees nothing
+    group_0: str       # in the group given the first programme
+    group_1: str       # in the group given the second programme
+    also_group_1: str  # another user in that group
+
+
+def people(engine, slug: str) -> People:
+    """Who is who on the platform `slug` (seeded with groups, and users left out of them)."""
+    with engine.connect() as conn:
+        pid = conn.execute(sa.select(platforms.c.id).where(platforms.c.slug == slug)).scalar_one()
+        alone = conn.execute(sa.select(users.c.email).where(
+            users.c.platform_id == pid, ~sa.exists().where(group_members.c.user_id == users.c.id))
+            .order_by(users.c.id)).scalars().first()
+        programmes = (sa.select(content.c.id).where(content.c.platform_id == pid, content.c.type == "programme")
+                      .order_by(content.c.id).limit(2))
+        members = []
+        for programme in conn.execute(programmes).scalars():
+            members.append(list(conn.execute(
+                sa.select(users.c.email).join(group_members, group_members.c.user_id == users.c.id)
+                .join(groups, groups.c.id == group_members.c.group_id)
+                .join(content_groups, content_groups.c.group_id == groups.c.id)
+                .where(content_groups.c.content_id == programme).order_by(users.c.id)).scalars()))
+    return People(no_group=alone, group_0=members[0][0], group_1=members[1][0], also_group_1=members[1][1])
+
+
+def write_registry(path: Path, customers: dict[str, dict]) -> Path:
+    """A registry file as the service desk keeps it: one entry per customer slug."""
+    path.write_text(yaml.safe_dump(customers, sort_keys=False))
+    return path
+
+
+def update_customer(path: Path, slug: str, **settings) -> None:
+    """Change one customer's entry of a registry file, the rest as it was."""
+    registry = yaml.safe_load(path.read_text())
+    registry[slug].update(settings)
+    write_registry(path, registry)
+
+
+def smtp_connection(port: int) -> str:
+    """An Airflow connection (as AIRFLOW_CONN_* JSON) to the loopback SMTP server of the `mailbox` fixture."""
+    return json.dumps({"conn_type": "smtp", "host": "127.0.0.1", "port": port,
+                       "extra": {"disable_ssl": True, "disable_tls": True, "from_email": "progression@lxp.example"}})
+
+
+def slack_connection(url: str) -> str:
+    """An Airflow connection (as AIRFLOW_CONN_* JSON) to the loopback webhook of the `webhook` fixture."""
+    return json.dumps({"conn_type": "slackwebhook", "password": url})
 
 
 @contextmanager

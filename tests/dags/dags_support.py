@@ -7,7 +7,9 @@ import sqlite3
 import subprocess
 from pathlib import Path
 
+from progression.customers import load_registry
 from progression.db import engine_for
+from progression.runs import Target
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,21 +29,14 @@ def summary_line(done: subprocess.CompletedProcess, dag_id: str) -> dict:
     return json.loads(lines[-1])
 
 
-def smtp_connection(port: int) -> str:
-    """An Airflow connection (as AIRFLOW_CONN_* JSON) to the loopback SMTP server of the `mailbox` fixture."""
-    return json.dumps({"conn_type": "smtp", "host": "127.0.0.1", "port": port,
-                       "extra": {"disable_ssl": True, "disable_tls": True, "from_email": "progression@lxp.example"}})
-
-
 def engine_of(world, slug: str):
     return engine_for(f"sqlite:///{world['dir'] / f'{slug}.db'}")
 
 
-def drop(world, slug: str, rel: str, data: bytes) -> Path:
-    path = world["dir"] / slug / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    return path
+def target_of(world, slug: str) -> Target:
+    """The customer `slug` of the world's registry as the stages get it, to act on it without Airflow."""
+    customer = load_registry(Path(world["env"]["PROGRESSION_CUSTOMERS"])).get(slug)
+    return Target(customer=customer, root=world["dir"] / slug, engine=engine_of(world, slug))
 
 
 def asset_events(world) -> list[tuple[str, dict]]:

@@ -1,28 +1,19 @@
 """progression_merge_users through Airflow itself: `bin/airflow dags test` with the test's own registry and
-platform databases, then the completions, the ledger and the report checked."""
+platform databases, then the completions, the ledger and the report checked. Refusals (an unknown account, a bad
+pair) and dry runs: tests/progression/test_merge.py."""
 
 from __future__ import annotations
-
-from datetime import datetime, timezone
 
 import pytest
 import sqlalchemy as sa
 
 from dags_support import engine_of, run_dag, summary_line
+from demo_platform import describe
 from progression import ledger
-from progression.demo import describe
-from progression.platform import completions, content, users
+from progression.platform import completions, users
+from support import complete
 
 pytestmark = pytest.mark.airflow
-
-
-def complete(engine, email: str, uuid: str, at: str) -> None:
-    with engine.begin() as conn:
-        user_id = conn.execute(sa.select(users.c.id).where(users.c.email == email)).scalar_one()
-        content_id = conn.execute(sa.select(content.c.id).where(content.c.uuid == uuid)).scalar_one()
-        conn.execute(sa.insert(completions).values(
-            user_id=user_id, content_id=content_id, source="platform",
-            completed_at=datetime.fromisoformat(at).replace(tzinfo=timezone.utc)))
 
 
 def held_by(engine) -> dict[str, int]:
@@ -47,13 +38,3 @@ def test_a_merge_moves_one_accounts_completions_onto_the_other(world):
     assert (world["dir"] / "acme" / summary["report"]).exists()
     with engine.connect() as conn:
         assert ledger.get_run(conn, summary["run_id"])["dag_id"] == "progression_merge_users"
-
-
-def test_a_merge_of_an_unknown_account_is_refused_naming_the_field(world):
-    engine = engine_of(world, "acme")
-    found = describe(engine, "acme")
-    complete(engine, found.emails[0], found.uuids["activity"][0], "2024-03-01")
-    done = run_dag(world, "progression_merge_users",
-                   {"customer": "acme", "from_email": found.emails[0], "to_email": "nobody@acme.example"})
-    assert "to_email 'nobody@acme.example': no user with this e-mail on platform acme" in done.stdout + done.stderr
-    assert held_by(engine) == {found.emails[0]: 1}

@@ -14,7 +14,7 @@ import redis
 import sqlalchemy as sa
 
 from cluster import ROOT, Cluster, cluster_environment, free_port
-from progression.demo import describe, seed_platform, workbook_bytes
+from demo_platform import describe, seed_platform, workbook_bytes
 from progression.platform import completions
 from support import PG_URL, SMALL, drop_database, loopback_s3, recreate_database, require_postgres
 

@@ -22,7 +22,7 @@ import pytest
 from progression import ledger, pipeline, undo
 from progression.customers import Customer
 from progression.db import engine_for
-from progression.demo import drop_sample_files, seed_platform
+from demo_platform import drop_sample_files, seed_platform
 from progression.platform import create_platform_tables
 from progression.runs import Target
 from support import SMALL

@@ -11,7 +11,7 @@ import pytest
 
 from progression import ledger
 from progression.db import engine_for
-from progression.demo import seed_platform, workbook_bytes
+from demo_platform import seed_platform, workbook_bytes
 from progression.export import write_export
 from progression.pipeline import plan, run_file
 from progression.runs import Target

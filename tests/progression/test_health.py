@@ -11,8 +11,8 @@ import sqlalchemy as sa
 
 from support import NOW, drop, past_run
 from progression import ledger
-from progression.demo import workbook_bytes
-from progression.health import customer_health, watch, worst_first
+from demo_platform import workbook_bytes
+from progression.health import customer_health, summarise, watch, worst_first
 from progression.pipeline import plan, run_file
 from progression.runs import Target
 
@@ -142,6 +142,7 @@ def test_lateness_is_told_once_per_episode_and_again_after_a_recovery(daily):
     past_run(daily, NOW + timedelta(hours=2))
     recovered = watch(daily, NOW + timedelta(hours=3), told)
     assert (recovered["state"], recovered["cleared"], len(told)) == ("ok", ["late"], 1)
+    assert summarise([recovered], dry_run=False)["recovered"] == ["acme"]
     again = watch(daily, NOW + timedelta(days=2), told)
     assert again["new"] == ["late"] and len(told) == 2
     with daily.engine.connect() as conn:

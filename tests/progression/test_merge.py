@@ -4,42 +4,21 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-import openpyxl
 import pytest
 import sqlalchemy as sa
 
-from support import NOW, drop, stored, utc
+from support import NOW, complete, drop, journal_of, sheet, stored, utc
 from progression import ledger
-from progression.demo import describe, workbook_bytes
+from demo_platform import describe, workbook_bytes
 from progression.merge import DAG_ID, plan, run_merge
 from progression.runs import ConfError, rows_of, summarise
-from progression.platform import completions, content, users
-
-
-def complete(engine, email: str, uuid: str, at: str, source: str = "platform", run_id: str | None = None) -> None:
-    """A completion as the platform itself would have it."""
-    with engine.begin() as conn:
-        user_id = conn.execute(sa.select(users.c.id).where(users.c.email == email)).scalar_one()
-        content_id = conn.execute(sa.select(content.c.id).where(content.c.uuid == uuid)).scalar_one()
-        conn.execute(sa.insert(completions).values(user_id=user_id, content_id=content_id,
-                                                   completed_at=utc(at).to_pydatetime(), source=source, run_id=run_id))
+from progression.platform import users
 
 
 def merge(target, *, from_email=None, to_email=None, path=None, mode="copy", dry_run=False):
     job = plan(target, from_email=from_email, to_email=to_email, path=path, mode=mode, dry_run=dry_run,
                airflow_run_id="manual__test", started=NOW)
     return run_merge(target, job)
-
-
-def sheet(target, job, name: str) -> list[tuple]:
-    return list(openpyxl.load_workbook(target.root / job.report, read_only=True)[name].iter_rows(values_only=True))
-
-
-def journal_of(engine, run_id: str) -> list[dict]:
-    with engine.connect() as conn:
-        return [dict(r) for r in conn.execute(sa.select(ledger.journal).where(ledger.journal.c.run_id == run_id)
-                                              .order_by(ledger.journal.c.user_id, ledger.journal.c.content_id))
-                .mappings()]
 
 
 def test_copy_gives_every_completion_to_the_target_and_leaves_the_source(target, platform):

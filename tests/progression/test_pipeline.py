@@ -10,12 +10,12 @@ import openpyxl
 import pytest
 import sqlalchemy as sa
 
-from support import NOW, as_utc, drop, stored, utc
+from support import NOW, as_utc, children, drop, stored, utc
 from progression import ledger
-from progression.demo import describe, workbook_bytes
+from demo_platform import describe, workbook_bytes
 from progression.pipeline import plan, run_file
 from progression.runs import ConfError
-from progression.platform import content, content_items
+from progression.platform import content
 
 HEADER = ["User email", "Content uuid", "Completion date"]
 
@@ -25,14 +25,6 @@ def run(target, rel, *, content_type=None, dry_run=False, on_existing=None, forc
                 force=force, airflow_run_id="manual__test", started=now, check=check)
     assert len(jobs) == 1
     return run_file(target, jobs[0])
-
-
-def children(engine, uuid: str) -> list[str]:
-    parent = content.alias("parent")
-    query = (sa.select(content.c.uuid).join(content_items, content_items.c.child_id == content.c.id)
-             .join(parent, parent.c.id == content_items.c.parent_id).where(parent.c.uuid == uuid))
-    with engine.connect() as conn:
-        return [str(u) for u in conn.execute(query).scalars()]
 
 
 def xlsx(rows, header=HEADER) -> bytes:
@@ -191,12 +183,10 @@ def test_a_programme_completes_journeys_and_activities_and_shared_items_once(tar
     assert shared and all(got[(platform.emails[0], j)][0] == utc("2024-02-29 23:00") for j in shared)
 
 
-def test_completions_without_access_are_saved_and_counted(target, platform):
-    a = platform.uuids["activity"][0]
-    no_group = platform.emails[0]  # the generator leaves the first users out of every group
-    with_group = platform.emails[-1]
-    rel = drop(target.root, "inbox/activities/access.xlsx", xlsx([[no_group, a, "2024-01-02"],
-                                                                  [with_group, a, "2024-01-02"]]))
+def test_completions_without_access_are_saved_and_counted(target, platform, who):
+    a = platform.uuids["activity"][0]  # in journey 0, in programme 0: group 0 sees it
+    rel = drop(target.root, "inbox/activities/access.xlsx", xlsx([[who.no_group, a, "2024-01-02"],
+                                                                  [who.group_0, a, "2024-01-02"]]))
     job = run(target, rel)
     assert job.counts["saved_without_access"] == 1 and job.counts["imported"] == 2
     with target.engine.connect() as conn:
@@ -253,6 +243,21 @@ def test_an_already_imported_file_is_skipped_unless_forced(target, platform):
     assert (target.root / "processed/activities/a-copy.xlsx").exists()
     forced = run(target, drop(target.root, "inbox/activities/a-again.xlsx", data), force=True)
     assert forced.status == "ok" and forced.counts["kept"] == 1
+
+
+def test_a_file_sent_again_is_recognised_by_its_bytes_on_every_storage(db_kind, target, platform, backend):
+    """A local folder, file:// or s3://: the customer sends the same export again, and nothing is written twice."""
+    if db_kind != "sqlite":
+        pytest.skip("about storage: shown on SQLite")
+    on_storage = replace(target, root=backend.root)
+    data = xlsx([[platform.emails[0], platform.uuids["activity"][0], "2024-04-10"]])
+    backend.put("inbox/activities/q3.xlsx", data)
+    first = run(on_storage, "inbox/activities/q3.xlsx")
+    backend.put("inbox/activities/q3.xlsx", data)
+    again = run(on_storage, "inbox/activities/q3.xlsx")
+    assert first.status == "ok" and again.status == "skipped" and first.run_id in again.message
+    assert len(stored(target.engine)) == 1
+    assert not [f for f in backend.files() if f.startswith(("inbox/", "staging/"))]
 
 
 def test_too_many_rejected_rows_fail_the_file_and_write_nothing(target, platform):

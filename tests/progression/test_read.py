@@ -17,6 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from support import utc
 from progression.read import (DATE, EMAIL, ROW, UUID, InputError, load_sheet, parse_dates, read_input,
                               read_pairs, read_sheets)
 
@@ -46,10 +47,6 @@ def one_sheet(rows: list[list[object]]) -> bytes:
 
 def canonical(data: bytes, name: str = "completions.xlsx") -> pd.DataFrame:
     return read_input(data, name).canonical()
-
-
-def utc(text: str) -> pd.Timestamp:
-    return pd.Timestamp(text).tz_convert("UTC") if pd.Timestamp(text).tzinfo else pd.Timestamp(text, tz="UTC")
 
 
 def parse(values: list[object], *, order: str = "DMY", tz: ZoneInfo = AMSTERDAM, now: datetime = NOW,

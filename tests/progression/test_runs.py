@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from support import NOW, drop, stored
+from support import NOW, drop, refuse_inserts_of, stored
 from progression import ledger, pipeline, runs
-from progression.demo import workbook_bytes
+from demo_platform import workbook_bytes
 from progression.pipeline import FileJob, plan, run_file
 from progression.runs import ConfError, recover
 from progression.transfer import plan as plan_transfer, run_transfer
@@ -75,23 +75,6 @@ def uninterrupted(target, data: bytes) -> dict:
 
 
 # --- a stage that raises --------------------------------------------------------------------------------------
-
-def refuse_inserts_of(engine, content_uuid: str) -> None:
-    """A platform rule of the kind a real platform has: a trigger that refuses some completions."""
-    with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            conn.execute(sa.text(
-                "CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN IF NEW.content_id = (SELECT id FROM content "
-                f"WHERE uuid = '{content_uuid}') THEN RAISE EXCEPTION 'completions of this item are locked' USING "
-                "ERRCODE = 'check_violation'; END IF; RETURN NEW; END $$ LANGUAGE plpgsql"))
-            conn.execute(sa.text("CREATE TRIGGER refuse BEFORE INSERT ON completions FOR EACH ROW "
-                                 "EXECUTE FUNCTION refuse()"))
-        else:
-            conn.execute(sa.text(
-                "CREATE TRIGGER refuse BEFORE INSERT ON completions WHEN NEW.content_id = (SELECT id FROM content "
-                f"WHERE uuid = '{content_uuid}') BEGIN SELECT RAISE(ABORT, 'completions of this item are locked'); "
-                "END"))
-
 
 def test_a_stage_that_raises_fails_the_file_with_its_report_and_closes_the_ledger(target, platform):
     """The platform refuses the third row half-way through the write: none of the file's rows stays."""

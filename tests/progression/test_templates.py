@@ -18,7 +18,7 @@ from support import NOW, SMALL, stored, utc
 from progression import ledger
 from progression.customers import CONTENT_TYPES
 from progression.db import engine_for
-from progression.demo import seed_platform
+from demo_platform import seed_platform
 from progression.pipeline import plan, run_file
 from progression.platform import CONTENT_TYPE_OF, content, content_items, create_platform_tables
 from progression.templates import write_templates

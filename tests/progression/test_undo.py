@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from support import NOW, drop, stored, utc
 from progression import ledger
-from progression.demo import workbook_bytes
+from demo_platform import workbook_bytes
 from progression.expand import expand_completions
 from progression.merge import plan as plan_merge, run_merge
 from progression.pipeline import plan as plan_import, run_file
