@@ -42,23 +42,33 @@ def frames(rows: int):
     rng = np.random.default_rng(13)
     users, days = rng.integers(0, 50_000, rows), rng.integers(0, 700, rows)
     dates = (pd.Timestamp("2025-06-30") - pd.to_timedelta(days, unit="D")).strftime("%Y-%m-%d %H:%M:%S")
-    frame = pd.DataFrame({
-        COLUMNS[0]: pd.Series(users).astype(str).radd("user").add("@example.com").astype("string"),
-        COLUMNS[1]: pd.Series(rng.integers(0, 2_000, rows)).map("{:08d}-0000-4000-8000-000000000000".format)
-                    .astype("string"),
-        COLUMNS[2]: pd.Series(dates, dtype="string").mask(rng.random(rows) < 0.05),
-        "row": np.arange(2, rows + 2, dtype="int64"),
-    })
+    frame = pd.DataFrame(
+        {
+            COLUMNS[0]: pd.Series(users).astype(str).radd("user").add("@example.com").astype("string"),
+            COLUMNS[1]: pd.Series(rng.integers(0, 2_000, rows))
+            .map("{:08d}-0000-4000-8000-000000000000".format)
+            .astype("string"),
+            COLUMNS[2]: pd.Series(dates, dtype="string").mask(rng.random(rows) < 0.05),
+            "row": np.arange(2, rows + 2, dtype="int64"),
+        }
+    )
     draw = rng.random(rows)
     outcome = np.select([draw < 0.01, draw < 0.02, draw < 0.03], ["rejected", "imported", "kept"], "imported")
     reason = pd.Series(pd.NA, index=frame.index, dtype="string")
     reason[draw < 0.01] = "unknown user: user" + frame[COLUMNS[0]][draw < 0.01]
     duplicate = (draw >= 0.01) & (draw < 0.02)
-    reason[duplicate] = "same user and content as row " + (frame["row"][duplicate] - 1).astype(str) + \
-        "; counted once with the earliest date"
+    reason[duplicate] = (
+        "same user and content as row "
+        + (frame["row"][duplicate] - 1).astype(str)
+        + "; counted once with the earliest date"
+    )
     reason[(draw >= 0.02) & (draw < 0.03)] = "already completed; kept (on_existing: keep_earliest)"
     outcomes = pd.DataFrame({"row": frame["row"], "outcome": outcome, "reason": reason})
-    summary = [("File", "inbox/activities/bench.xlsx"), ("Rows read", rows), ("Rows rejected", int((draw < 0.01).sum()))]
+    summary = [
+        ("File", "inbox/activities/bench.xlsx"),
+        ("Rows read", rows),
+        ("Rows rejected", int((draw < 0.01).sum())),
+    ]
     return summary, frame, outcomes
 
 
@@ -66,12 +76,20 @@ def _sheets(summary, rows, outcomes):
     """The three sheets as (name, headers, list of row lists): what the candidates are given to write."""
     rejected = outcomes["outcome"].eq("rejected").to_numpy()
     body = rows[COLUMNS].to_numpy(dtype=object, na_value=None)
-    every = [[n, *values, o, r] for n, values, o, r in zip(
-        rows["row"].tolist(), body.tolist(), outcomes["outcome"].tolist(),
-        outcomes["reason"].to_numpy(dtype=object, na_value=None).tolist())]
-    return [("Summary", ["Label", "Value"], [list(pair) for pair in summary]),
-            ("Rows", ["Row", *COLUMNS, "Outcome", "Reason"], every),
-            ("Rejected", COLUMNS, body[rejected].tolist())]
+    every = [
+        [n, *values, o, r]
+        for n, values, o, r in zip(
+            rows["row"].tolist(),
+            body.tolist(),
+            outcomes["outcome"].tolist(),
+            outcomes["reason"].to_numpy(dtype=object, na_value=None).tolist(),
+        )
+    ]
+    return [
+        ("Summary", ["Label", "Value"], [list(pair) for pair in summary]),
+        ("Rows", ["Row", *COLUMNS, "Outcome", "Reason"], every),
+        ("Rejected", COLUMNS, body[rejected].tolist()),
+    ]
 
 
 def write_openpyxl(target, summary, rows, outcomes) -> None:
@@ -84,8 +102,7 @@ def write_openpyxl(target, summary, rows, outcomes) -> None:
         ws.append(headers)
         for row in values:
             # a text cell that looks like a formula must be typed as text; the rest go in as they are
-            ws.append([_text_cell(ws, v, WriteOnlyCell) if isinstance(v, str) and v[:1] in "=+-@" else v
-                       for v in row])
+            ws.append([_text_cell(ws, v, WriteOnlyCell) if isinstance(v, str) and v[:1] in "=+-@" else v for v in row])
     wb.save(target)
 
 
@@ -98,8 +115,10 @@ def _text_cell(ws, value, cell_type):
 def write_xlsxwriter(target, summary, rows, outcomes) -> None:
     import xlsxwriter
 
-    wb = xlsxwriter.Workbook(target, {"constant_memory": True, "strings_to_formulas": False,
-                                      "strings_to_numbers": False, "strings_to_urls": False})
+    wb = xlsxwriter.Workbook(
+        target,
+        {"constant_memory": True, "strings_to_formulas": False, "strings_to_numbers": False, "strings_to_urls": False},
+    )
     for name, headers, values in _sheets(summary, rows, outcomes):
         ws = wb.add_worksheet(name)
         ws.write_row(0, 0, headers)
@@ -114,13 +133,25 @@ def write_rustpy(target, summary, rows, outcomes) -> None:
     import rustpy_xlsxwriter
 
     rejected = outcomes["outcome"].eq("rejected").to_numpy()
-    every = pa.table([pa.array(rows["row"]), *(pa.array(rows[c]) for c in COLUMNS),
-                      pa.array(outcomes["outcome"]), pa.array(outcomes["reason"])],
-                     names=["Row", *COLUMNS, "Outcome", "Reason"])
+    every = pa.table(
+        [
+            pa.array(rows["row"]),
+            *(pa.array(rows[c]) for c in COLUMNS),
+            pa.array(outcomes["outcome"]),
+            pa.array(outcomes["reason"]),
+        ],
+        names=["Row", *COLUMNS, "Outcome", "Reason"],
+    )
     rustpy_xlsxwriter.write_worksheets(
-        [("Summary", [{"Label": label, "Value": value} for label, value in summary]),
-         ("Rows", every), ("Rejected", every.select(list(range(1, 1 + len(COLUMNS)))).filter(pa.array(rejected)))],
-        target, bold_headers=True, freeze_panes={"Rows": {"row": 1, "col": 0}, "Rejected": {"row": 1, "col": 0}})
+        [
+            ("Summary", [{"Label": label, "Value": value} for label, value in summary]),
+            ("Rows", every),
+            ("Rejected", every.select(list(range(1, 1 + len(COLUMNS)))).filter(pa.array(rejected))),
+        ],
+        target,
+        bold_headers=True,
+        freeze_panes={"Rows": {"row": 1, "col": 0}, "Rejected": {"row": 1, "col": 0}},
+    )
 
 
 def write_project(target, summary, rows, outcomes) -> None:
@@ -164,16 +195,19 @@ def main() -> None:
         del frame, outcomes
         for writer in ["frames", *args.writers.split(",")]:
             env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-            done = subprocess.run([sys.executable, __file__, "--child", writer, folder],
-                                  capture_output=True, text=True, env=env)
+            done = subprocess.run(
+                [sys.executable, __file__, "--child", writer, folder], capture_output=True, text=True, env=env
+            )
             if done.returncode != 0:
                 raise SystemExit(f"{writer} failed:\n{done.stderr[-3000:]}")
             result = json.loads(done.stdout.strip().splitlines()[-1])
             if writer == "frames":
                 print(f"| frames only (no writer) | | {result['peak_mb']:.0f} | |")
             else:
-                print(f"| {writer} | {result['seconds']:.1f} | {result['peak_mb']:.0f} | {result['file_mb']:.0f} |",
-                      flush=True)
+                print(
+                    f"| {writer} | {result['seconds']:.1f} | {result['peak_mb']:.0f} | {result['file_mb']:.0f} |",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

@@ -37,13 +37,20 @@ def peak_mb() -> float:
 
 # --- child processes ------------------------------------------------------------------------------------------
 
+
 def project_target(url: str):
     from progression import runs
     from progression.customers import Customer
     from progression.db import engine_for
 
-    customer = Customer(slug="bench", platform_conn_id="bench", platform="bench", storage=str(DATA / "storage"),
-                        timezone="Europe/Amsterdam", max_error_rate=0.1)
+    customer = Customer(
+        slug="bench",
+        platform_conn_id="bench",
+        platform="bench",
+        storage=str(DATA / "storage"),
+        timezone="Europe/Amsterdam",
+        max_error_rate=0.1,
+    )
     return runs.Target(customer=customer, root=DATA / "storage", engine=engine_for(url))
 
 
@@ -70,9 +77,16 @@ def run_project(url: str, file: Path, content_type: str, force: bool, with_repor
     shutil.rmtree(storage, ignore_errors=True)
     (storage / "inbox" / content_type).mkdir(parents=True)
     shutil.copy(file, storage / "inbox" / content_type / file.name)
-    job = pipeline.plan(project_target(url), path=f"inbox/{content_type}/{file.name}", content_type=None,
-                        dry_run=False, on_existing=None, force=force, airflow_run_id="bench",
-                        started=datetime.now(timezone.utc))[0]
+    job = pipeline.plan(
+        project_target(url),
+        path=f"inbox/{content_type}/{file.name}",
+        content_type=None,
+        dry_run=False,
+        on_existing=None,
+        force=force,
+        airflow_run_id="bench",
+        started=datetime.now(timezone.utc),
+    )[0]
     job_file = DATA / "job.json"
     job_file.write_text(json.dumps(job.as_dict()))
     timings, peaks = {}, {}
@@ -83,8 +97,12 @@ def run_project(url: str, file: Path, content_type: str, force: bool, with_repor
         timings.update(result["timings"])
         peaks.update(dict.fromkeys(result["timings"], result["peak_mb"]))
     job = pipeline.FileJob.from_dict(json.loads(job_file.read_text()))
-    return {"timings": timings, "peaks": peaks, "counts": job.counts,
-            "peak_mb": max(v for k, v in peaks.items() if k not in ("report", "archive"))}
+    return {
+        "timings": timings,
+        "peaks": peaks,
+        "counts": job.counts,
+        "peak_mb": max(v for k, v in peaks.items() if k not in ("report", "archive")),
+    }
 
 
 def child_peer(url: str, file: Path, content_type: str) -> dict:
@@ -103,13 +121,15 @@ def child_peer(url: str, file: Path, content_type: str) -> dict:
     timings["read"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    keys = pd.DataFrame({"email_key": frame["email"].str.strip().str.lower(),
-                         "uuid_key": frame["uuid"].str.strip().str.lower()})
+    keys = pd.DataFrame(
+        {"email_key": frame["email"].str.strip().str.lower(), "uuid_key": frame["uuid"].str.strip().str.lower()}
+    )
     bad = set(column_failures(keys)["position"])
     dates = pd.to_datetime(frame["date"], errors="coerce", dayfirst=True, format="mixed")
     dates = dates.fillna(pd.Timestamp.now().normalize())
-    keys["completed_at"] = dates.dt.tz_localize("Europe/Amsterdam", ambiguous="NaT",
-                                                nonexistent="shift_forward").dt.tz_convert("UTC")
+    keys["completed_at"] = dates.dt.tz_localize(
+        "Europe/Amsterdam", ambiguous="NaT", nonexistent="shift_forward"
+    ).dt.tz_convert("UTC")
     keys = keys[~keys.index.isin(bad) & keys["completed_at"].notna()]
     timings["validate"] = time.perf_counter() - started
 
@@ -127,18 +147,26 @@ def child_peer(url: str, file: Path, content_type: str) -> dict:
     every, frontier = [rows], rows
     while not frontier.empty:
         frontier = frontier.merge(edges, left_on="content_id", right_on="parent_id")[
-            ["user_id", "child_id", "completed_at"]].rename(columns={"child_id": "content_id"})
+            ["user_id", "child_id", "completed_at"]
+        ].rename(columns={"child_id": "content_id"})
         every.append(frontier)
     rows = pd.concat(every).groupby(["user_id", "content_id"], as_index=False)["completed_at"].min()
     timings["expand"] = time.perf_counter() - started
 
     started = time.perf_counter()
     hook = PostgresHook(postgres_conn_id="bench_pg")
-    records = [(int(u), int(c), t.to_pydatetime(), "import", "peer")
-               for u, c, t in zip(rows["user_id"], rows["content_id"], rows["completed_at"])]
-    hook.insert_rows("completions", records, target_fields=["user_id", "content_id", "completed_at", "source",
-                                                            "run_id"],
-                     replace=True, replace_index=["user_id", "content_id"], commit_every=50_000)
+    records = [
+        (int(u), int(c), t.to_pydatetime(), "import", "peer")
+        for u, c, t in zip(rows["user_id"], rows["content_id"], rows["completed_at"])
+    ]
+    hook.insert_rows(
+        "completions",
+        records,
+        target_fields=["user_id", "content_id", "completed_at", "source", "run_id"],
+        replace=True,
+        replace_index=["user_id", "content_id"],
+        commit_every=50_000,
+    )
     timings["write"] = time.perf_counter() - started
     return {"timings": timings, "rows": len(rows), "peak_mb": peak_mb()}
 
@@ -162,7 +190,7 @@ def child_limit(url: str, file: Path, completions: int) -> dict:
         started = time.perf_counter()
         with conn.cursor().copy("COPY completions_limit FROM STDIN") as copy:
             for start in range(0, len(payload), 8 << 20):
-                copy.write(payload[start:start + (8 << 20)])
+                copy.write(payload[start : start + (8 << 20)])
         conn.commit()
         copied = time.perf_counter() - started
         conn.execute("DROP TABLE completions_limit")
@@ -179,6 +207,7 @@ def in_child(kind: str, *args: str) -> dict:
 
 
 # --- the run --------------------------------------------------------------------------------------------------
+
 
 def prepare(url: str, recreate: bool):
     from demo_platform import describe, seed_platform
@@ -210,8 +239,15 @@ def files(found, sizes: list[int], programme_rows: int, wide_rows: int) -> list[
             print(f"generated {wide.name}: {wide.stat().st_size / 1e6:.0f} MB")
     wanted = [(f"{n:,} activity rows", DATA / f"activities-{n}.xlsx", "activities", n, False) for n in sizes]
     if programme_rows:
-        wanted.append((f"{programme_rows:,} programme rows", DATA / f"programmes-{programme_rows}.xlsx",
-                       "programmes", programme_rows, True))
+        wanted.append(
+            (
+                f"{programme_rows:,} programme rows",
+                DATA / f"programmes-{programme_rows}.xlsx",
+                "programmes",
+                programme_rows,
+                True,
+            )
+        )
     out = []
     for label, path, content_type, rows, distinct in wanted:
         if not path.exists():
@@ -222,7 +258,9 @@ def files(found, sizes: list[int], programme_rows: int, wide_rows: int) -> list[
             print(f"generated {path.name} in {time.perf_counter() - started:.0f} s")
         out.append((label, path, content_type))
     if wide_rows:
-        out.append((f"{wide_rows:,} activity rows x 7 columns ({wide.stat().st_size / 1e6:.0f} MB)", wide, "activities"))
+        out.append(
+            (f"{wide_rows:,} activity rows x 7 columns ({wide.stat().st_size / 1e6:.0f} MB)", wide, "activities")
+        )
     return out
 
 
@@ -231,14 +269,25 @@ def main() -> None:
     parser.add_argument("--child", nargs="+")
     parser.add_argument("--pg", default=os.environ.get("PROGRESSION_BENCH_PG", DEFAULT_PG))
     parser.add_argument("--sizes", default="100000,1000000", help="activity workbook rows, comma-separated")
-    parser.add_argument("--programme-rows", type=int, default=120_000,
-                        help="rows of the programmes workbook (each expands to ~46 completions); 0 skips it")
-    parser.add_argument("--wide-rows", type=int, default=1_048_575,
-                        help="rows of the 7-column activity workbook (about 100 MB at the default); 0 skips it")
+    parser.add_argument(
+        "--programme-rows",
+        type=int,
+        default=120_000,
+        help="rows of the programmes workbook (each expands to ~46 completions); 0 skips it",
+    )
+    parser.add_argument(
+        "--wide-rows",
+        type=int,
+        default=1_048_575,
+        help="rows of the 7-column activity workbook (about 100 MB at the default); 0 skips it",
+    )
     parser.add_argument("--skip-peer", action="store_true", help="leave out the naive peer (it is slow)")
     parser.add_argument("--skip-limit", action="store_true", help="leave out the limit (read + raw COPY)")
-    parser.add_argument("--skip-report", action="store_true",
-                        help="leave out the report workbook (it runs after the completions landed)")
+    parser.add_argument(
+        "--skip-report",
+        action="store_true",
+        help="leave out the report workbook (it runs after the completions landed)",
+    )
     parser.add_argument("--recreate", action="store_true", help="drop and re-seed the benchmark database")
     args = parser.parse_args()
     if args.child:
@@ -286,19 +335,29 @@ def print_table(results) -> None:
         total = sum(project["timings"][s] for s in stages)
         if limit:
             limit_total = sum(limit["timings"].values())
-            print(f"| {label} | limit (read + COPY) | {limit['timings']['read']:.2f} | | | | "
-                  f"{limit['timings']['copy']:.2f} | {limit_total:.2f} | {written / limit['timings']['copy']:,.0f} | "
-                  f"{limit['peak_mb']:.0f} |")
-        print(f"| {label} | project | " + " | ".join(f"{project['timings'][s]:.2f}" for s in stages)
-              + f" | {total:.2f} | {written / project['timings']['write']:,.0f} | {project['peak_mb']:.0f} |")
+            print(
+                f"| {label} | limit (read + COPY) | {limit['timings']['read']:.2f} | | | | "
+                f"{limit['timings']['copy']:.2f} | {limit_total:.2f} | {written / limit['timings']['copy']:,.0f} | "
+                f"{limit['peak_mb']:.0f} |"
+            )
+        print(
+            f"| {label} | project | "
+            + " | ".join(f"{project['timings'][s]:.2f}" for s in stages)
+            + f" | {total:.2f} | {written / project['timings']['write']:,.0f} | {project['peak_mb']:.0f} |"
+        )
         rerun_total = sum(rerun["timings"][s] for s in stages)
-        print(f"| {label} | re-run ({rerun_written} rows written) | "
-              + " | ".join(f"{rerun['timings'][s]:.2f}" for s in stages) + f" | {rerun_total:.2f} | | |")
+        print(
+            f"| {label} | re-run ({rerun_written} rows written) | "
+            + " | ".join(f"{rerun['timings'][s]:.2f}" for s in stages)
+            + f" | {rerun_total:.2f} | | |"
+        )
         if peer:
             peer_total = sum(peer["timings"].values())
-            print(f"| {label} | naive peer | " + " | ".join(
-                f"{peer['timings'][s]:.2f}" for s in ("read", "validate", "resolve", "expand", "write"))
-                + f" | {peer_total:.2f} | {peer['rows'] / peer['timings']['write']:,.0f} | {peer['peak_mb']:.0f} |")
+            print(
+                f"| {label} | naive peer | "
+                + " | ".join(f"{peer['timings'][s]:.2f}" for s in ("read", "validate", "resolve", "expand", "write"))
+                + f" | {peer_total:.2f} | {peer['rows'] / peer['timings']['write']:,.0f} | {peer['peak_mb']:.0f} |"
+            )
         parts = []
         if limit:
             parts.append(f"project/limit {total / limit_total:.1f}x")
@@ -306,10 +365,14 @@ def print_table(results) -> None:
             parts.append(f"peer/project {sum(peer['timings'].values()) / total:.1f}x")
         if "report" in project["timings"]:
             report, archived = project["timings"]["report"], project["timings"]["archive"]
-            parts.append(f"report workbook {report:.1f} s and archive {archived:.1f} s (after the completions "
-                         f"landed, peak {project['peaks']['report']:.0f} MB); whole run {total + report + archived:.1f} s")
-        parts.append("peak MB per task " + ", ".join(f"{k} {v:.0f}" for k, v in project["peaks"].items()
-                                                      if k not in ("report", "archive")))
+            parts.append(
+                f"report workbook {report:.1f} s and archive {archived:.1f} s (after the completions "
+                f"landed, peak {project['peaks']['report']:.0f} MB); whole run {total + report + archived:.1f} s"
+            )
+        parts.append(
+            "peak MB per task "
+            + ", ".join(f"{k} {v:.0f}" for k, v in project["peaks"].items() if k not in ("report", "archive"))
+        )
         print(f"  {label}: " + "; ".join(parts))
 
 

@@ -21,7 +21,13 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "include"), str(ROOT / "plugins"), str(ROOT / "bin"), str(ROOT / "tests"), str(ROOT / "tests" / "e2e")]
+sys.path[:0] = [
+    str(ROOT / "include"),
+    str(ROOT / "plugins"),
+    str(ROOT / "bin"),
+    str(ROOT / "tests"),
+    str(ROOT / "tests" / "e2e"),
+]
 
 from database import benchmark_database  # noqa: E402 - after the path is set
 
@@ -45,20 +51,33 @@ def prepare(url: str, customers: int, files: int, rows: int) -> dict[str, str]:
         slug = f"c{number:02d}"
         seed_platform(engine, slug, sizes=sizes)
         found = describe(engine, slug)
-        lines += [f"{slug}:", "  platform_conn_id: bench_small", f"  platform: {slug}",
-                  f"  storage: file://{DATA / slug}", "  timezone: Europe/Amsterdam", "  max_error_rate: 1"]
+        lines += [
+            f"{slug}:",
+            "  platform_conn_id: bench_small",
+            f"  platform: {slug}",
+            f"  storage: file://{DATA / slug}",
+            "  timezone: Europe/Amsterdam",
+            "  max_error_rate: 1",
+        ]
         for index in range(files):
-            body = [[found.emails[(index * rows + i) % len(found.emails)],
-                     found.uuids["activity"][(index + i) % len(found.uuids["activity"])], f"2024-0{1 + i % 9}-1{i % 9}"]
-                    for i in range(rows)]
+            body = [
+                [
+                    found.emails[(index * rows + i) % len(found.emails)],
+                    found.uuids["activity"][(index + i) % len(found.uuids["activity"])],
+                    f"2024-0{1 + i % 9}-1{i % 9}",
+                ]
+                for i in range(rows)
+            ]
             inbox = DATA / slug / "inbox" / "activities"
             inbox.mkdir(parents=True, exist_ok=True)
             (inbox / f"f{index:02d}.xlsx").write_bytes(workbook_bytes(HEADER, body))
     registry = DATA / "customers.yaml"
     registry.write_text("\n".join(lines) + "\n")
     parsed = sa.make_url(url)
-    return {"PROGRESSION_CUSTOMERS": str(registry),
-            "AIRFLOW_CONN_BENCH_SMALL": f"postgresql://{parsed.username}@{parsed.host}:{parsed.port}/{parsed.database}"}
+    return {
+        "PROGRESSION_CUSTOMERS": str(registry),
+        "AIRFLOW_CONN_BENCH_SMALL": f"postgresql://{parsed.username}@{parsed.host}:{parsed.port}/{parsed.database}",
+    }
 
 
 def through_dags_test(env: dict[str, str]) -> float:
@@ -66,8 +85,9 @@ def through_dags_test(env: dict[str, str]) -> float:
     env = {**os.environ, **env, "AIRFLOW_HOME": str(home)}
     subprocess.run([str(ROOT / "bin/airflow"), "db", "migrate"], env=env, check=True, capture_output=True)
     started = time.perf_counter()
-    done = subprocess.run([str(ROOT / "bin/airflow"), "dags", "test", "progression_import"], env=env,
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [str(ROOT / "bin/airflow"), "dags", "test", "progression_import"], env=env, capture_output=True, text=True
+    )
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(f"the run failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
@@ -85,8 +105,12 @@ def through_cluster(env: dict[str, str], url: str) -> float:
     admin = sa.make_url(url)
     metadata = recreate_database(admin, "progression_bench_small_airflow")
     api_port = free_port()
-    cluster_env = {**cluster_environment(home, metadata, os.environ.get("PROGRESSION_TEST_REDIS",
-                                                                       "redis://127.0.0.1:6379/8"), api_port), **env}
+    cluster_env = {
+        **cluster_environment(
+            home, metadata, os.environ.get("PROGRESSION_TEST_REDIS", "redis://127.0.0.1:6379/8"), api_port
+        ),
+        **env,
+    }
     subprocess.run([str(ROOT / "bin/airflow"), "db", "migrate"], env=cluster_env, check=True, capture_output=True)
     running = Cluster(env=cluster_env, api=f"http://127.0.0.1:{api_port}", logs=home)
     running.start(api_port)
@@ -96,10 +120,17 @@ def through_cluster(env: dict[str, str], url: str) -> float:
         running.wait_for("the DAG", lambda: running.call("GET", "/dags/progression_import").status_code == 200)
         running.call("PATCH", "/dags/progression_import", json={"is_paused": False})
         started = time.perf_counter()
-        run_id = running.call("POST", "/dags/progression_import/dagRuns",
-                              json={"logical_date": None, "conf": {}}).json()["dag_run_id"]
-        state = running.wait_for("the run", lambda: (lambda s: s if s in ("success", "failed") else None)(
-            running.call("GET", f"/dags/progression_import/dagRuns/{run_id}").json()["state"]), timeout=3600, every=1)
+        run_id = running.call(
+            "POST", "/dags/progression_import/dagRuns", json={"logical_date": None, "conf": {}}
+        ).json()["dag_run_id"]
+        state = running.wait_for(
+            "the run",
+            lambda: (lambda s: s if s in ("success", "failed") else None)(
+                running.call("GET", f"/dags/progression_import/dagRuns/{run_id}").json()["state"]
+            ),
+            timeout=3600,
+            every=1,
+        )
         seconds = time.perf_counter() - started
         if state != "success":
             raise SystemExit(f"the run ended {state}\n{running.tail()}")
@@ -130,8 +161,11 @@ def main() -> None:
             seconds = run(prepare(args.pg, args.customers, args.files, args.rows))
             results[f"{mode}_s"] = round(seconds, 1)
             results[f"{mode}_s_per_file"] = round(seconds / count, 2)
-            print(f"{mode}: {args.customers} customers x {args.files} files x {args.rows} rows = {count} files in "
-                  f"{seconds:.1f} s, {seconds / count:.2f} s per file", flush=True)
+            print(
+                f"{mode}: {args.customers} customers x {args.files} files x {args.rows} rows = {count} files in "
+                f"{seconds:.1f} s, {seconds / count:.2f} s per file",
+                flush=True,
+            )
     print(json.dumps(results))
 
 

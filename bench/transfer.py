@@ -36,9 +36,17 @@ def prepare(url: str, users: int, item: str, recreate: bool):
     from demo_platform import DemoSizes, describe, seed_platform
 
     engine = benchmark_database(url, recreate)
-    sizes = DemoSizes(users=users + USERS_WITHOUT_GROUP, programmes=2, journeys_per_programme=5,
-                      activities_per_journey=8, shared_items=1, standalone_activities=0, groups=2,
-                      users_without_group=USERS_WITHOUT_GROUP, seed=2026)
+    sizes = DemoSizes(
+        users=users + USERS_WITHOUT_GROUP,
+        programmes=2,
+        journeys_per_programme=5,
+        activities_per_journey=8,
+        shared_items=1,
+        standalone_activities=0,
+        groups=2,
+        users_without_group=USERS_WITHOUT_GROUP,
+        seed=2026,
+    )
     started = time.perf_counter()
     if seed_platform(engine, "bench", "Benchmark", sizes):
         print(f"seeded platform: {sizes.users:,} users in {time.perf_counter() - started:.1f} s")
@@ -51,15 +59,21 @@ def prepare(url: str, users: int, item: str, recreate: bool):
     with engine.begin() as conn:
         conn.execute(sa.text("DELETE FROM completions WHERE source = 'transfer'"))
         conn.execute(sa.text("TRUNCATE progression_journal, progression_runs"))
-        done = conn.execute(sa.text("SELECT count(*) FROM completions c JOIN content i ON i.id = c.content_id "
-                                    "WHERE i.uuid = :old"), {"old": old}).scalar()
+        done = conn.execute(
+            sa.text("SELECT count(*) FROM completions c JOIN content i ON i.id = c.content_id WHERE i.uuid = :old"),
+            {"old": old},
+        ).scalar()
         if done != users:
             conn.execute(sa.text("DELETE FROM completions"))
-            conn.execute(sa.text(
-                "INSERT INTO completions (user_id, content_id, completed_at, source) "
-                "SELECT u.id, i.id, timestamptz '2025-01-01' + (u.id % 500) * interval '1 day', 'platform' "
-                "FROM users u JOIN platforms p ON p.id = u.platform_id AND p.slug = 'bench' "
-                "JOIN content i ON i.uuid = :old ORDER BY u.id LIMIT :users"), {"old": old, "users": users})
+            conn.execute(
+                sa.text(
+                    "INSERT INTO completions (user_id, content_id, completed_at, source) "
+                    "SELECT u.id, i.id, timestamptz '2025-01-01' + (u.id % 500) * interval '1 day', 'platform' "
+                    "FROM users u JOIN platforms p ON p.id = u.platform_id AND p.slug = 'bench' "
+                    "JOIN content i ON i.uuid = :old ORDER BY u.id LIMIT :users"
+                ),
+                {"old": old, "users": users},
+            )
     with engine.begin() as conn:
         conn.exec_driver_sql("ANALYZE")
     return engine, old, new
@@ -72,13 +86,22 @@ def run(engine, old: str, new: str, dry_run: bool) -> tuple[dict, dict]:
 
     shutil.rmtree(STORAGE, ignore_errors=True)
     STORAGE.mkdir(parents=True)
-    customer = Customer(slug="bench", platform_conn_id="bench", platform="bench", storage=str(STORAGE),
-                        timezone="Europe/Amsterdam")
+    customer = Customer(
+        slug="bench", platform_conn_id="bench", platform="bench", storage=str(STORAGE), timezone="Europe/Amsterdam"
+    )
     target = Target(customer=customer, root=STORAGE, engine=engine)
     timings = {}
     started = time.perf_counter()
-    job = transfer.plan(target, old_uuid=old, new_uuid=new, dry_run=dry_run, completion_date="original",
-                        on_existing=None, airflow_run_id="bench", started=datetime.now(timezone.utc))
+    job = transfer.plan(
+        target,
+        old_uuid=old,
+        new_uuid=new,
+        dry_run=dry_run,
+        completion_date="original",
+        on_existing=None,
+        airflow_run_id="bench",
+        started=datetime.now(timezone.utc),
+    )
     timings["plan"] = time.perf_counter() - started
     for stage in (transfer.transfer, transfer.report, transfer.archive):
         started = time.perf_counter()
@@ -98,16 +121,19 @@ def main() -> None:
     args = parser.parse_args()
     engine, old, new = prepare(args.pg, args.users, args.item, args.recreate)
     stages = ("plan", "transfer", "report", "archive")
-    print("\n| run | " + " | ".join(stages) + " | total (s) | completed old | written | skipped | kept "
-          "| completions/s |")
+    print(
+        "\n| run | " + " | ".join(stages) + " | total (s) | completed old | written | skipped | kept | completions/s |"
+    )
     print("|---|" + "---|" * (len(stages) + 6))
     for label, dry_run in (("dry run", True), ("real", False), ("re-run", False)):
         timings, counts = run(engine, old, new, dry_run)
         written = counts["imported"] + counts["updated"] + counts["derived_written"]
         total = sum(timings.values())
-        print(f"| {label} | " + " | ".join(f"{timings[s]:.2f}" for s in stages) + f" | {total:.2f} | "
-              f"{counts['rows_read']:,} | {written:,} | {counts['skipped_without_access']:,} | {counts['kept']:,} | "
-              f"{written / timings['transfer']:,.0f} |")
+        print(
+            f"| {label} | " + " | ".join(f"{timings[s]:.2f}" for s in stages) + f" | {total:.2f} | "
+            f"{counts['rows_read']:,} | {written:,} | {counts['skipped_without_access']:,} | {counts['kept']:,} | "
+            f"{written / timings['transfer']:,.0f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -9,13 +9,30 @@ import openpyxl
 
 from demo_platform import DemoSizes, Platform
 
-BENCHMARK_SIZES = DemoSizes(users=50_000, programmes=40, journeys_per_programme=5, activities_per_journey=8,
-                            shared_items=20, standalone_activities=160, groups=50, users_without_group=2_000,
-                            seed=2026)
+BENCHMARK_SIZES = DemoSizes(
+    users=50_000,
+    programmes=40,
+    journeys_per_programme=5,
+    activities_per_journey=8,
+    shared_items=20,
+    standalone_activities=160,
+    groups=50,
+    users_without_group=2_000,
+    seed=2026,
+)
 
 
-def large_workbook(found: Platform, kind: str, rows: int, path, *, bad_share: float = 0.01,
-                   blank_share: float = 0.05, seed: int = 5, distinct: bool = False) -> None:
+def large_workbook(
+    found: Platform,
+    kind: str,
+    rows: int,
+    path,
+    *,
+    bad_share: float = 0.01,
+    blank_share: float = 0.05,
+    seed: int = 5,
+    distinct: bool = False,
+) -> None:
     """A big completions workbook for the benchmark: real date cells and text dates, `bad_share` rows that must
     be rejected (unknown users, malformed uuids, unreadable dates) and `blank_share` blank dates. With
     `distinct`, every (user, item) pair appears once, so a programmes file multiplies fully."""
@@ -65,9 +82,13 @@ def wide_workbook(found, rows: int, path: Path) -> None:
     emails = np.array(found.emails, dtype=object)[rng.integers(0, len(found.emails), rows)]
     items = np.array(found.uuids["activity"], dtype=object)[rng.integers(0, len(found.uuids["activity"]), rows)]
     days = np.datetime64("2025-06-30") - rng.integers(1, 700, rows).astype("timedelta64[D]")
-    notes = [pa.array([f"note {a:x} {b:x}" for a, b in zip(rng.integers(0, 2**40, rows), rng.integers(0, 2**30, rows))])
-             for _ in range(4)]
-    table = pa.table([pa.array(emails, pa.string()), pa.array(items, pa.string()), pa.array(days.astype(str)), *notes],
-                     names=["User email", "Content uuid", "Completion date", "Team", "Cost centre", "Manager", "Note"])
+    notes = [
+        pa.array([f"note {a:x} {b:x}" for a, b in zip(rng.integers(0, 2**40, rows), rng.integers(0, 2**30, rows))])
+        for _ in range(4)
+    ]
+    table = pa.table(
+        [pa.array(emails, pa.string()), pa.array(items, pa.string()), pa.array(days.astype(str)), *notes],
+        names=["User email", "Content uuid", "Completion date", "Team", "Cost centre", "Manager", "Note"],
+    )
     with path.open("wb") as file:
         rustpy_xlsxwriter.write_worksheets([("Completions", table)], file)

@@ -21,8 +21,11 @@ def main(argv: list[str]) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     upgrade = commands.add_parser("upgrade", help="create or upgrade the project's ledger and journal tables")
     upgrade.add_argument("conn_id", help="Airflow connection id of the platform database")
-    upgrade.add_argument("--with-platform-tables", action="store_true",
-                         help="also create the platform's own tables (demos and tests only)")
+    upgrade.add_argument(
+        "--with-platform-tables",
+        action="store_true",
+        help="also create the platform's own tables (demos and tests only)",
+    )
     runs = commands.add_parser("runs", help="print the run ledger, newest last, one JSON object a line")
     runs.add_argument("conn_id")
     runs.add_argument("--customer")
@@ -30,16 +33,23 @@ def main(argv: list[str]) -> int:
     summary = commands.add_parser("summary", help="what one Airflow run did, file by file (default: the latest)")
     summary.add_argument("customer", help="customer slug from the registry")
     summary.add_argument("--airflow-run-id")
-    check = commands.add_parser("health", help="each customer of that database: last success, late, waiting files, "
-                                "failing streak, unusual files; one JSON object a line, worst first")
+    check = commands.add_parser(
+        "health",
+        help="each customer of that database: last success, late, waiting files, "
+        "failing streak, unusual files; one JSON object a line, worst first",
+    )
     check.add_argument("conn_id", help="Airflow connection id of the platform database")
     seed = commands.add_parser("seed-demo", help="create the demo platform and drop sample files in its inbox")
     seed.add_argument("customer", help="customer slug from the registry, e.g. demo")
-    templates = commands.add_parser("templates", help="write the customer's template workbooks, one per content "
-                                    "type, to templates/ in its storage")
+    templates = commands.add_parser(
+        "templates", help="write the customer's template workbooks, one per content type, to templates/ in its storage"
+    )
     templates.add_argument("customer", help="customer slug from the registry")
-    transfer = commands.add_parser("demo-transfer", help="print the run conf of the demo's transfer (a journey with "
-                                   "completions to another journey) for progression_transfer")
+    transfer = commands.add_parser(
+        "demo-transfer",
+        help="print the run conf of the demo's transfer (a journey with "
+        "completions to another journey) for progression_transfer",
+    )
     transfer.add_argument("customer", help="customer slug from the registry, e.g. demo")
     transfer.add_argument("--real", action="store_true", help="a real run instead of a dry run")
     args = parser.parse_args(argv)
@@ -49,8 +59,10 @@ def main(argv: list[str]) -> int:
         if args.with_platform_tables:
             create_platform_tables(engine)
         version = ledger.upgrade(engine)
-        print(f"{args.conn_id}: progression tables at version {version}"
-              + (" (platform tables present)" if args.with_platform_tables else ""))
+        print(
+            f"{args.conn_id}: progression tables at version {version}"
+            + (" (platform tables present)" if args.with_platform_tables else "")
+        )
     elif args.command == "runs":
         with platform_engine(args.conn_id).connect() as conn:
             for run in ledger.list_runs(conn, customer=args.customer, airflow_run_id=args.airflow_run_id):
@@ -68,8 +80,10 @@ def main(argv: list[str]) -> int:
         engine = platform_engine(customer.platform_conn_id)
         created = demo.seed_platform(engine, customer.platform, name="Demo Academy")
         dropped = demo.drop_sample_files(engine, customer.platform, storage_root(customer.storage))
-        print(("seeded" if created else "found") + f" platform {customer.platform!r}; "
-              f"dropped {len(dropped)} sample file(s): {', '.join(dropped)}")
+        print(
+            ("seeded" if created else "found") + f" platform {customer.platform!r}; "
+            f"dropped {len(dropped)} sample file(s): {', '.join(dropped)}"
+        )
     elif args.command == "demo-transfer":
         customer = load_registry().get(args.customer)
         old, new = demo.transfer_pair(platform_engine(customer.platform_conn_id), customer.platform)
@@ -91,11 +105,14 @@ def describe_runs(runs: list[dict], root) -> str:
     if not runs:
         return "no runs in the ledger yet"
     files = runs[0]["dag_id"] == IMPORT_DAG
-    lines = [f"Airflow run {runs[0]['airflow_run_id']}: "
-             + (f"{len(runs)} file(s)" if files else runs[0]["dag_id"].removeprefix("progression_"))]
+    lines = [
+        f"Airflow run {runs[0]['airflow_run_id']}: "
+        + (f"{len(runs)} file(s)" if files else runs[0]["dag_id"].removeprefix("progression_"))
+    ]
     for run in runs:
-        lines.append(f"- {run['subject']}: {run['status']}{' (dry run)' if run['dry_run'] else ''}  "
-                     f"[run {run['run_id']}]")
+        lines.append(
+            f"- {run['subject']}: {run['status']}{' (dry run)' if run['dry_run'] else ''}  [run {run['run_id']}]"
+        )
         if run["message"]:
             lines.append(f"    {run['message']}")
         if run["status"] != Status.SKIPPED:

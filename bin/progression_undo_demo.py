@@ -1,7 +1,7 @@
 """The undo step of `make demo`: which run to undo, and what the undo did. Run with bin/env.sh's environment:
 
-    source bin/env.sh && python bin/progression_undo_demo.py conf demo   # the progression_undo conf
-    source bin/env.sh && python bin/progression_undo_demo.py show demo   # the latest undo, in words
+source bin/env.sh && python bin/progression_undo_demo.py conf demo   # the progression_undo conf
+source bin/env.sh && python bin/progression_undo_demo.py show demo   # the latest undo, in words
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from progression_airflow import platform_engine, storage_root
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="bin/progression_undo_demo.py", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="bin/progression_undo_demo.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("command", choices=("conf", "show"))
     parser.add_argument("customer", help="customer slug from the registry, e.g. demo")
     args = parser.parse_args(argv)
@@ -27,8 +28,15 @@ def main(argv: list[str]) -> int:
         runs = ledger.list_runs(conn, customer=customer.slug)
     if args.command == "conf":
         # The latest run that wrote completions and stands (an earlier demo's undo aside): what the demo did last.
-        undoable = [r for r in runs if r["dag_id"] != "progression_undo" and r["status"] == Status.SUCCEEDED
-                    and not r["dry_run"] and not r["undone_by"] and r["imported"] + r["updated"] > 0]
+        undoable = [
+            r
+            for r in runs
+            if r["dag_id"] != "progression_undo"
+            and r["status"] == Status.SUCCEEDED
+            and not r["dry_run"]
+            and not r["undone_by"]
+            and r["imported"] + r["updated"] > 0
+        ]
         if not undoable:
             print(f"no run of {customer.slug} that wrote completions to undo", file=sys.stderr)
             return 1
@@ -40,9 +48,11 @@ def main(argv: list[str]) -> int:
         return 0
     undo = undos[-1]
     undone = next((r for r in runs if r["run_id"] == undo["subject"]), {})
-    print(f"- undo {undo['run_id']}: {undo['status']}{' (dry run)' if undo['dry_run'] else ''}\n"
-          f"    of run {undo['subject']} ({undone.get('dag_id')}: {undone.get('subject')})\n"
-          f"    {undo['message']}")
+    print(
+        f"- undo {undo['run_id']}: {undo['status']}{' (dry run)' if undo['dry_run'] else ''}\n"
+        f"    of run {undo['subject']} ({undone.get('dag_id')}: {undone.get('subject')})\n"
+        f"    {undo['message']}"
+    )
     if undo["report_path"]:
         print(f"    report: {storage_root(customer.storage) / undo['report_path']}")
     return 0

@@ -23,10 +23,15 @@ REGISTRY = load_registry()
     tags=["progression"],
     doc_md=__doc__,
     params={
-        "customer": Param(sorted(REGISTRY.customers)[0] if REGISTRY.customers else "", type="string",
-                          enum=sorted(REGISTRY.customers) or [""], description="Customer slug from the registry."),
-        "dry_run": Param(False, type="boolean",
-                         description="An export writes no completion; a dry run is only marked as one."),
+        "customer": Param(
+            sorted(REGISTRY.customers)[0] if REGISTRY.customers else "",
+            type="string",
+            enum=sorted(REGISTRY.customers) or [""],
+            description="Customer slug from the registry.",
+        ),
+        "dry_run": Param(
+            False, type="boolean", description="An export writes no completion; a dry run is only marked as one."
+        ),
     },
 )
 def progression_export():
@@ -39,8 +44,9 @@ def progression_export():
         from progression.export import run_export
 
         customers = customers_of_events(triggering_asset_events) or [params["customer"]]
-        exports = [run_export(target_of(slug), airflow_run_id=run_id, dry_run=bool(params["dry_run"]))
-                   for slug in customers]
+        exports = [
+            run_export(target_of(slug), airflow_run_id=run_id, dry_run=bool(params["dry_run"])) for slug in customers
+        ]
         summary = exports[0] if len(exports) == 1 else {"dag": "progression_export", "exports": exports}
         print(json.dumps(summary))
         return summary

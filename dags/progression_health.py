@@ -22,10 +22,15 @@ REGISTRY = load_registry()
     tags=["progression"],
     doc_md=__doc__,
     params={
-        "customer": Param(None, type=["null", "string"], enum=[None, *sorted(REGISTRY.customers)],
-                          description="Customer slug from the registry. Empty: every active customer."),
-        "dry_run": Param(False, type="boolean",
-                         description="Check and say what would be told; tell nobody and remember nothing."),
+        "customer": Param(
+            None,
+            type=["null", "string"],
+            enum=[None, *sorted(REGISTRY.customers)],
+            description="Customer slug from the registry. Empty: every active customer.",
+        ),
+        "dry_run": Param(
+            False, type="boolean", description="Check and say what would be told; tell nobody and remember nothing."
+        ),
     },
 )
 def progression_health():

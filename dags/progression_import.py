@@ -9,8 +9,15 @@ from airflow.sdk import Param, dag, task, task_group
 from progression.customers import CONTENT_TYPES, ON_EXISTING, load_registry
 from progression.jobs import IMPORT_TASKS
 from progression_airflow import (
-    COMPLETIONS_CHANGED, FILE_LABEL, airflow_run_is_live, announce_completions, labelled, refused_conf, target_for,
-    target_of, tell_customer,
+    COMPLETIONS_CHANGED,
+    FILE_LABEL,
+    airflow_run_is_live,
+    announce_completions,
+    labelled,
+    refused_conf,
+    target_for,
+    target_of,
+    tell_customer,
 )
 
 REGISTRY = load_registry()
@@ -26,21 +33,39 @@ FILE_LABEL_TEMPLATE = "{{ " + FILE_LABEL + " }}"
     tags=["progression"],
     doc_md=__doc__,
     params={
-        "customer": Param(None, type=["null", "string"], enum=[None, *sorted(REGISTRY.customers)],
-                          description="Customer slug from the registry. Empty: every active customer."),
-        "path": Param(None, type=["null", "string"],
-                      description="One file, relative to the customer's storage root "
-                                  "(e.g. inbox/activities/q3.xlsx). Empty: every file in the inbox."),
-        "content_type": Param(None, type=["null", "string"], enum=[None, *CONTENT_TYPES],
-                              description="What the file(s) hold. Empty: taken from the inbox sub-folder."),
+        "customer": Param(
+            None,
+            type=["null", "string"],
+            enum=[None, *sorted(REGISTRY.customers)],
+            description="Customer slug from the registry. Empty: every active customer.",
+        ),
+        "path": Param(
+            None,
+            type=["null", "string"],
+            description="One file, relative to the customer's storage root "
+            "(e.g. inbox/activities/q3.xlsx). Empty: every file in the inbox.",
+        ),
+        "content_type": Param(
+            None,
+            type=["null", "string"],
+            enum=[None, *CONTENT_TYPES],
+            description="What the file(s) hold. Empty: taken from the inbox sub-folder.",
+        ),
         "dry_run": Param(False, type="boolean", description="Compute and report everything, write no completion."),
-        "on_existing": Param(None, type=["null", "string"], enum=[None, *ON_EXISTING],
-                             description="When a completion exists already. Empty: the customer's setting."),
+        "on_existing": Param(
+            None,
+            type=["null", "string"],
+            enum=[None, *ON_EXISTING],
+            description="When a completion exists already. Empty: the customer's setting.",
+        ),
         "force": Param(False, type="boolean", description="Import a file even if the same bytes were imported."),
-        "check": Param(False, type="boolean",
-                       description="Check instead of import: the files of the customer's check folder (or `path`, "
-                                   "which must be in it) are decided against the platform as it is now and "
-                                   "reported, nothing is written, and each moves to checked/."),
+        "check": Param(
+            False,
+            type="boolean",
+            description="Check instead of import: the files of the customer's check folder (or `path`, "
+            "which must be in it) are decided against the platform as it is now and "
+            "reported, nothing is written, and each moves to checked/.",
+        ),
     },
 )
 def progression_import():
@@ -62,10 +87,17 @@ def progression_import():
             target = target_for(customer)
             for line in recover(target, airflow_run_is_live):
                 print(f"{customer.slug}: recovered {line}")
-            jobs += plan(target, path=params.get("path"), content_type=params.get("content_type"),
-                         dry_run=bool(params.get("dry_run")), on_existing=params.get("on_existing"),
-                         force=bool(params.get("force")), airflow_run_id=run_id, started=started,
-                         check=bool(params.get("check")))
+            jobs += plan(
+                target,
+                path=params.get("path"),
+                content_type=params.get("content_type"),
+                dry_run=bool(params.get("dry_run")),
+                on_existing=params.get("on_existing"),
+                force=bool(params.get("force")),
+                airflow_run_id=run_id,
+                started=started,
+                check=bool(params.get("check")),
+            )
         print(f"{len(jobs)} file(s) to import or check: " + ", ".join(j.label for j in jobs))
         return [j.as_dict() for j in jobs]
 
@@ -111,8 +143,9 @@ def progression_import():
 
         context = get_current_context()
         if jobs is None:  # discover refused the conf: nothing ran
-            summary = summarise(IMPORT_DAG, None, [],
-                                refused=context["ti"].xcom_pull(task_ids="discover", key="refused"))
+            summary = summarise(
+                IMPORT_DAG, None, [], refused=context["ti"].xcom_pull(task_ids="discover", key="refused")
+            )
             print(json.dumps(summary))
             return summary
         registry = load_registry()
@@ -122,8 +155,9 @@ def progression_import():
             close_run_staging(target_of(slug), [FileJob.from_dict(job) for job in jobs if job["customer"] == slug])
         for slug, customer_runs in runs.items():
             part = summarise(IMPORT_DAG, slug, customer_runs)
-            announce_completions(outlet_events, slug, "progression_import", part,
-                                 ("imported", "updated", "derived_written"))
+            announce_completions(
+                outlet_events, slug, "progression_import", part, ("imported", "updated", "derived_written")
+            )
             if tell_customer(registry.get(slug), part, customer_runs, context):
                 print(f"told {slug}'s notify addresses about rejected rows or failed files")
         summary = summarise(IMPORT_DAG, None, [run for customer_runs in runs.values() for run in customer_runs])

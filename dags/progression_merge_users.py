@@ -22,17 +22,29 @@ REGISTRY = load_registry()
     tags=["progression"],
     doc_md=__doc__,
     params={
-        "customer": Param(type="string", enum=sorted(REGISTRY.customers),
-                          description="Customer slug from the registry."),
-        "from_email": Param(None, type=["null", "string"],
-                            description="The account whose completions are given to the other (the second one)."),
-        "to_email": Param(None, type=["null", "string"],
-                          description="The account that receives them (the one the user keeps)."),
-        "path": Param(None, type=["null", "string"],
-                      description="Instead of one pair: a workbook of pairs relative to the customer's storage root "
-                                  "(e.g. merges/q4.xlsx), columns 'From email' and 'To email'."),
-        "mode": Param("copy", type="string", enum=["copy", "move"],
-                      description="copy: the source account keeps its completions; move: they are removed from it."),
+        "customer": Param(
+            type="string", enum=sorted(REGISTRY.customers), description="Customer slug from the registry."
+        ),
+        "from_email": Param(
+            None,
+            type=["null", "string"],
+            description="The account whose completions are given to the other (the second one).",
+        ),
+        "to_email": Param(
+            None, type=["null", "string"], description="The account that receives them (the one the user keeps)."
+        ),
+        "path": Param(
+            None,
+            type=["null", "string"],
+            description="Instead of one pair: a workbook of pairs relative to the customer's storage root "
+            "(e.g. merges/q4.xlsx), columns 'From email' and 'To email'.",
+        ),
+        "mode": Param(
+            "copy",
+            type="string",
+            enum=["copy", "move"],
+            description="copy: the source account keeps its completions; move: they are removed from it.",
+        ),
         "dry_run": Param(False, type="boolean", description="Compute and report everything, write no completion."),
     },
 )
@@ -44,11 +56,20 @@ def progression_merge_users():
         from progression.merge import plan
 
         started = dag_run.start_date if dag_run and dag_run.start_date else pendulum.now("UTC")
-        job = plan(target_of(params["customer"]), from_email=params.get("from_email"),
-                   to_email=params.get("to_email"), path=params.get("path"), mode=params["mode"],
-                   dry_run=bool(params["dry_run"]), airflow_run_id=run_id, started=started)
-        print(f"{len(job.pairs)} pair(s) to merge ({job.mode}): "
-              + ", ".join(f"{p.from_email} -> {p.to_email}" for p in job.pairs))
+        job = plan(
+            target_of(params["customer"]),
+            from_email=params.get("from_email"),
+            to_email=params.get("to_email"),
+            path=params.get("path"),
+            mode=params["mode"],
+            dry_run=bool(params["dry_run"]),
+            airflow_run_id=run_id,
+            started=started,
+        )
+        print(
+            f"{len(job.pairs)} pair(s) to merge ({job.mode}): "
+            + ", ".join(f"{p.from_email} -> {p.to_email}" for p in job.pairs)
+        )
         return job.as_dict()
 
     def stage(name: str):

@@ -24,21 +24,44 @@ UUID = r"^\s*[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-f
     tags=["progression"],
     doc_md=__doc__,
     params={
-        "customer": Param(type="string", enum=sorted(REGISTRY.customers),
-                          description="Customer slug from the registry."),
-        "old_uuid": Param(None, type=["null", "string"], pattern=UUID,
-                          description="The content being replaced: who completed it gets the new content."),
-        "new_uuid": Param(None, type=["null", "string"], pattern=UUID,
-                          description="The content that replaces it, of the same type, on the same platform."),
-        "path": Param(None, type=["null", "string"],
-                      description="Instead of one pair: a workbook of pairs relative to the customer's storage root "
-                                  "(e.g. inbox/transfers/q4.xlsx), columns 'Old content uuid' and 'New content uuid'."),
-        "dry_run": Param(True, type="boolean",
-                         description="Compute and report everything, write no completion. Switch off to transfer."),
-        "completion_date": Param("original", type="string", enum=["original", "transfer"],
-                                 description="original: the date of the old completion; transfer: the day of the run."),
-        "on_existing": Param(None, type=["null", "string"], enum=[None, *ON_EXISTING],
-                             description="When the new content is completed already. Empty: the customer's setting."),
+        "customer": Param(
+            type="string", enum=sorted(REGISTRY.customers), description="Customer slug from the registry."
+        ),
+        "old_uuid": Param(
+            None,
+            type=["null", "string"],
+            pattern=UUID,
+            description="The content being replaced: who completed it gets the new content.",
+        ),
+        "new_uuid": Param(
+            None,
+            type=["null", "string"],
+            pattern=UUID,
+            description="The content that replaces it, of the same type, on the same platform.",
+        ),
+        "path": Param(
+            None,
+            type=["null", "string"],
+            description="Instead of one pair: a workbook of pairs relative to the customer's storage root "
+            "(e.g. inbox/transfers/q4.xlsx), columns 'Old content uuid' and 'New content uuid'.",
+        ),
+        "dry_run": Param(
+            True,
+            type="boolean",
+            description="Compute and report everything, write no completion. Switch off to transfer.",
+        ),
+        "completion_date": Param(
+            "original",
+            type="string",
+            enum=["original", "transfer"],
+            description="original: the date of the old completion; transfer: the day of the run.",
+        ),
+        "on_existing": Param(
+            None,
+            type=["null", "string"],
+            enum=[None, *ON_EXISTING],
+            description="When the new content is completed already. Empty: the customer's setting.",
+        ),
     },
 )
 def progression_transfer():
@@ -49,9 +72,17 @@ def progression_transfer():
         from progression.transfer import plan
 
         started = dag_run.start_date if dag_run and dag_run.start_date else pendulum.now("UTC")
-        job = plan(target_of(params["customer"]), old_uuid=params.get("old_uuid"), new_uuid=params.get("new_uuid"),
-                   path=params.get("path"), dry_run=bool(params["dry_run"]), completion_date=params["completion_date"],
-                   on_existing=params.get("on_existing"), airflow_run_id=run_id, started=started)
+        job = plan(
+            target_of(params["customer"]),
+            old_uuid=params.get("old_uuid"),
+            new_uuid=params.get("new_uuid"),
+            path=params.get("path"),
+            dry_run=bool(params["dry_run"]),
+            completion_date=params["completion_date"],
+            on_existing=params.get("on_existing"),
+            airflow_run_id=run_id,
+            started=started,
+        )
         print(job.message or f"{len(job.pairs)} pair(s) to transfer: " + ", ".join(p.label for p in job.pairs))
         return job.as_dict()
 

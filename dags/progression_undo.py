@@ -22,15 +22,23 @@ REGISTRY = load_registry()
     tags=["progression"],
     doc_md=__doc__,
     params={
-        "customer": Param(type="string", enum=sorted(REGISTRY.customers),
-                          description="Customer slug from the registry."),
-        "run_id": Param(type="string", minLength=1,
-                        description="The run to undo, as the ledger, the report and the DAG's summary show it "
-                                    "(e.g. import-acme-20261128T021500-3f9a1c)."),
-        "dry_run": Param(True, type="boolean",
-                         description="Compute and report what would be restored, write nothing. Switch off to undo."),
-        "force": Param(False, type="boolean",
-                       description="Also restore completions that a later run has changed since."),
+        "customer": Param(
+            type="string", enum=sorted(REGISTRY.customers), description="Customer slug from the registry."
+        ),
+        "run_id": Param(
+            type="string",
+            minLength=1,
+            description="The run to undo, as the ledger, the report and the DAG's summary show it "
+            "(e.g. import-acme-20261128T021500-3f9a1c).",
+        ),
+        "dry_run": Param(
+            True,
+            type="boolean",
+            description="Compute and report what would be restored, write nothing. Switch off to undo.",
+        ),
+        "force": Param(
+            False, type="boolean", description="Also restore completions that a later run has changed since."
+        ),
     },
 )
 def progression_undo():
@@ -41,8 +49,14 @@ def progression_undo():
         from progression.undo import plan
 
         started = dag_run.start_date if dag_run and dag_run.start_date else pendulum.now("UTC")
-        job = plan(target_of(params["customer"]), run_id=params["run_id"].strip(), dry_run=bool(params["dry_run"]),
-                   force=bool(params["force"]), airflow_run_id=run_id, started=started)
+        job = plan(
+            target_of(params["customer"]),
+            run_id=params["run_id"].strip(),
+            dry_run=bool(params["dry_run"]),
+            force=bool(params["force"]),
+            airflow_run_id=run_id,
+            started=started,
+        )
         print(f"undo run {job.undone_run_id} ({job.undone_dag_id}: {job.undone_subject})")
         return job.as_dict()
 

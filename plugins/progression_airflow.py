@@ -81,8 +81,9 @@ def storage_root(url: str):
 def target_for(customer: Customer) -> Target:
     from progression.runs import Target
 
-    return Target(customer=customer, root=storage_root(customer.storage),
-                  engine=platform_engine(customer.platform_conn_id))
+    return Target(
+        customer=customer, root=storage_root(customer.storage), engine=platform_engine(customer.platform_conn_id)
+    )
 
 
 def target_of(slug: str) -> Target:
@@ -119,8 +120,9 @@ def summary_task(dag_id: str, changed: tuple[str, ...]):
         from progression.ledger import Status
 
         refused = get_current_context()["ti"].xcom_pull(task_ids="plan", key="refused")
-        summary = runs.summarise(dag_id, params["customer"], runs.rows_of(target_of(params["customer"]), run_id),
-                                 refused=refused)
+        summary = runs.summarise(
+            dag_id, params["customer"], runs.rows_of(target_of(params["customer"]), run_id), refused=refused
+        )
         if summary["status"] == Status.SUCCEEDED:
             announce_completions(outlet_events, summary["customer"], dag_id, summary, changed)
         print(json.dumps(summary))
@@ -170,7 +172,8 @@ def labelled(fn: Callable) -> Callable:
         # Airflow documents adding a key to the context for map_index_template; its Context TypedDict lists only
         # its own keys.
         get_current_context()[FILE_LABEL] = (  # type: ignore[literal-required]
-            f"{job['customer']}/{job['path'].removeprefix('inbox/')}")
+            f"{job['customer']}/{job['path'].removeprefix('inbox/')}"
+        )
         return fn(job, *args, **kwargs)
 
     return wrapper
@@ -194,8 +197,12 @@ def notify_customer(customer: Customer, subject: str, html: str, text: str, cont
     if addresses:
         from airflow.providers.smtp.notifications.smtp import SmtpNotifier
 
-        SmtpNotifier(to=addresses, subject=subject, html_content=html,
-                     smtp_conn_id=customer.notify.get("smtp_conn_id") or "smtp_default").notify(context)
+        SmtpNotifier(
+            to=addresses,
+            subject=subject,
+            html_content=html,
+            smtp_conn_id=customer.notify.get("smtp_conn_id") or "smtp_default",
+        ).notify(context)
     if slack:
         from airflow.providers.slack.notifications.slack_webhook import SlackWebhookNotifier
 

@@ -67,13 +67,15 @@ def _run(customer: str, run_id: str):
 
 # --- Airflow: who may trigger what, and its REST API on the user's behalf ------------------------------------------
 
+
 def may_trigger(user, dag_id: str) -> bool:
     """Whether Airflow's auth manager lets this user create runs of the DAG (as its own trigger endpoint asks)."""
     from airflow.api_fastapi.app import get_auth_manager
     from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity, DagDetails
 
-    return get_auth_manager().is_authorized_dag(method="POST", access_entity=DagAccessEntity.RUN,
-                                                details=DagDetails(id=dag_id), user=user)
+    return get_auth_manager().is_authorized_dag(
+        method="POST", access_entity=DagAccessEntity.RUN, details=DagDetails(id=dag_id), user=user
+    )
 
 
 def _require_trigger(user, dag_id: str) -> None:
@@ -88,8 +90,9 @@ def _airflow(request: Request, method: str, path: str, **kwargs) -> dict:
     api = (conf.get("api", "base_url", fallback="") or f"{request.url.scheme}://{request.url.netloc}").rstrip("/")
     sent = request.headers.get("authorization", "")
     token = sent[7:] if sent.lower().startswith("bearer ") else request.cookies.get(COOKIE_NAME_JWT_TOKEN, "")
-    response = httpx.request(method, f"{api}/api/v2{path}", headers={"Authorization": f"Bearer {token}"},
-                             timeout=30, **kwargs)
+    response = httpx.request(
+        method, f"{api}/api/v2{path}", headers={"Authorization": f"Bearer {token}"}, timeout=30, **kwargs
+    )
     if response.is_error:
         try:
             detail = response.json().get("detail", response.text)
@@ -123,6 +126,7 @@ def _after(page: str, dag_id: str, dag_run_id: str) -> RedirectResponse:
 
 # --- pages ---------------------------------------------------------------------------------------------------------
 
+
 @app.get("/", response_class=HTMLResponse)
 def overview() -> str:
     """Every customer of the registry, worst first, as the health check sees it now."""
@@ -130,53 +134,97 @@ def overview() -> str:
     from progression.history import render_overview
 
     now = datetime.now(timezone.utc)
-    healths = worst_first([customer_health(target_for(customer), now)
-                           for customer in load_registry().customers.values()])
+    healths = worst_first(
+        [customer_health(target_for(customer), now) for customer in load_registry().customers.values()]
+    )
     return render_overview([health.as_dict() for health in healths], now, base=BASE)
 
 
 @app.get("/runs", response_class=HTMLResponse)
-def runs_page(customer: str | None = None, dag_id: str | None = None, status: str | None = None,
-              since: str | None = None, until: str | None = None, page: int = 1) -> str:
+def runs_page(
+    customer: str | None = None,
+    dag_id: str | None = None,
+    status: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    page: int = 1,
+) -> str:
     from progression.history import Filters, find_runs, render_list
 
-    filters = Filters(customer=customer or None, dag_id=dag_id or None, status=status or None,
-                      since=_day(since), until=_day(until), page=max(page, 1))
+    filters = Filters(
+        customer=customer or None,
+        dag_id=dag_id or None,
+        status=status or None,
+        since=_day(since),
+        until=_day(until),
+        page=max(page, 1),
+    )
     found, total = find_runs(_databases(), filters)
-    return render_list(found, total, filters, sorted(load_registry().customers), DAG_IDS, base=BASE,
-                       airflow_url=AIRFLOW_URL)
+    return render_list(
+        found, total, filters, sorted(load_registry().customers), DAG_IDS, base=BASE, airflow_url=AIRFLOW_URL
+    )
 
 
 @app.get("/runs/{customer}/{run_id}", response_class=HTMLResponse)
-def run_page(request: Request, customer: str, run_id: str, action_dag: str | None = None,
-             action_run: str | None = None, user=Depends(get_user)) -> str:
+def run_page(
+    request: Request,
+    customer: str,
+    run_id: str,
+    action_dag: str | None = None,
+    action_run: str | None = None,
+    user=Depends(get_user),
+) -> str:
     from progression import ledger, storage
     from progression.history import REPORT_SHEETS, RunActions, render_detail, report_sheet, written_per_day
 
     target, engine, run = _run(customer, run_id)
     with engine.connect() as conn:
         previews = tuple(ledger.undos_of(conn, run_id))
-    failed = (failed_file(storage_root(target.storage), run)
-              if run["dag_id"] == IMPORT and run["status"] == ledger.Status.FAILED and not run["dry_run"] else None)
-    actions = RunActions(undo=may_trigger(user, UNDO), previews=previews,
-                         failed_file=failed if failed and may_trigger(user, IMPORT) else None)
+    failed = (
+        failed_file(storage_root(target.storage), run)
+        if run["dag_id"] == IMPORT and run["status"] == ledger.Status.FAILED and not run["dry_run"]
+        else None
+    )
+    actions = RunActions(
+        undo=may_trigger(user, UNDO),
+        previews=previews,
+        failed_file=failed if failed and may_trigger(user, IMPORT) else None,
+    )
     report: tuple[list[str], list[tuple]] = ([], [])
     if run["dag_id"] in REPORT_SHEETS and run.get("report_path"):
         report = report_sheet(run, storage.read_bytes(storage_root(target.storage), run["report_path"]))
-    return render_detail(run, written_per_day(engine, customer, datetime.now(timezone.utc).date()), base=BASE,
-                         airflow_url=AIRFLOW_URL, actions=actions, action=_action(request, action_dag, action_run),
-                         report=report)
+    return render_detail(
+        run,
+        written_per_day(engine, customer, datetime.now(timezone.utc).date()),
+        base=BASE,
+        airflow_url=AIRFLOW_URL,
+        actions=actions,
+        action=_action(request, action_dag, action_run),
+        report=report,
+    )
 
 
 @app.get("/customers/{customer}/waiting", response_class=HTMLResponse)
-def waiting_page(request: Request, customer: str, action_dag: str | None = None, action_run: str | None = None,
-                 user=Depends(get_user)) -> str:
+def waiting_page(
+    request: Request,
+    customer: str,
+    action_dag: str | None = None,
+    action_run: str | None = None,
+    user=Depends(get_user),
+) -> str:
     from progression import storage
     from progression.history import render_waiting
 
     inbox = storage.inbox_files(storage_root(_customer(customer).storage))
-    return render_waiting(customer, inbox.files, inbox.refused, base=BASE, airflow_url=AIRFLOW_URL,
-                          may_dry_run=may_trigger(user, IMPORT), action=_action(request, action_dag, action_run))
+    return render_waiting(
+        customer,
+        inbox.files,
+        inbox.refused,
+        base=BASE,
+        airflow_url=AIRFLOW_URL,
+        may_dry_run=may_trigger(user, IMPORT),
+        action=_action(request, action_dag, action_run),
+    )
 
 
 @app.get("/report/{customer}/{run_id}")
@@ -188,11 +236,15 @@ def report(customer: str, run_id: str) -> Response:
         raise HTTPException(status_code=404, detail=f"run {run_id!r} has no report")
     data = storage.read_bytes(storage_root(target.storage), run["report_path"])
     name = run["report_path"].rsplit("/", 1)[-1]
-    return Response(data, media_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
+    return Response(
+        data,
+        media_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
 
 
 # --- actions -------------------------------------------------------------------------------------------------------
+
 
 @app.get("/actions/state/{dag_id}/{dag_run_id}")
 def action_state(request: Request, dag_id: str, dag_run_id: str) -> dict:
@@ -200,8 +252,9 @@ def action_state(request: Request, dag_id: str, dag_run_id: str) -> dict:
 
 
 @app.post("/actions/undo/{customer}/{run_id}")
-def undo(request: Request, customer: str, run_id: str, dry_run: bool = Form(...),
-         user=Depends(get_user)) -> RedirectResponse:
+def undo(
+    request: Request, customer: str, run_id: str, dry_run: bool = Form(...), user=Depends(get_user)
+) -> RedirectResponse:
     """Undo a run: a dry run first, whose result shows on the run's page, then for real."""
     _require_trigger(user, UNDO)
     _run(customer, run_id)
@@ -221,8 +274,12 @@ def rerun(request: Request, customer: str, run_id: str, user=Depends(get_user)) 
     if failed is None:
         raise HTTPException(status_code=409, detail=f"run {run_id!r} has no failed file to import again")
     kind = run["content_type"]
-    inbox = storage.free_name(root, f"{storage.INBOX}/{kind}" if kind else storage.INBOX,
-                              failed.rsplit("/", 1)[-1], datetime.now(timezone.utc))
+    inbox = storage.free_name(
+        root,
+        f"{storage.INBOX}/{kind}" if kind else storage.INBOX,
+        failed.rsplit("/", 1)[-1],
+        datetime.now(timezone.utc),
+    )
     storage.move(root, failed, inbox)
     try:
         dag_run_id = _trigger(request, IMPORT, {"customer": customer, "path": inbox})
@@ -233,8 +290,7 @@ def rerun(request: Request, customer: str, run_id: str, user=Depends(get_user)) 
 
 
 @app.post("/actions/dry-run-import/{customer}")
-def dry_run_import(request: Request, customer: str, path: str = Form(...),
-                   user=Depends(get_user)) -> RedirectResponse:
+def dry_run_import(request: Request, customer: str, path: str = Form(...), user=Depends(get_user)) -> RedirectResponse:
     from progression import storage
 
     _require_trigger(user, IMPORT)
@@ -255,8 +311,11 @@ def failed_file(root, run: dict) -> str | None:
     stem, suffix = (stem, dot + suffix) if dot else (name, "")
     for rel in storage.files_in(root, folder):
         candidate = rel.rsplit("/", 1)[-1]
-        same_name = candidate == name or (candidate.startswith(f"{stem}.") and candidate.endswith(suffix)
-                                          and len(candidate) == len(name) + len(".20260101T000000"))
+        same_name = candidate == name or (
+            candidate.startswith(f"{stem}.")
+            and candidate.endswith(suffix)
+            and len(candidate) == len(name) + len(".20260101T000000")
+        )
         if same_name and run.get("checksum") == storage.checksum(storage.read_bytes(root, rel)):
             return rel
     return None

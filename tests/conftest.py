@@ -39,8 +39,9 @@ def frozen_heap():
 
 
 def pytest_addoption(parser):
-    parser.addoption("--db", default="sqlite,postgresql",
-                     help="platform databases to run the database tests on (comma-separated)")
+    parser.addoption(
+        "--db", default="sqlite,postgresql", help="platform databases to run the database tests on (comma-separated)"
+    )
 
 
 def pytest_generate_tests(metafunc):
@@ -75,8 +76,13 @@ def engine(db_kind, tmp_path):
 def platform(engine):
     """A small demo platform `acme` and a second platform `other` whose content must never be written."""
     seed_platform(engine, "acme", sizes=SMALL)
-    seed_platform(engine, "other", sizes=DemoSizes(users=5, programmes=1, journeys_per_programme=1,
-                                                   activities_per_journey=2, groups=1, users_without_group=0))
+    seed_platform(
+        engine,
+        "other",
+        sizes=DemoSizes(
+            users=5, programmes=1, journeys_per_programme=1, activities_per_journey=2, groups=1, users_without_group=0
+        ),
+    )
     return describe(engine, "acme")
 
 
@@ -88,8 +94,16 @@ def who(engine, platform) -> People:
 
 @pytest.fixture
 def customer(tmp_path) -> Customer:
-    return Customer(slug="acme", platform_conn_id="unused", platform="acme", storage=str(tmp_path / "storage"),
-                    timezone="Europe/Amsterdam", date_order="DMY", on_existing="keep", max_error_rate=1.0)
+    return Customer(
+        slug="acme",
+        platform_conn_id="unused",
+        platform="acme",
+        storage=str(tmp_path / "storage"),
+        timezone="Europe/Amsterdam",
+        date_order="DMY",
+        on_existing="keep",
+        max_error_rate=1.0,
+    )
 
 
 @pytest.fixture

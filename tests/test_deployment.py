@@ -43,8 +43,7 @@ def env_example() -> dict[str, tuple[str, list[str]]]:
 
 
 def test_the_readme_lists_the_services_of_the_compose_file():
-    section = re.search(r"^## Production\n(.*?)(?=^## )", (ROOT / "README.md").read_text(encoding="utf-8"),
-                        re.S | re.M)
+    section = re.search(r"^## Production\n(.*?)(?=^## )", (ROOT / "README.md").read_text(encoding="utf-8"), re.S | re.M)
     assert section, "README.md has no '## Production' section"
     listed = re.findall(r"^- `([a-z0-9-]+)`", section[1], re.M)
     assert listed, "the Production section lists no services"
@@ -57,8 +56,12 @@ def test_airflow_runs_celery_with_every_component_and_reaches_its_services():
     commands = {str(service.get("command")) for service in AIRFLOW.values()}
     for component in ("api-server", "scheduler", "dag-processor", "triggerer", "celery worker"):
         assert component in commands, f"no Airflow service runs `airflow {component}`"
-    for key in ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__CELERY__BROKER_URL",
-                "AIRFLOW__CELERY__RESULT_BACKEND", "AIRFLOW__CORE__EXECUTION_API_SERVER_URL"):
+    for key in (
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+        "AIRFLOW__CELERY__BROKER_URL",
+        "AIRFLOW__CELERY__RESULT_BACKEND",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL",
+    ):
         assert host(COMMON_ENV[key]) in SERVICES, f"{key} points at {host(COMMON_ENV[key])!r}, not a service"
     assert COMMON_ENV["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql+psycopg://")
 
@@ -72,9 +75,11 @@ def test_every_airflow_service_mounts_the_project_and_finds_the_registry():
         assert (ROOT / mount.split(":")[0]).is_dir(), mount
     # PROGRESSION_CUSTOMERS, seen through the mounts, is a file of this repository.
     registry = COMMON_ENV["PROGRESSION_CUSTOMERS"]
-    on_host = [ROOT / source / registry.removeprefix(target + "/")
-               for source, target, *_ in (m.split(":") for m in COMPOSE["x-airflow-common"]["volumes"])
-               if source.startswith("./") and registry.startswith(target + "/")]
+    on_host = [
+        ROOT / source / registry.removeprefix(target + "/")
+        for source, target, *_ in (m.split(":") for m in COMPOSE["x-airflow-common"]["volumes"])
+        if source.startswith("./") and registry.startswith(target + "/")
+    ]
     assert on_host and on_host[0].is_file(), f"PROGRESSION_CUSTOMERS={registry} is no file mounted from the repository"
 
 
@@ -141,9 +146,10 @@ def test_the_compose_registry_loads_and_its_connections_are_defined():
             assert urlsplit(COMMON_ENV[platform]).scheme in ("postgres", "postgresql"), platform
             assert host(COMMON_ENV[platform]) in SERVICES, f"{platform} points at no service"
         storage = urlsplit(customer.storage)
-        assert storage.scheme == "s3" and storage.username and storage.hostname, \
-            f"{customer.slug}: storage {customer.storage} is not s3://<conn id>@<bucket>/<prefix>, which every " \
+        assert storage.scheme == "s3" and storage.username and storage.hostname, (
+            f"{customer.slug}: storage {customer.storage} is not s3://<conn id>@<bucket>/<prefix>, which every "
             "worker can reach"
+        )
         bucket = f"AIRFLOW_CONN_{storage.username.upper()}"
         assert bucket in COMMON_ENV, f"{customer.slug}: no {bucket} in x-airflow-common"
         connection = json.loads(interpolated(COMMON_ENV[bucket]))

@@ -99,9 +99,7 @@ def load_registry(path: str | os.PathLike | None = None) -> Registry:
     schedule = raw.get("schedule", DEFAULT_SCHEDULE)  # an explicit null: manual triggers only
     schedule = None if schedule is None else str(schedule)
     customers = {
-        str(slug): _customer(path, str(slug), entry)
-        for slug, entry in raw.items()
-        if slug not in SETTINGS_KEYS
+        str(slug): _customer(path, str(slug), entry) for slug, entry in raw.items() if slug not in SETTINGS_KEYS
     }
     return Registry(path=str(path), customers=customers, schedule=schedule)
 
@@ -119,20 +117,28 @@ def _customer(path: Path, slug: str, entry: object) -> Customer:
     unknown = sorted(set(entry) - known)
     if unknown:
         raise RegistryError(f"{where}: unknown setting(s) {', '.join(unknown)}")
-    values: dict[str, Any] = {k: os.path.expandvars(v) if isinstance(v, str) else v for k, v in entry.items() if k in known}
+    values: dict[str, Any] = {
+        k: os.path.expandvars(v) if isinstance(v, str) else v for k, v in entry.items() if k in known
+    }
     notify = values.get("notify") or {}
     if not isinstance(notify, dict) or set(notify) - {"email", "smtp_conn_id", "slack_webhook_conn_id"}:
-        raise RegistryError(f"{where}: notify takes `email` (one address or a list), `smtp_conn_id` and "
-                            "`slack_webhook_conn_id`")
+        raise RegistryError(
+            f"{where}: notify takes `email` (one address or a list), `smtp_conn_id` and `slack_webhook_conn_id`"
+        )
     if isinstance(notify.get("email"), str):
         notify = {**notify, "email": [notify["email"]]}
     values["notify"] = notify
     columns = values.get("columns") or {}
-    if (not isinstance(columns, dict) or set(columns) - set(COLUMN_KEYS)
-            or not all(isinstance(header, str) and header.strip() for header in columns.values())
-            or len({header.strip().lower() for header in columns.values()}) < len(columns)):
-        raise RegistryError(f"{where}: columns maps {', '.join(COLUMN_KEYS)} each to its own header the customer "
-                            'uses, e.g. {email: "Werknemer e-mail", uuid: "Cursus", date: "Afgerond op"}')
+    if (
+        not isinstance(columns, dict)
+        or set(columns) - set(COLUMN_KEYS)
+        or not all(isinstance(header, str) and header.strip() for header in columns.values())
+        or len({header.strip().lower() for header in columns.values()}) < len(columns)
+    ):
+        raise RegistryError(
+            f"{where}: columns maps {', '.join(COLUMN_KEYS)} each to its own header the customer "
+            'uses, e.g. {email: "Werknemer e-mail", uuid: "Cursus", date: "Afgerond op"}'
+        )
     values["columns"] = columns
     customer = Customer(slug=slug, **values)
     if customer.date_order not in DATE_ORDERS:

@@ -30,4 +30,3 @@ def engine_for(url: str | sa.URL) -> Engine:
         engine = sa.create_engine(parsed, pool_pre_ping=True)
     _engines[key] = engine
     return engine
-

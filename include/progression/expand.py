@@ -37,18 +37,22 @@ def expand_completions(resolved: pd.DataFrame, edges: pd.DataFrame) -> pd.DataFr
     """
     direct = resolved[["user_id", "content_id", "completed_at"]].assign(direct=True)
     below = descendants(resolved["content_id"], edges)
-    derived = resolved[["user_id", "content_id", "completed_at"]].merge(
-        below, left_on="content_id", right_on="item")[["user_id", "descendant", "completed_at"]]
+    derived = resolved[["user_id", "content_id", "completed_at"]].merge(below, left_on="content_id", right_on="item")[
+        ["user_id", "descendant", "completed_at"]
+    ]
     derived = derived.rename(columns={"descendant": "content_id"}).assign(direct=False)
     every = pd.concat([direct, derived], ignore_index=True)
-    return (every.groupby(["user_id", "content_id"], as_index=False, sort=False)
-            .agg(completed_at=("completed_at", "min"), direct=("direct", "any")))
+    return every.groupby(["user_id", "content_id"], as_index=False, sort=False).agg(
+        completed_at=("completed_at", "min"), direct=("direct", "any")
+    )
 
 
 def without_access(resolved: pd.DataFrame, assignments: pd.DataFrame, edges: pd.DataFrame) -> pd.Series:
     """Per resolved row: True when none of the user's groups gives the item or anything containing it."""
     above = ancestors(resolved["content_id"], edges)
-    reachable = (resolved[[ROW, "user_id", "content_id"]]
-                 .merge(above, left_on="content_id", right_on="item")
-                 .merge(assignments, left_on=["user_id", "ancestor"], right_on=["user_id", "assigned_id"]))
+    reachable = (
+        resolved[[ROW, "user_id", "content_id"]]
+        .merge(above, left_on="content_id", right_on="item")
+        .merge(assignments, left_on=["user_id", "ancestor"], right_on=["user_id", "assigned_id"])
+    )
     return ~resolved[ROW].isin(reachable[ROW])

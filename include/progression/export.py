@@ -46,26 +46,40 @@ def content_parents(conn: Connection, platform: int) -> dict[int, str]:
     """content id -> the uuids of the items that contain it, `;`-separated."""
     parent = content.alias("parent")
     found: dict[int, list[str]] = defaultdict(list)
-    rows = conn.execute(sa.select(content_items.c.child_id, parent.c.uuid)
-                        .join(parent, parent.c.id == content_items.c.parent_id)
-                        .where(parent.c.platform_id == platform)
-                        .order_by(content_items.c.child_id, content_items.c.position, parent.c.uuid))
+    rows = conn.execute(
+        sa.select(content_items.c.child_id, parent.c.uuid)
+        .join(parent, parent.c.id == content_items.c.parent_id)
+        .where(parent.c.platform_id == platform)
+        .order_by(content_items.c.child_id, content_items.c.position, parent.c.uuid)
+    )
     for child, uuid in rows:
         found[child].append(str(uuid))
     return {child: ";".join(uuids) for child, uuids in found.items()}
 
 
 def _completions_query(platform: int, kind: str) -> sa.Select:
-    return (sa.select(users.c.email, content.c.uuid, content.c.title, completions.c.completed_at,
-                      completions.c.source, completions.c.run_id, content.c.id)
-            .join(users, users.c.id == completions.c.user_id)
-            .join(content, content.c.id == completions.c.content_id)
-            .where(content.c.platform_id == platform, content.c.type == kind))
+    return (
+        sa.select(
+            users.c.email,
+            content.c.uuid,
+            content.c.title,
+            completions.c.completed_at,
+            completions.c.source,
+            completions.c.run_id,
+            content.c.id,
+        )
+        .join(users, users.c.id == completions.c.user_id)
+        .join(content, content.c.id == completions.c.content_id)
+        .where(content.c.platform_id == platform, content.c.type == kind)
+    )
 
 
 def _completions(conn: Connection, platform: int, kind: str, parents: dict[int, str], tz: ZoneInfo) -> Iterator[list]:
-    query = (_completions_query(platform, kind).order_by(content.c.uuid, users.c.email)
-             .execution_options(stream_results=True, yield_per=BATCH))
+    query = (
+        _completions_query(platform, kind)
+        .order_by(content.c.uuid, users.c.email)
+        .execution_options(stream_results=True, yield_per=BATCH)
+    )
     for email, uuid, title, at, source, run_id, item in conn.execute(query):
         row = [email, str(uuid), title, local_text(at, tz), source, run_id]
         yield row if kind == "programme" else [*row, parents.get(item, "")]
@@ -73,13 +87,17 @@ def _completions(conn: Connection, platform: int, kind: str, parents: dict[int, 
 
 def content_list(conn: Connection, platform: int, parents: dict[int, str]) -> list[list]:
     """Every item of the platform as [uuid, type, title, parent uuids], by type and then title."""
-    query = (sa.select(content.c.id, content.c.uuid, content.c.type, content.c.title)
-             .where(content.c.platform_id == platform).order_by(content.c.type, content.c.title, content.c.uuid))
+    query = (
+        sa.select(content.c.id, content.c.uuid, content.c.type, content.c.title)
+        .where(content.c.platform_id == platform)
+        .order_by(content.c.type, content.c.title, content.c.uuid)
+    )
     return [[str(uuid), kind, title, parents.get(item, "")] for item, uuid, kind, title in conn.execute(query)]
 
 
-def write_export(conn: Connection, platform_slug: str, tz: ZoneInfo, target: BinaryIO, *,
-                 summary: list[tuple[str, object]]) -> ExportCounts:
+def write_export(
+    conn: Connection, platform_slug: str, tz: ZoneInfo, target: BinaryIO, *, summary: list[tuple[str, object]]
+) -> ExportCounts:
     """Stream the platform's progression into `target`; the Summary sheet gets `summary` plus the counts.
     `conn` should read one snapshot (see `run_export`), or a write in between fails the export."""
     platform = platform_id(conn, platform_slug)
@@ -89,13 +107,20 @@ def write_export(conn: Connection, platform_slug: str, tz: ZoneInfo, target: Bin
     for kind in SHEET_OF_TYPE:
         counted = sa.select(sa.func.count()).select_from(_completions_query(platform, kind).subquery())
         counts.by_type[kind] = conn.execute(counted).scalar_one()
-    summary_rows = [*([label, value] for label, value in summary),
-                    *([f"Completions of {kind}s", counts.by_type[kind]] for kind in SHEET_OF_TYPE),
-                    ["Content items", counts.content_items]]
+    summary_rows = [
+        *([label, value] for label, value in summary),
+        *([f"Completions of {kind}s", counts.by_type[kind]] for kind in SHEET_OF_TYPE),
+        ["Content items", counts.content_items],
+    ]
     sheets: list[tuple[str, list[str], Rows]] = [("Summary", ["Export", ""], summary_rows)]
-    sheets += [(SHEET_OF_TYPE[kind], RAW_HEADERS + ([] if kind == "programme" else [PARENT_HEADER]),
-                Streamed(_completions(conn, platform, kind, parents, tz), counts.by_type[kind]))
-               for kind in SHEET_OF_TYPE]
+    sheets += [
+        (
+            SHEET_OF_TYPE[kind],
+            RAW_HEADERS + ([] if kind == "programme" else [PARENT_HEADER]),
+            Streamed(_completions(conn, platform, kind, parents, tz), counts.by_type[kind]),
+        )
+        for kind in SHEET_OF_TYPE
+    ]
     sheets.append(("Content", ["Content uuid", "Type", "Title", PARENT_HEADER], items))
     write_sheets(target, sheets)
     return counts
@@ -114,12 +139,24 @@ def run_export(target, *, airflow_run_id: str | None, dry_run: bool = False) -> 
     customer = target.customer
     run_id = ledger.new_run_id("export", customer.slug)
     with target.engine.begin() as conn:
-        ledger.start_run(conn, run_id=run_id, customer=customer.slug, dag_id=DAG_ID, subject="progression export",
-                         airflow_run_id=airflow_run_id, dry_run=dry_run)
+        ledger.start_run(
+            conn,
+            run_id=run_id,
+            customer=customer.slug,
+            dag_id=DAG_ID,
+            subject="progression export",
+            airflow_run_id=airflow_run_id,
+            dry_run=dry_run,
+        )
     rel = f"{storage.REPORTS}/{ledger.utcnow():%Y-%m-%d}/export.{run_id}.xlsx"
     exported_at = local_text(ledger.utcnow().replace(microsecond=0), customer.tz)
-    summary = [("Customer", customer.slug), ("Platform", customer.platform), ("Run id", run_id),
-               ("Exported at", exported_at), ("Time zone", customer.timezone)]
+    summary = [
+        ("Customer", customer.slug),
+        ("Platform", customer.platform),
+        ("Run id", run_id),
+        ("Exported at", exported_at),
+        ("Time zone", customer.timezone),
+    ]
     with target.engine.connect() as conn, storage.writer(target.root, rel) as out:
         if conn.dialect.name == "postgresql":  # the counts and the rows from one snapshot (SQLite's BEGIN gives one)
             conn.execution_options(isolation_level="REPEATABLE READ")
@@ -129,6 +166,13 @@ def run_export(target, *, airflow_run_id: str | None, dry_run: bool = False) -> 
     with target.engine.begin() as conn:
         ledger.record_counts(conn, run_id, ledger.RunCounts(rows_read=exported))
         ledger.finish_run(conn, run_id, ledger.Status.SUCCEEDED, report_path=rel)
-    return {"dag": DAG_ID, "customer": customer.slug, "run_id": run_id, "report": rel, "dry_run": dry_run,
-            "completions": {kind: n for kind, n in counts.by_type.items()}, "content_items": counts.content_items,
-            "templates": templates}
+    return {
+        "dag": DAG_ID,
+        "customer": customer.slug,
+        "run_id": run_id,
+        "report": rel,
+        "dry_run": dry_run,
+        "completions": {kind: n for kind, n in counts.by_type.items()},
+        "content_items": counts.content_items,
+        "templates": templates,
+    }

@@ -57,10 +57,17 @@ class CustomerHealth:
 
     def as_dict(self) -> dict:
         return {
-            "customer": self.customer, "last_success": self.last_success, "late": self.late,
-            "expected_every": self.expected_every, "waiting_files": self.waiting_files,
-            "failing_streak": self.failing_streak, "state": self.state, "last_failure": self.last_failure,
-            "written_7d": self.written_7d, "written_30d": self.written_30d, "unusual_files": self.unusual_files,
+            "customer": self.customer,
+            "last_success": self.last_success,
+            "late": self.late,
+            "expected_every": self.expected_every,
+            "waiting_files": self.waiting_files,
+            "failing_streak": self.failing_streak,
+            "state": self.state,
+            "last_failure": self.last_failure,
+            "written_7d": self.written_7d,
+            "written_30d": self.written_30d,
+            "unusual_files": self.unusual_files,
         }
 
 
@@ -75,9 +82,15 @@ def customer_health(target: Target, now: datetime) -> CustomerHealth:
         last_success = _latest(conn, customer.slug, now, (Status.SUCCEEDED,))
         last_failure = _latest(conn, customer.slug, now, FAILED)
         since = ledger.as_utc(last_success["started_at"]) if last_success else None
-        streak = conn.execute(sa.select(sa.func.count()).select_from(runs).where(
-            *_real_imports(customer.slug, now), runs.c.status.in_(FAILED),
-            *([runs.c.started_at > since] if since else []))).scalar()
+        streak = conn.execute(
+            sa.select(sa.func.count())
+            .select_from(runs)
+            .where(
+                *_real_imports(customer.slug, now),
+                runs.c.status.in_(FAILED),
+                *([runs.c.started_at > since] if since else []),
+            )
+        ).scalar()
         written_7d, written_30d = (_written(conn, customer.slug, now - timedelta(days=days), now) for days in (7, 30))
         unusual = _unusual_files(conn, customer.slug, now)
     every = customer.expected_every
@@ -90,7 +103,9 @@ def customer_health(target: Target, now: datetime) -> CustomerHealth:
         waiting_files=len(storage.inbox_files(target.root).files),
         failing_streak=int(streak or 0),
         last_failure=_described(last_failure, message=last_failure["message"]) if last_failure else None,
-        written_7d=written_7d, written_30d=written_30d, unusual_files=unusual,
+        written_7d=written_7d,
+        written_30d=written_30d,
+        unusual_files=unusual,
     )
 
 
@@ -100,13 +115,25 @@ def _described(run: Mapping, **more) -> dict:
 
 
 def _real_imports(customer: str, now: datetime) -> list:
-    return [runs.c.customer == customer, runs.c.dag_id == IMPORT_DAG, runs.c.dry_run.is_(False),
-            runs.c.started_at <= now]
+    return [
+        runs.c.customer == customer,
+        runs.c.dag_id == IMPORT_DAG,
+        runs.c.dry_run.is_(False),
+        runs.c.started_at <= now,
+    ]
 
 
 def _latest(conn: Connection, customer: str, now: datetime, statuses: tuple[str, ...]) -> dict | None:
-    row = conn.execute(sa.select(runs).where(*_real_imports(customer, now), runs.c.status.in_(statuses))
-                       .order_by(runs.c.started_at.desc(), runs.c.run_id.desc()).limit(1)).mappings().first()
+    row = (
+        conn.execute(
+            sa.select(runs)
+            .where(*_real_imports(customer, now), runs.c.status.in_(statuses))
+            .order_by(runs.c.started_at.desc(), runs.c.run_id.desc())
+            .limit(1)
+        )
+        .mappings()
+        .first()
+    )
     return dict(row) if row else None
 
 
@@ -122,31 +149,65 @@ def _written(conn: Connection, customer: str, since: datetime, now: datetime) ->
     """Completions written (inserted, changed, completed through the hierarchy) by the customer's real runs that
     succeeded and started in [since, now]: imports, transfers and merges (an undo restores, see ledger.COUNTS)."""
     total = sa.func.coalesce(sa.func.sum(runs.c.imported + runs.c.updated + runs.c.derived_written), 0)
-    return int(conn.execute(sa.select(total).where(
-        runs.c.customer == customer, runs.c.status == Status.SUCCEEDED, runs.c.dry_run.is_(False),
-        runs.c.started_at >= since, runs.c.started_at <= now)).scalar() or 0)
+    return int(
+        conn.execute(
+            sa.select(total).where(
+                runs.c.customer == customer,
+                runs.c.status == Status.SUCCEEDED,
+                runs.c.dry_run.is_(False),
+                runs.c.started_at >= since,
+                runs.c.started_at <= now,
+            )
+        ).scalar()
+        or 0
+    )
 
 
 def _unusual_files(conn: Connection, customer: str, now: datetime) -> list[dict]:
     """Files imported in the window whose rows read fall below a tenth or above ten times the median of the
     customer's previous succeeded imports of the same content type (a programmes file is not judged by activities)."""
     succeeded = [*_real_imports(customer, now), runs.c.status == Status.SUCCEEDED]
-    recent = conn.execute(sa.select(runs).where(*succeeded, runs.c.started_at >= now - UNUSUAL_WINDOW)
-                          .order_by(runs.c.started_at, runs.c.run_id)).mappings().all()
+    recent = (
+        conn.execute(
+            sa.select(runs)
+            .where(*succeeded, runs.c.started_at >= now - UNUSUAL_WINDOW)
+            .order_by(runs.c.started_at, runs.c.run_id)
+        )
+        .mappings()
+        .all()
+    )
     found = []
     for run in recent:
-        before = conn.execute(
-            sa.select(runs.c.rows_read).where(
-                *succeeded, runs.c.content_type == run["content_type"],
-                sa.or_(runs.c.started_at < run["started_at"],
-                       sa.and_(runs.c.started_at == run["started_at"], runs.c.run_id < run["run_id"])))
-            .order_by(runs.c.started_at.desc(), runs.c.run_id.desc()).limit(BASELINE)).scalars().all()
+        before = (
+            conn.execute(
+                sa.select(runs.c.rows_read)
+                .where(
+                    *succeeded,
+                    runs.c.content_type == run["content_type"],
+                    sa.or_(
+                        runs.c.started_at < run["started_at"],
+                        sa.and_(runs.c.started_at == run["started_at"], runs.c.run_id < run["run_id"]),
+                    ),
+                )
+                .order_by(runs.c.started_at.desc(), runs.c.run_id.desc())
+                .limit(BASELINE)
+            )
+            .scalars()
+            .all()
+        )
         if len(before) < MIN_BASELINE:
             continue
         median = statistics.median(before)
         if run["rows_read"] * UNUSUAL_FACTOR < median or run["rows_read"] > median * UNUSUAL_FACTOR:
-            found.append(_described(run, content_type=run["content_type"], rows_read=run["rows_read"],
-                                    median=median, judged_by=len(before)))
+            found.append(
+                _described(
+                    run,
+                    content_type=run["content_type"],
+                    rows_read=run["rows_read"],
+                    median=median,
+                    judged_by=len(before),
+                )
+            )
     return found
 
 
@@ -177,8 +238,13 @@ def watch(target: Target, now: datetime, tell: Tell, *, dry_run: bool = False) -
         with target.engine.begin() as conn:
             for (kind, key), line in new.items():
                 ledger.record_alert(conn, slug, kind, key, line, now)
-    return {"customer": slug, "state": health.state, "new": [_label(kind, key, data) for kind, key in new],
-            "told": told, "cleared": [_label(a["kind"], a["key"], data) for a in ended]}
+    return {
+        "customer": slug,
+        "state": health.state,
+        "new": [_label(kind, key, data) for kind, key in new],
+        "told": told,
+        "cleared": [_label(a["kind"], a["key"], data) for a in ended],
+    }
 
 
 def _label(kind: str, key: str, health: dict) -> str:
@@ -191,7 +257,9 @@ def _label(kind: str, key: str, health: dict) -> str:
 def summarise(checks: list[dict], *, dry_run: bool) -> dict:
     """The health run's one-line summary from the checks of every customer it covered."""
     return {
-        "dag": DAG_ID, "dry_run": dry_run, "customers": len(checks),
+        "dag": DAG_ID,
+        "dry_run": dry_run,
+        "customers": len(checks),
         "states": {check["customer"]: check["state"] for check in checks},
         "told": {check["customer"]: check["new"] for check in checks if check["told"]},
         "untold": {check["customer"]: check["new"] for check in checks if check["new"] and not check["told"]},

@@ -24,14 +24,14 @@ class Status(StrEnum):
     """Every status a run, or one of its jobs between tasks, can have: one vocabulary for the stages, the ledger,
     the history page and the summaries. The values are what the ledger stores and the page filters by."""
 
-    RUNNING = "running"      # the ledger row is open
+    RUNNING = "running"  # the ledger row is open
     SUCCEEDED = "succeeded"
-    FAILED = "failed"        # a file that failed, a transfer whose pairs were refused
-    SKIPPED = "skipped"      # nothing to do: bytes imported before, a run undone already
+    FAILED = "failed"  # a file that failed, a transfer whose pairs were refused
+    SKIPPED = "skipped"  # nothing to do: bytes imported before, a run undone already
     ABANDONED = "abandoned"  # the run died; the next run of the customer closed it
-    PENDING = "pending"      # a job planned, its stages not started (never in the ledger)
-    OK = "ok"                # a job whose stages go on, no verdict yet (never in the ledger)
-    REFUSED = "refused"      # a conf or the pairs refused before any work (the ledger says failed, if it has a row)
+    PENDING = "pending"  # a job planned, its stages not started (never in the ledger)
+    OK = "ok"  # a job whose stages go on, no verdict yet (never in the ledger)
+    REFUSED = "refused"  # a conf or the pairs refused before any work (the ledger says failed, if it has a row)
 
 
 RECORDED = (Status.RUNNING, Status.SUCCEEDED, Status.FAILED, Status.SKIPPED, Status.ABANDONED)  # the ledger's
@@ -54,16 +54,30 @@ RECORDED = (Status.RUNNING, Status.SUCCEEDED, Status.FAILED, Status.SKIPPED, Sta
 #   conflicts               an undo's completions changed by a later run since, left alone
 # Imports, transfers and merges write (imported + updated + derived_written); an undo only restores, so the
 # completions written per day are the writers' alone.
-COUNTS = ("rows_read", "imported", "updated", "kept", "rejected", "duplicates", "derived_written",
-          "saved_without_access", "skipped_without_access", "restored", "removed", "conflicts")
+COUNTS = (
+    "rows_read",
+    "imported",
+    "updated",
+    "kept",
+    "rejected",
+    "duplicates",
+    "derived_written",
+    "saved_without_access",
+    "skipped_without_access",
+    "restored",
+    "removed",
+    "conflicts",
+)
 
 schema_version = sa.Table(
-    "progression_schema", metadata,
+    "progression_schema",
+    metadata,
     sa.Column("version", sa.Integer, primary_key=True),
     sa.Column("applied_at", UtcTime, nullable=False),
 )
 runs = sa.Table(
-    "progression_runs", metadata,
+    "progression_runs",
+    metadata,
     sa.Column("run_id", sa.String(80), primary_key=True),
     sa.Column("customer", sa.String(100), nullable=False, index=True),
     sa.Column("dag_id", sa.String(100), nullable=False),
@@ -85,15 +99,21 @@ runs = sa.Table(
     sa.Column("staging", sa.Text),
 )
 # For the run history's filters, each in its newest-first order, and a run's undos (found by their subject).
-for _columns in (("customer", "started_at"), ("dag_id", "started_at"), ("status", "started_at"), ("started_at",),
-                 ("subject",)):
+for _columns in (
+    ("customer", "started_at"),
+    ("dag_id", "started_at"),
+    ("status", "started_at"),
+    ("started_at",),
+    ("subject",),
+):
     sa.Index(f"ix_progression_runs_{'_'.join(_columns)}", *(runs.c[name] for name in _columns))
 # One row per completion a run changed or deleted, with what was there before; undo's own inserts too (they put
 # back other runs' rows). write_completions' inserts are not journaled: they carry the run's id (undo finds them in
 # completions). Read by run only, so a plain index on run_id (small: its values repeat) instead of a key that would
 # be maintained per row; older ledgers also hold a row per insert, and undo takes those as they are.
 journal = sa.Table(
-    "progression_journal", metadata,
+    "progression_journal",
+    metadata,
     sa.Column("run_id", sa.String(80), nullable=False, index=True),
     sa.Column("user_id", Id, nullable=False),
     sa.Column("content_id", Id, nullable=False),
@@ -102,18 +122,21 @@ journal = sa.Table(
     sa.Column("old_source", sa.String(20)),
     sa.Column("old_run_id", sa.String(100)),
     sa.Column("new_completed_at", UtcTime),  # what the run left behind (null after a delete): undo compares
-    sa.Column("new_source", sa.String(20)),   # these with the row as it is now to spot later changes
+    sa.Column("new_source", sa.String(20)),  # these with the row as it is now to spot later changes
     sa.Column("new_run_id", sa.String(100)),
 )
 # What the health checks told a customer, so each lateness episode and each unusual file is told once. An alert is
 # open until what it told is no longer true (the customer imported again, the file left the window): then
 # `cleared_at` is set, and the same condition arising later is a new alert.
 alerts = sa.Table(
-    "progression_alerts", metadata,
+    "progression_alerts",
+    metadata,
     sa.Column("id", Id, primary_key=True, autoincrement=True),
     sa.Column("customer", sa.String(100), nullable=False),
     sa.Column("kind", sa.String(20), nullable=False),  # late | unusual
-    sa.Column("key", sa.String(250), nullable=False),  # late: the last success's run id (or "never"); unusual: the file's
+    sa.Column(
+        "key", sa.String(250), nullable=False
+    ),  # late: the last success's run id (or "never"); unusual: the file's
     sa.Column("told_at", UtcTime, nullable=False),
     sa.Column("cleared_at", UtcTime),
     sa.Column("message", sa.Text, nullable=False),
@@ -153,16 +176,28 @@ def _count_each_kind(conn: Connection, columns: set[str]) -> None:
         if name not in columns:
             conn.execute(sa.text(f"ALTER TABLE {runs.name} ADD COLUMN {name} INTEGER NOT NULL DEFAULT 0"))
     old = sa.column("without_access", sa.Integer)
-    conn.execute(sa.update(runs).values(saved_without_access=old)
-                 .where(runs.c.dag_id != "progression_transfer"))
-    conn.execute(sa.update(runs).values(skipped_without_access=old)
-                 .where(runs.c.dag_id == "progression_transfer"))
+    conn.execute(sa.update(runs).values(saved_without_access=old).where(runs.c.dag_id != "progression_transfer"))
+    conn.execute(sa.update(runs).values(skipped_without_access=old).where(runs.c.dag_id == "progression_transfer"))
     restored = runs.c.rows_read - runs.c.kept
-    conn.execute(sa.update(runs).where(runs.c.dag_id == "progression_undo").values(
-        restored=restored, removed=restored - runs.c.imported - runs.c.updated, conflicts=runs.c.rejected,
-        imported=0, updated=0, kept=0, rejected=0, rejected_by_reason="{}"))
-    merges = conn.execute(sa.select(runs.c.run_id, runs.c.message).where(
-        runs.c.dag_id == "progression_merge_users", runs.c.message.is_not(None))).all()
+    conn.execute(
+        sa.update(runs)
+        .where(runs.c.dag_id == "progression_undo")
+        .values(
+            restored=restored,
+            removed=restored - runs.c.imported - runs.c.updated,
+            conflicts=runs.c.rejected,
+            imported=0,
+            updated=0,
+            kept=0,
+            rejected=0,
+            rejected_by_reason="{}",
+        )
+    )
+    merges = conn.execute(
+        sa.select(runs.c.run_id, runs.c.message).where(
+            runs.c.dag_id == "progression_merge_users", runs.c.message.is_not(None)
+        )
+    ).all()
     for run_id, message in merges:
         if found := _MERGE_REMOVED.match(message):
             conn.execute(sa.update(runs).where(runs.c.run_id == run_id).values(removed=int(found[1])))
@@ -207,14 +242,33 @@ class RunCounts:
 
 
 def start_run(
-    conn: Connection, *, run_id: str, customer: str, dag_id: str, subject: str, airflow_run_id: str | None = None,
-    content_type: str | None = None, checksum: str | None = None, dry_run: bool = False, staging: str | None = None,
+    conn: Connection,
+    *,
+    run_id: str,
+    customer: str,
+    dag_id: str,
+    subject: str,
+    airflow_run_id: str | None = None,
+    content_type: str | None = None,
+    checksum: str | None = None,
+    dry_run: bool = False,
+    staging: str | None = None,
 ) -> None:
-    conn.execute(sa.insert(runs).values(
-        run_id=run_id, customer=customer, dag_id=dag_id, airflow_run_id=airflow_run_id, subject=subject,
-        content_type=content_type, checksum=checksum, status=Status.RUNNING, dry_run=dry_run, started_at=utcnow(),
-        staging=staging,
-    ))
+    conn.execute(
+        sa.insert(runs).values(
+            run_id=run_id,
+            customer=customer,
+            dag_id=dag_id,
+            airflow_run_id=airflow_run_id,
+            subject=subject,
+            content_type=content_type,
+            checksum=checksum,
+            status=Status.RUNNING,
+            dry_run=dry_run,
+            started_at=utcnow(),
+            staging=staging,
+        )
+    )
 
 
 def update_run(conn: Connection, run_id: str, **values) -> None:
@@ -224,18 +278,28 @@ def update_run(conn: Connection, run_id: str, **values) -> None:
 
 def unfinished_runs(conn: Connection, customer: str) -> list[dict]:
     """A customer's runs that are still running or still hold data in staging, oldest first."""
-    query = (sa.select(runs).where(runs.c.customer == customer,
-                                   sa.or_(runs.c.status == Status.RUNNING, runs.c.staging.is_not(None)))
-             .order_by(runs.c.started_at))
+    query = (
+        sa.select(runs)
+        .where(runs.c.customer == customer, sa.or_(runs.c.status == Status.RUNNING, runs.c.staging.is_not(None)))
+        .order_by(runs.c.started_at)
+    )
     return [_decoded(row) for row in conn.execute(query).mappings()]
 
 
 def failure_streak(conn: Connection, customer: str, checksum: str) -> list[str]:
     """The runs, newest first, that failed or died on these exact bytes since they last succeeded."""
-    query = (sa.select(runs.c.run_id, runs.c.status)
-             .where(runs.c.customer == customer, runs.c.checksum == checksum, runs.c.dag_id == "progression_import",
-                    runs.c.dry_run.is_(False), runs.c.status != Status.RUNNING)
-             .order_by(runs.c.started_at.desc()).limit(20))
+    query = (
+        sa.select(runs.c.run_id, runs.c.status)
+        .where(
+            runs.c.customer == customer,
+            runs.c.checksum == checksum,
+            runs.c.dag_id == "progression_import",
+            runs.c.dry_run.is_(False),
+            runs.c.status != Status.RUNNING,
+        )
+        .order_by(runs.c.started_at.desc())
+        .limit(20)
+    )
     streak = []
     for run_id, status in conn.execute(query):
         if status not in (Status.FAILED, Status.ABANDONED):
@@ -246,13 +310,23 @@ def failure_streak(conn: Connection, customer: str, checksum: str) -> list[str]:
 
 def record_counts(conn: Connection, run_id: str, counts: RunCounts) -> None:
     values = {k: int(getattr(counts, k)) for k in COUNTS}
-    conn.execute(sa.update(runs).where(runs.c.run_id == run_id).values(
-        **values, rejected_by_reason=json.dumps(counts.rejected_by_reason, sort_keys=True),
-    ))
+    conn.execute(
+        sa.update(runs)
+        .where(runs.c.run_id == run_id)
+        .values(
+            **values,
+            rejected_by_reason=json.dumps(counts.rejected_by_reason, sort_keys=True),
+        )
+    )
 
 
 def finish_run(
-    conn: Connection, run_id: str, status: Status | str, *, message: str | None = None, report_path: str | None = None,
+    conn: Connection,
+    run_id: str,
+    status: Status | str,
+    *,
+    message: str | None = None,
+    report_path: str | None = None,
 ) -> None:
     values: dict = {"status": Status(status).value, "finished_at": utcnow()}
     if message is not None:
@@ -280,26 +354,43 @@ def latest_runs(conn: Connection, customer: str, airflow_run_id: str | None = No
     """The ledger rows of one Airflow run of a customer: the given one, else the most recent."""
     if airflow_run_id is None:
         airflow_run_id = conn.execute(
-            sa.select(runs.c.airflow_run_id).where(runs.c.customer == customer, runs.c.airflow_run_id.is_not(None))
-            .order_by(runs.c.started_at.desc()).limit(1)).scalar()
+            sa.select(runs.c.airflow_run_id)
+            .where(runs.c.customer == customer, runs.c.airflow_run_id.is_not(None))
+            .order_by(runs.c.started_at.desc())
+            .limit(1)
+        ).scalar()
     return list_runs(conn, customer=customer, airflow_run_id=airflow_run_id) if airflow_run_id else []
 
 
 def undos_of(conn: Connection, run_id: str) -> list[dict]:
     """The undo runs (previews and real) of one run, newest first."""
-    query = (sa.select(runs).where(runs.c.subject == run_id, runs.c.dag_id == "progression_undo")
-             .order_by(runs.c.started_at.desc()))
+    query = (
+        sa.select(runs)
+        .where(runs.c.subject == run_id, runs.c.dag_id == "progression_undo")
+        .order_by(runs.c.started_at.desc())
+    )
     return [_decoded(row) for row in conn.execute(query).mappings()]
 
 
 def earlier_import_of(conn: Connection, customer: str, checksum: str) -> dict | None:
     """The run that already imported a file with these exact bytes for this customer, if any."""
-    row = conn.execute(
-        sa.select(runs).where(
-            runs.c.customer == customer, runs.c.checksum == checksum, runs.c.status == Status.SUCCEEDED,
-            runs.c.dry_run.is_(False), runs.c.undone_by.is_(None), runs.c.dag_id == "progression_import",
-        ).order_by(runs.c.started_at).limit(1)
-    ).mappings().first()
+    row = (
+        conn.execute(
+            sa.select(runs)
+            .where(
+                runs.c.customer == customer,
+                runs.c.checksum == checksum,
+                runs.c.status == Status.SUCCEEDED,
+                runs.c.dry_run.is_(False),
+                runs.c.undone_by.is_(None),
+                runs.c.dag_id == "progression_import",
+            )
+            .order_by(runs.c.started_at)
+            .limit(1)
+        )
+        .mappings()
+        .first()
+    )
     return _decoded(row) if row else None
 
 
@@ -323,14 +414,16 @@ def mark_undone(conn: Connection, run_id: str, undo_run_id: str) -> None:
 
 def unmark_undone(conn: Connection, run_id: str, undo_run_id: str) -> None:
     """`run_id` counts as not undone again: the undo `undo_run_id` that undid it has itself been undone."""
-    conn.execute(sa.update(runs).where(runs.c.run_id == run_id, runs.c.undone_by == undo_run_id)
-                 .values(undone_by=None))
+    conn.execute(sa.update(runs).where(runs.c.run_id == run_id, runs.c.undone_by == undo_run_id).values(undone_by=None))
 
 
 def open_alerts(conn: Connection, customer: str) -> list[dict]:
     """The customer's alerts whose condition still held at the last check, oldest first."""
-    query = (sa.select(alerts).where(alerts.c.customer == customer, alerts.c.cleared_at.is_(None))
-             .order_by(alerts.c.told_at, alerts.c.id))
+    query = (
+        sa.select(alerts)
+        .where(alerts.c.customer == customer, alerts.c.cleared_at.is_(None))
+        .order_by(alerts.c.told_at, alerts.c.id)
+    )
     return [dict(row) for row in conn.execute(query).mappings()]
 
 
@@ -339,5 +432,4 @@ def record_alert(conn: Connection, customer: str, kind: str, key: str, message: 
 
 
 def clear_alert(conn: Connection, alert_id: int, at: datetime) -> None:
-    conn.execute(sa.update(alerts).where(alerts.c.id == alert_id, alerts.c.cleared_at.is_(None))
-                 .values(cleared_at=at))
+    conn.execute(sa.update(alerts).where(alerts.c.id == alert_id, alerts.c.cleared_at.is_(None)).values(cleared_at=at))

@@ -33,13 +33,13 @@ DAG_ID = runs.IMPORT_DAG
 @dataclass
 class FileJob(Job):
     customer: str
-    path: str                      # relative to the storage root, e.g. inbox/activities/q3.xlsx or check/...
+    path: str  # relative to the storage root, e.g. inbox/activities/q3.xlsx or check/...
     content_type: str | None
-    dry_run: bool = False          # always for a check: a check writes nothing
+    dry_run: bool = False  # always for a check: a check writes nothing
     on_existing: str = "keep"
     force: bool = False
     airflow_run_id: str | None = None
-    started: str = ""              # ISO time the run began: fixes "today" for blank dates and future checks
+    started: str = ""  # ISO time the run began: fixes "today" for blank dates and future checks
     run_id: str = ""
     staging: str = ""
     status: Status = Status.PENDING  # pending, ok (stages go on), skipped, failed
@@ -70,8 +70,18 @@ class FileJob(Job):
         return runs.claims_file(self.dry_run, self.path)
 
 
-def plan(target: Target, *, path: str | None, content_type: str | None, dry_run: bool, on_existing: str | None,
-         force: bool, airflow_run_id: str | None, started: datetime, check: bool = False) -> list[FileJob]:
+def plan(
+    target: Target,
+    *,
+    path: str | None,
+    content_type: str | None,
+    dry_run: bool,
+    on_existing: str | None,
+    force: bool,
+    airflow_run_id: str | None,
+    started: datetime,
+    check: bool = False,
+) -> list[FileJob]:
     """The files this run will import or check for one customer: one file when `path` is given, else every file of
     the inbox and the check folder; with `check`, only the check folder (or the path, which must be in it)."""
     customer = target.customer
@@ -83,22 +93,32 @@ def plan(target: Target, *, path: str | None, content_type: str | None, dry_run:
     if path:
         rel = runs.customer_file(target, path)
         if check and not storage.is_check(rel):
-            raise ConfError(f"check takes a path in the check folder ({storage.CHECK}/activities/, ...), not "
-                            f"{rel!r}; to see what an import of it would do, trigger with dry_run")
+            raise ConfError(
+                f"check takes a path in the check folder ({storage.CHECK}/activities/, ...), not "
+                f"{rel!r}; to see what an import of it would do, trigger with dry_run"
+            )
         files = [(rel, storage.type_from_folder(rel))]
     else:
-        inbox = storage.inbox_files(target.root, content_type, (storage.CHECK,) if check else
-                                    (storage.INBOX, storage.CHECK))
+        inbox = storage.inbox_files(
+            target.root, content_type, (storage.CHECK,) if check else (storage.INBOX, storage.CHECK)
+        )
         files = inbox.files
         for refusal in inbox.refused:
             log.warning("customer %s: %s", customer.slug, refusal)
     stamp = started.astimezone(timezone.utc)
     return [
-        FileJob(customer=customer.slug, path=rel, content_type=content_type or folder_type,
-                dry_run=dry_run or storage.is_check(rel), on_existing=on_existing, force=force,
-                airflow_run_id=airflow_run_id, started=stamp.isoformat(),
-                run_id=ledger.new_run_id("check" if storage.is_check(rel) else "import", customer.slug, stamp),
-                staging=f"{run_staging(stamp, airflow_run_id)}/{index:04d}")
+        FileJob(
+            customer=customer.slug,
+            path=rel,
+            content_type=content_type or folder_type,
+            dry_run=dry_run or storage.is_check(rel),
+            on_existing=on_existing,
+            force=force,
+            airflow_run_id=airflow_run_id,
+            started=stamp.isoformat(),
+            run_id=ledger.new_run_id("check" if storage.is_check(rel) else "import", customer.slug, stamp),
+            staging=f"{run_staging(stamp, airflow_run_id)}/{index:04d}",
+        )
         for index, (rel, folder_type) in enumerate(files)
     ]
 
@@ -115,8 +135,10 @@ def close_run_staging(target: Target, jobs: list[FileJob]) -> bool:
         return False
     folder = jobs[0].staging.rsplit("/", 1)[0]
     with target.engine.connect() as conn:
-        if any((run["staging"] or "").startswith(f"{folder}/")
-               for run in ledger.unfinished_runs(conn, target.customer.slug)):
+        if any(
+            (run["staging"] or "").startswith(f"{folder}/")
+            for run in ledger.unfinished_runs(conn, target.customer.slug)
+        ):
             return False
     storage.remove_tree(target.root, folder)
     return True
@@ -154,13 +176,22 @@ def _fail(target: Target, job: FileJob, message: str) -> FileJob:
 
 # --- stages -------------------------------------------------------------------------------------------------------
 
+
 def fetch(target: Target, job: FileJob) -> FileJob:
     """Claim the file into this run's staging (a dry run of an inbox file copies it), open its ledger run, skip
     bytes that were imported before (a check says so and goes on), and read it."""
     with target.engine.begin() as conn:  # opened first: a run that dies holding the file is found by its row
-        ledger.start_run(conn, run_id=job.run_id, customer=job.customer, dag_id=DAG_ID, subject=job.path,
-                         airflow_run_id=job.airflow_run_id, content_type=job.content_type, dry_run=job.dry_run,
-                         staging=job.staging)
+        ledger.start_run(
+            conn,
+            run_id=job.run_id,
+            customer=job.customer,
+            dag_id=DAG_ID,
+            subject=job.path,
+            airflow_run_id=job.airflow_run_id,
+            content_type=job.content_type,
+            dry_run=job.dry_run,
+            staging=job.staging,
+        )
     try:
         with runs.claiming(target):
             take = storage.claim if job.claims_file else storage.copy_in
@@ -175,24 +206,37 @@ def fetch(target: Target, job: FileJob) -> FileJob:
         ledger.update_run(conn, job.run_id, checksum=job.checksum)
         earlier = None if job.force else ledger.earlier_import_of(conn, job.customer, job.checksum)
     if earlier and job.is_check:
-        job.message = (f"{job.path}: these bytes were imported by run {earlier['run_id']} ({earlier['subject']}) "
-                       "already; an import of them would be skipped unless forced")
+        job.message = (
+            f"{job.path}: these bytes were imported by run {earlier['run_id']} ({earlier['subject']}) "
+            "already; an import of them would be skipped unless forced"
+        )
     elif earlier:
         job.status = Status.SKIPPED
-        job.message = (f"{job.path}: already imported by run {earlier['run_id']} ({earlier['subject']}); "
-                       "trigger with force=true to import it again")
+        job.message = (
+            f"{job.path}: already imported by run {earlier['run_id']} ({earlier['subject']}); "
+            "trigger with force=true to import it again"
+        )
         with target.engine.begin() as conn:
             ledger.finish_run(conn, job.run_id, Status.SKIPPED, message=job.message)
         return job
     if job.content_type is None:
         top = storage.CHECK if job.is_check else storage.INBOX
-        return _fail(target, job, f"{job.path}: cannot tell whether it holds activities, journeys or programmes; "
-                                  f"put it in {top}/activities/, {top}/journeys/ or {top}/programmes/, "
-                                  "or set content_type in the run conf")
+        return _fail(
+            target,
+            job,
+            f"{job.path}: cannot tell whether it holds activities, journeys or programmes; "
+            f"put it in {top}/activities/, {top}/journeys/ or {top}/programmes/, "
+            "or set content_type in the run conf",
+        )
     try:
         # The column checks' set-up (importing Great Expectations takes seconds) while the workbook loads.
-        table = read_input(data, job.path.rsplit("/", 1)[-1], max_rows=target.customer.max_rows,
-                           own_headers=target.customer.columns, meanwhile=prepare_column_checks)
+        table = read_input(
+            data,
+            job.path.rsplit("/", 1)[-1],
+            max_rows=target.customer.max_rows,
+            own_headers=target.customer.columns,
+            meanwhile=prepare_column_checks,
+        )
     except InputError as exc:
         return _fail(target, job, f"{job.path}: {exc}")
     job.sheet, job.columns = table.sheet, table.columns
@@ -213,8 +257,7 @@ def validate(target: Target, job: FileJob) -> FileJob:
         header = job.columns.get(name)
         canonical[name] = rows[header] if header else pd.Series(pd.NA, index=rows.index, dtype="string")
     customer = target.customer
-    valid, rejected = validate_rows(canonical, job.columns, tz=customer.tz, date_order=customer.date_order,
-                                    now=job.now)
+    valid, rejected = validate_rows(canonical, job.columns, tz=customer.tz, date_order=customer.date_order, now=job.now)
     _put(target, job, "valid", valid)
     _put(target, job, "rejected_validate", rejected)
     return job
@@ -252,8 +295,9 @@ def crosswalk(target: Target) -> Crosswalk:
     try:
         if not storage.is_file(target.root, storage.CROSSWALK):
             return Crosswalk()
-        return Crosswalk(read_pairs(storage.read_bytes(target.root, storage.CROSSWALK), storage.CROSSWALK,
-                                    CROSSWALK_HEADERS))
+        return Crosswalk(
+            read_pairs(storage.read_bytes(target.root, storage.CROSSWALK), storage.CROSSWALK, CROSSWALK_HEADERS)
+        )
     except (InputError, storage.PathRefused) as exc:
         return Crosswalk(problem=f"{storage.CROSSWALK} cannot be read: {exc}")
 
@@ -275,7 +319,8 @@ def write(target: Target, job: FileJob) -> FileJob:
     rejected = pd.concat([_get(target, job, "rejected_validate"), _get(target, job, "rejected_resolve")])
     resolved = _get(target, job, "resolved")
     counts = ledger.RunCounts(
-        rows_read=int(job.counts["rows_read"]), rejected=len(rejected),
+        rows_read=int(job.counts["rows_read"]),
+        rejected=len(rejected),
         duplicates=int(resolved["duplicate_of"].notna().sum()),
         saved_without_access=int(resolved["without_access"].sum()),
         rejected_by_reason={str(k): int(v) for k, v in rejected["reason_code"].value_counts().items()},
@@ -286,13 +331,18 @@ def write(target: Target, job: FileJob) -> FileJob:
         job.counts = counts.as_dict()
         with target.engine.begin() as conn:
             ledger.record_counts(conn, job.run_id, counts)
-        return _fail(target, job, f"{job.path}: {counts.rejected} of {counts.rows_read} rows rejected "
-                                  f"({rate:.1%}), above the customer's max_error_rate of {limit:.1%}; "
-                                  "nothing was written")
+        return _fail(
+            target,
+            job,
+            f"{job.path}: {counts.rejected} of {counts.rows_read} rows rejected "
+            f"({rate:.1%}), above the customer's max_error_rate of {limit:.1%}; "
+            "nothing was written",
+        )
     completions = _get(target, job, "completions")
     with runs.writing(target) as conn:
-        result = write_completions(conn, completions, run_id=job.run_id, source="import",
-                                   on_existing=job.on_existing, dry_run=job.dry_run)
+        result = write_completions(
+            conn, completions, run_id=job.run_id, source="import", on_existing=job.on_existing, dry_run=job.dry_run
+        )
         counts.imported, counts.updated, counts.kept = (result.count(o) for o in ("imported", "updated", "kept"))
         counts.derived_written = result.count("imported", direct=False) + result.count("updated", direct=False)
         ledger.record_counts(conn, job.run_id, counts)
@@ -309,22 +359,34 @@ def row_outcomes(target: Target, job: FileJob) -> pd.DataFrame:
     resolved = _get(target, job, "resolved")
     uuid_of = _get(target, job, "content").set_index("content_id")["uuid_key"]
     if job.failed:
-        written = resolved[[ROW]].assign(outcome="not written", reason=job.message.split(": ", 1)[-1],
-                                         content_uuid=resolved["content_id"].map(uuid_of))
+        written = resolved[[ROW]].assign(
+            outcome="not written",
+            reason=job.message.split(": ", 1)[-1],
+            content_uuid=resolved["content_id"].map(uuid_of),
+        )
         return pd.concat([rejected, written]).sort_values(ROW).reset_index(drop=True)
     outcomes = _get(target, job, "outcomes")
     first = resolved.assign(key_row=resolved["duplicate_of"].fillna(resolved[ROW]).astype("int64"))
-    keyed = first.merge(resolved[[ROW, "user_id", "content_id"]].rename(columns={ROW: "key_row"}),
-                        on="key_row", suffixes=("", "_key"))
-    keyed = keyed.merge(outcomes, left_on=["user_id_key", "content_id_key"], right_on=["user_id", "content_id"],
-                        how="left", suffixes=("", "_o"))
+    keyed = first.merge(
+        resolved[[ROW, "user_id", "content_id"]].rename(columns={ROW: "key_row"}), on="key_row", suffixes=("", "_key")
+    )
+    keyed = keyed.merge(
+        outcomes,
+        left_on=["user_id_key", "content_id_key"],
+        right_on=["user_id", "content_id"],
+        how="left",
+        suffixes=("", "_o"),
+    )
     keyed["outcome"] = keyed["outcome"].fillna("imported")  # write_completions lists only the exceptions
     reason = pd.Series(pd.NA, index=keyed.index, dtype="string")
     reason[keyed["outcome"].eq("kept")] = "already completed; kept (on_existing: " + job.on_existing + ")"
     reason[keyed["without_access"]] = "saved; the user has no access to this content yet"
     dup = keyed["duplicate_of"].notna()
-    reason[dup] = "same user and content as row " + keyed.loc[dup, "duplicate_of"].astype(str) + \
-        "; counted once with the earliest date"
+    reason[dup] = (
+        "same user and content as row "
+        + keyed.loc[dup, "duplicate_of"].astype(str)
+        + "; counted once with the earliest date"
+    )
     done = keyed[[ROW, "outcome"]].assign(reason=reason, content_uuid=keyed["content_id"].map(uuid_of))
     return pd.concat([rejected, done]).sort_values(ROW).reset_index(drop=True)
 
@@ -336,29 +398,43 @@ def report(target: Target, job: FileJob) -> FileJob:
     have_rows = bool(job.original_columns)
     rows = _get(target, job, "input") if have_rows else pd.DataFrame({ROW: pd.Series(dtype="int64")})
     has_outcomes = "rejected" in job.counts  # the file reached the write stage
-    outcomes = (row_outcomes(target, job) if has_outcomes
-                else pd.DataFrame(columns=[ROW, "outcome", "reason", "content_uuid"]))
+    outcomes = (
+        row_outcomes(target, job) if has_outcomes else pd.DataFrame(columns=[ROW, "outcome", "reason", "content_uuid"])
+    )
     name = job.path.rsplit("/", 1)[-1]
     stem = name.rsplit(".", 1)[0] + (".check" if job.is_check else "")
     job.report = f"{storage.REPORTS}/{job.now:%Y-%m-%d}/{stem}.{job.run_id}.xlsx"
-    runs.save_report(target, job.run_id, job.report,
-                     lambda file: write_import_report(file, summary=summary_lines(target, job), rows=rows,
-                                                      columns=job.original_columns, outcomes=outcomes),
-                     Status.FAILED if job.failed else Status.SUCCEEDED)
+    runs.save_report(
+        target,
+        job.run_id,
+        job.report,
+        lambda file: write_import_report(
+            file, summary=summary_lines(target, job), rows=rows, columns=job.original_columns, outcomes=outcomes
+        ),
+        Status.FAILED if job.failed else Status.SUCCEEDED,
+    )
     return job
 
 
 def summary_lines(target: Target, job: FileJob) -> list[tuple[str, object]]:
     counts = job.counts
-    lines = runs.report_head(target, job, [("File", job.path), ("Sheet", job.sheet),
-                                           ("Content type", job.content_type)], job.status,
-                             nothing_written="CHECK" if job.is_check else "DRY RUN")
+    lines = runs.report_head(
+        target,
+        job,
+        [("File", job.path), ("Sheet", job.sheet), ("Content type", job.content_type)],
+        job.status,
+        nothing_written="CHECK" if job.is_check else "DRY RUN",
+    )
     lines += [
-        ("On existing completions", job.on_existing), ("Rows read", counts.get("rows_read")), ("Completions imported", counts.get("imported")),
-        ("Completions updated", counts.get("updated")), ("Already completed, kept", counts.get("kept")),
+        ("On existing completions", job.on_existing),
+        ("Rows read", counts.get("rows_read")),
+        ("Completions imported", counts.get("imported")),
+        ("Completions updated", counts.get("updated")),
+        ("Already completed, kept", counts.get("kept")),
         ("Duplicate rows (counted once)", counts.get("duplicates")),
         ("Completed through the hierarchy", counts.get("derived_written")),
-        ("Saved without access", counts.get("saved_without_access")), ("Rows rejected", counts.get("rejected")),
+        ("Saved without access", counts.get("saved_without_access")),
+        ("Rows rejected", counts.get("rejected")),
     ]
     for reason, number in sorted((counts.get("rejected_by_reason") or {}).items()):
         lines.append((f"  rejected: {reason}", number))

@@ -19,19 +19,22 @@ UtcTime = sa.DateTime(timezone=True)
 CONTENT_TYPE_OF = {"activities": "activity", "journeys": "journey", "programmes": "programme"}
 
 platforms = sa.Table(
-    "platforms", metadata,
+    "platforms",
+    metadata,
     sa.Column("id", Id, primary_key=True, autoincrement=True),
     sa.Column("slug", sa.String(100), nullable=False, unique=True),
     sa.Column("name", sa.String(200), nullable=False),
 )
 users = sa.Table(
-    "users", metadata,
+    "users",
+    metadata,
     sa.Column("id", Id, primary_key=True, autoincrement=True),
     sa.Column("platform_id", Id, sa.ForeignKey("platforms.id"), nullable=False, index=True),
     sa.Column("email", sa.String(320), nullable=False),
 )
 content = sa.Table(
-    "content", metadata,
+    "content",
+    metadata,
     sa.Column("id", Id, primary_key=True, autoincrement=True),
     sa.Column("platform_id", Id, sa.ForeignKey("platforms.id"), nullable=False, index=True),
     sa.Column("uuid", Uuid, nullable=False, unique=True),
@@ -39,31 +42,36 @@ content = sa.Table(
     sa.Column("title", sa.String(300), nullable=False),
 )
 content_items = sa.Table(
-    "content_items", metadata,
+    "content_items",
+    metadata,
     sa.Column("parent_id", Id, sa.ForeignKey("content.id"), primary_key=True),
     sa.Column("child_id", Id, sa.ForeignKey("content.id"), primary_key=True, index=True),
     sa.Column("position", sa.Integer, nullable=False, default=0),
 )
 groups = sa.Table(
-    "groups", metadata,
+    "groups",
+    metadata,
     sa.Column("id", Id, primary_key=True, autoincrement=True),
     sa.Column("platform_id", Id, sa.ForeignKey("platforms.id"), nullable=False, index=True),
     sa.Column("name", sa.String(200), nullable=False),
 )
 group_members = sa.Table(
-    "group_members", metadata,
+    "group_members",
+    metadata,
     sa.Column("group_id", Id, sa.ForeignKey("groups.id"), primary_key=True),
     sa.Column("user_id", Id, sa.ForeignKey("users.id"), primary_key=True, index=True),
 )
 content_groups = sa.Table(
-    "content_groups", metadata,
+    "content_groups",
+    metadata,
     sa.Column("content_id", Id, sa.ForeignKey("content.id"), primary_key=True),
     sa.Column("group_id", Id, sa.ForeignKey("groups.id"), primary_key=True, index=True),
 )
 # No foreign keys on completions: the contract names only its primary key, and per-row RI checks would triple the
 # cost of a bulk upsert. Every writer here resolves ids against the platform's own users and content first.
 completions = sa.Table(
-    "completions", metadata,
+    "completions",
+    metadata,
     sa.Column("user_id", Id, primary_key=True),
     sa.Column("content_id", Id, primary_key=True, index=True),
     sa.Column("completed_at", UtcTime, nullable=False),
@@ -103,8 +111,9 @@ def _frame(conn: Connection, query, columns: list[str]) -> pd.DataFrame:
 
 def load_users(conn: Connection, platform: int) -> pd.DataFrame:
     """The platform's users keyed by normalised e-mail: columns `user_id`, `email_key`."""
-    frame = _frame(conn, sa.select(users.c.id, users.c.email).where(users.c.platform_id == platform),
-                   ["user_id", "email"])
+    frame = _frame(
+        conn, sa.select(users.c.id, users.c.email).where(users.c.platform_id == platform), ["user_id", "email"]
+    )
     frame["email_key"] = normalise_email(frame["email"])
     return frame[["user_id", "email_key"]]
 
@@ -112,8 +121,13 @@ def load_users(conn: Connection, platform: int) -> pd.DataFrame:
 def load_content(conn: Connection, platform: int) -> pd.DataFrame:
     """The platform's content: columns `content_id`, `uuid_key` (lowercase text), `type`, `title_key` (the title
     trimmed and lowercase: a file may name content by its title)."""
-    frame = _frame(conn, sa.select(content.c.id, content.c.uuid, content.c.type, content.c.title)
-                   .where(content.c.platform_id == platform), ["content_id", "uuid", "type", "title"])
+    frame = _frame(
+        conn,
+        sa.select(content.c.id, content.c.uuid, content.c.type, content.c.title).where(
+            content.c.platform_id == platform
+        ),
+        ["content_id", "uuid", "type", "title"],
+    )
     frame["uuid_key"] = frame["uuid"].astype("string").str.lower()
     frame["title_key"] = frame["title"].astype("string").str.strip().str.lower()
     return frame[["content_id", "uuid_key", "type", "title_key"]]
@@ -122,9 +136,13 @@ def load_content(conn: Connection, platform: int) -> pd.DataFrame:
 def load_edges(conn: Connection, platform: int) -> pd.DataFrame:
     """Parent -> child edges among the platform's content: columns `parent_id`, `child_id`."""
     parent = content.alias("parent")
-    return _frame(conn, sa.select(content_items.c.parent_id, content_items.c.child_id)
-                  .join(parent, parent.c.id == content_items.c.parent_id)
-                  .where(parent.c.platform_id == platform), ["parent_id", "child_id"])
+    return _frame(
+        conn,
+        sa.select(content_items.c.parent_id, content_items.c.child_id)
+        .join(parent, parent.c.id == content_items.c.parent_id)
+        .where(parent.c.platform_id == platform),
+        ["parent_id", "child_id"],
+    )
 
 
 def load_assignments(conn: Connection, platform: int) -> pd.DataFrame:

@@ -38,12 +38,44 @@ MANDATORY = (EMAIL, UUID)
 
 # Headers are compared with everything but letters and digits removed, lowercased.
 _ALIASES = {
-    EMAIL: ["User email", "Email", "E-mail", "User e-mail", "E-mail address", "Email address", "User email address",
-            "User mail", "Mail", "Login email", "Learner email", "Employee email"],
-    UUID: ["Content uuid", "Uuid", "Content id", "Content guid", "Activity uuid", "Journey uuid", "Programme uuid",
-           "Program uuid", "Course uuid", "Content"],
-    DATE: ["Completion date", "Completed at", "Completed on", "Date completed", "Completed date", "Completion",
-           "Date of completion", "Completed", "Date", "Completion datetime"],
+    EMAIL: [
+        "User email",
+        "Email",
+        "E-mail",
+        "User e-mail",
+        "E-mail address",
+        "Email address",
+        "User email address",
+        "User mail",
+        "Mail",
+        "Login email",
+        "Learner email",
+        "Employee email",
+    ],
+    UUID: [
+        "Content uuid",
+        "Uuid",
+        "Content id",
+        "Content guid",
+        "Activity uuid",
+        "Journey uuid",
+        "Programme uuid",
+        "Program uuid",
+        "Course uuid",
+        "Content",
+    ],
+    DATE: [
+        "Completion date",
+        "Completed at",
+        "Completed on",
+        "Date completed",
+        "Completed date",
+        "Completion",
+        "Date of completion",
+        "Completed",
+        "Date",
+        "Completion datetime",
+    ],
 }
 
 
@@ -72,6 +104,8 @@ def _match_headers(cells: list[object], own: Aliases) -> dict[str, int]:
             if field and field not in found and position not in found.values():
                 found[field] = position
     return found
+
+
 HEADER_SEARCH_ROWS = 10
 
 # A workbook is a zip. As Apache POI's ZipSecureFile: no part may inflate past 100:1 unless it unpacks to under
@@ -92,22 +126,28 @@ class InputError(ValueError):
 class InputTable:
     """Every data row of the file as text, in the file's own layout, plus where the known columns are."""
 
-    rows: pd.DataFrame          # original columns (as text) + ROW
-    columns: dict[str, str]     # field -> original header
+    rows: pd.DataFrame  # original columns (as text) + ROW
+    columns: dict[str, str]  # field -> original header
     sheet: str | None
 
     def canonical(self) -> pd.DataFrame:
         out = pd.DataFrame({ROW: self.rows[ROW]})
         for name in (EMAIL, UUID, DATE):
             header = self.columns.get(name)
-            out[name] = self.rows[header] if header is not None else pd.Series(pd.NA, index=self.rows.index,
-                                                                               dtype="string")
+            out[name] = (
+                self.rows[header] if header is not None else pd.Series(pd.NA, index=self.rows.index, dtype="string")
+            )
         return out
 
 
-def read_input(data: bytes, name: str, *, max_rows: int = EXCEL_MAX_ROWS,
-               own_headers: dict[str, str] | None = None, meanwhile: Callable[[], object] | None = None
-               ) -> InputTable:
+def read_input(
+    data: bytes,
+    name: str,
+    *,
+    max_rows: int = EXCEL_MAX_ROWS,
+    own_headers: dict[str, str] | None = None,
+    meanwhile: Callable[[], object] | None = None,
+) -> InputTable:
     """Read a workbook's or a CSV file's bytes; raises InputError naming what is wrong. A workbook that would
     unpack past the bounds below is refused before it is parsed, and so is a CSV file with more lines than
     `max_rows`; a sheet is refused past Excel's last row or `max_rows` data rows once it is loaded.
@@ -167,8 +207,7 @@ SHEET_NAME = b"sheet"  # the schema metadata key under which a picker names each
 READER_MEMORY = 2 << 30
 
 
-def read_sheets(data: bytes, pick: SheetPicker, meanwhile: Callable[[], object] | None = None
-                ) -> list[pa.RecordBatch]:
+def read_sheets(data: bytes, pick: SheetPicker, meanwhile: Callable[[], object] | None = None) -> list[pa.RecordBatch]:
     """The sheets `pick` loads from a workbook's bytes, once the bytes are known to stay within the bounds above;
     InputError otherwise.
 
@@ -200,10 +239,12 @@ def read_sheets(data: bytes, pick: SheetPicker, meanwhile: Callable[[], object] 
             raise
         if os.WIFSIGNALED(status) and os.WTERMSIG(status) in _READER_CRASHES:
             said = _first_line(Path(folder, "stderr.txt"))
-            raise InputError(f"the workbook cannot be read: the reader stopped on it "
-                             f"({signal.Signals(os.WTERMSIG(status)).name}{': ' + said if said else ''}); it is "
-                             f"damaged, or its cells lie so far apart that a sheet would take over "
-                             f"{READER_MEMORY >> 30} GiB to load")
+            raise InputError(
+                f"the workbook cannot be read: the reader stopped on it "
+                f"({signal.Signals(os.WTERMSIG(status)).name}{': ' + said if said else ''}); it is "
+                f"damaged, or its cells lie so far apart that a sheet would take over "
+                f"{READER_MEMORY >> 30} GiB to load"
+            )
         code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
         if code == 0:
             batches = sorted(name for name in os.listdir(folder) if name.endswith(".arrow"))
@@ -229,8 +270,10 @@ def _child_reads(source: str, pick: SheetPicker, folder: str) -> NoReturn:
         faulthandler.disable()  # a crash is told through the exit status, not as a dump into the task's log
         resource.setrlimit(resource.RLIMIT_AS, (_address_space() + READER_MEMORY, resource.RLIM_INFINITY))
         for number, batch in enumerate(pick(open_workbook(source))):
-            with pa.OSFile(os.path.join(folder, f"{number}.arrow"), "wb") as sink, \
-                    pa.ipc.new_file(sink, batch.schema) as writer:
+            with (
+                pa.OSFile(os.path.join(folder, f"{number}.arrow"), "wb") as sink,
+                pa.ipc.new_file(sink, batch.schema) as writer,
+            ):
                 writer.write_batch(batch)
         code = 0
     except InputError as exc:
@@ -292,13 +335,17 @@ def _declared_parts(data: bytes) -> list[zipfile.ZipInfo]:
         raise InputError(f"the workbook cannot be opened (a damaged zip: {exc})") from None
     declared = sum(part.file_size for part in parts)
     if declared > MAX_UNPACKED_SIZE:
-        raise InputError(f"the workbook unpacks to {declared / 2**20:,.0f} MiB, over the "
-                         f"{MAX_UNPACKED_SIZE / 2**20:,.0f} MiB an import reads: it is damaged or a zip bomb")
+        raise InputError(
+            f"the workbook unpacks to {declared / 2**20:,.0f} MiB, over the "
+            f"{MAX_UNPACKED_SIZE / 2**20:,.0f} MiB an import reads: it is damaged or a zip bomb"
+        )
     for part in parts:
         if part.file_size >= GRACE_PART_SIZE and part.compress_size < part.file_size * MIN_INFLATE_RATIO:
-            raise InputError(f"part {part.filename!r} of the workbook inflates "
-                             f"{part.file_size / max(part.compress_size, 1):,.0f} times, over the "
-                             f"{1 / MIN_INFLATE_RATIO:.0f} an import reads: it is damaged or a zip bomb")
+            raise InputError(
+                f"part {part.filename!r} of the workbook inflates "
+                f"{part.file_size / max(part.compress_size, 1):,.0f} times, over the "
+                f"{1 / MIN_INFLATE_RATIO:.0f} an import reads: it is damaged or a zip bomb"
+            )
     return parts
 
 
@@ -310,21 +357,23 @@ def _check_inflated_size(data: bytes, part: zipfile.ZipInfo) -> None:
     except struct.error:
         raise InputError(f"the workbook cannot be opened (part {part.filename!r} is cut off)") from None
     start = part.header_offset + 30 + name_length + extra_length
-    raw = memoryview(data)[start:start + part.compress_size]
+    raw = memoryview(data)[start : start + part.compress_size]
     if part.compress_type == zipfile.ZIP_STORED:
         produced = len(raw)
     elif part.compress_type == zipfile.ZIP_DEFLATED:
         inflate, produced = zlib.decompressobj(-zlib.MAX_WBITS), 0
         for offset in range(0, len(raw), _CHUNK):
-            pending: bytes | memoryview = raw[offset:offset + _CHUNK]
+            pending: bytes | memoryview = raw[offset : offset + _CHUNK]
             while pending and produced <= part.file_size:
                 produced += len(inflate.decompress(pending, _CHUNK))
                 pending = inflate.unconsumed_tail
     else:
         raise InputError(f"part {part.filename!r} of the workbook is compressed in a way Excel never writes")
     if produced > part.file_size:
-        raise InputError(f"part {part.filename!r} of the workbook unpacks to more than the {part.file_size:,} "
-                         "bytes it declares: it is damaged or a zip bomb")
+        raise InputError(
+            f"part {part.filename!r} of the workbook unpacks to more than the {part.file_size:,} "
+            "bytes it declares: it is damaged or a zip bomb"
+        )
 
 
 def _find_header(frame: pd.DataFrame, own: Aliases) -> tuple[int, dict[str, int]] | None:
@@ -354,8 +403,9 @@ def _missing_message(found: list[str], own_headers: dict[str, str]) -> str:
     return f"no sheet has the mandatory columns {_mandatory(own_headers)}; found {'; '.join(found) or 'nothing'}"
 
 
-def _read_workbook(data: bytes, max_rows: int, own_headers: dict[str, str],
-                   meanwhile: Callable[[], object] | None) -> InputTable:
+def _read_workbook(
+    data: bytes, max_rows: int, own_headers: dict[str, str], meanwhile: Callable[[], object] | None
+) -> InputTable:
     own = own_aliases(own_headers)
     [whole] = read_sheets(data, lambda reader: [_sheet_with_headers(reader, own, own_headers)], meanwhile)
     sheet = whole.schema.metadata[SHEET_NAME].decode()
@@ -385,8 +435,10 @@ def _sheet_with_headers(reader: ExcelReader, own: Aliases, own_headers: dict[str
 
 def _check_rows(rows: int, max_rows: int, where: str) -> None:
     if rows > max_rows:
-        raise InputError(f"{where} has {rows:,} data rows, over the {max_rows:,} allowed for this customer "
-                         "(max_rows): split it into smaller files")
+        raise InputError(
+            f"{where} has {rows:,} data rows, over the {max_rows:,} allowed for this customer "
+            "(max_rows): split it into smaller files"
+        )
 
 
 def _read_csv(data: bytes, max_rows: int, own_headers: dict[str, str]) -> InputTable:
@@ -420,8 +472,16 @@ def _read_csv(data: bytes, max_rows: int, own_headers: dict[str, str]) -> InputT
         with warnings.catch_warnings():
             # A row with more cells than headers would otherwise be shifted silently.
             warnings.simplefilter("error", pd.errors.ParserWarning)
-            body = pd.read_csv(io.StringIO(text), sep=delimiter, dtype="string", keep_default_na=False,
-                               skiprows=header_index, header=0, skip_blank_lines=False, index_col=False)
+            body = pd.read_csv(
+                io.StringIO(text),
+                sep=delimiter,
+                dtype="string",
+                keep_default_na=False,
+                skiprows=header_index,
+                header=0,
+                skip_blank_lines=False,
+                index_col=False,
+            )
     except (pd.errors.ParserError, pd.errors.ParserWarning) as exc:
         raise InputError(f"the CSV file cannot be read ({exc})") from None
     body = body.replace("", pd.NA)
@@ -447,8 +507,10 @@ def _table(raw: pd.DataFrame, first_data_row: int, sheet: str | None, own: Alias
 # --- completion dates -------------------------------------------------------------------------------------------
 
 _ISO = re.compile(r"^\d{4}-\d{1,2}-\d{1,2}(?:[ T]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?(?:Z|[+-]\d{2}:?\d{2})?$")
-_DAY_MONTH = (r"^(?P<a>\d{1,2})[-/.](?P<b>\d{1,2})[-/.](?P<year>\d{4})"
-                    r"(?:[ T](?P<hour>\d{1,2}):(?P<minute>\d{2})(?::(?P<second>\d{2}))?)?$")
+_DAY_MONTH = (
+    r"^(?P<a>\d{1,2})[-/.](?P<b>\d{1,2})[-/.](?P<year>\d{4})"
+    r"(?:[ T](?P<hour>\d{1,2}):(?P<minute>\d{2})(?::(?P<second>\d{2}))?)?$"
+)
 _SERIAL = re.compile(r"^\d{1,7}(?:\.\d+)?$")
 _EXCEL_EPOCH = pd.Timestamp("1899-12-30")
 _LAST_SERIAL = 2958465  # 9999-12-31
@@ -457,7 +519,7 @@ _LAST_SERIAL = 2958465  # 9999-12-31
 @dataclass
 class ParsedDates:
     completed_at: pd.Series  # datetime64[us, UTC]; NaT where unreadable or future
-    error: pd.Series         # text reason or <NA>
+    error: pd.Series  # text reason or <NA>
 
 
 def _arrow_text(raw: pd.Series) -> pa.Array:
@@ -472,13 +534,14 @@ def _mask(values: pa.Array) -> np.ndarray:
     return values.fill_null(False).to_numpy(zero_copy_only=False)
 
 
-def parse_dates(raw: pd.Series, *, tz: ZoneInfo, date_order: str, now: datetime,
-                import_date: date | None = None) -> ParsedDates:
+def parse_dates(
+    raw: pd.Series, *, tz: ZoneInfo, date_order: str, now: datetime, import_date: date | None = None
+) -> ParsedDates:
     """Every form the import accepts -> UTC. Date-only values mean midnight in the customer's time zone."""
     text = _arrow_text(raw)
     shown = pd.Series(text.to_pandas(), index=raw.index, dtype="string")  # for messages
     blank = _mask(pc.or_kleene(pc.is_null(text), pc.equal(text, "")))
-    local = pd.Series(pd.NaT, index=raw.index, dtype="datetime64[us]")   # naive, in the customer's zone
+    local = pd.Series(pd.NaT, index=raw.index, dtype="datetime64[us]")  # naive, in the customer's zone
     aware = pd.Series(pd.NaT, index=raw.index, dtype="datetime64[us, UTC]")  # carried an explicit offset
 
     iso = _mask(pc.match_substring_regex(text, _ISO.pattern)) & ~blank
@@ -488,17 +551,28 @@ def parse_dates(raw: pd.Series, *, tz: ZoneInfo, date_order: str, now: datetime,
         if plain.any():
             local[plain] = pd.to_datetime(shown[plain], format="ISO8601", errors="coerce").astype("datetime64[us]")
         if has_offset.any():
-            aware[has_offset] = pd.to_datetime(shown[has_offset], format="ISO8601", errors="coerce",
-                                               utc=True).astype("datetime64[us, UTC]")
+            aware[has_offset] = pd.to_datetime(shown[has_offset], format="ISO8601", errors="coerce", utc=True).astype(
+                "datetime64[us, UTC]"
+            )
 
     day_month = _mask(pc.match_substring_regex(text, _DAY_MONTH)) & ~iso
     if day_month.any():
         parts = pc.extract_regex(text.filter(pa.array(day_month)), _DAY_MONTH)
-        number = {name: pc.cast(pc.if_else(pc.equal(parts.field(name), ""), "0", parts.field(name)),
-                                pa.int64()).to_numpy() for name in ("a", "b", "year", "hour", "minute", "second")}
+        number = {
+            name: pc.cast(pc.if_else(pc.equal(parts.field(name), ""), "0", parts.field(name)), pa.int64()).to_numpy()
+            for name in ("a", "b", "year", "hour", "minute", "second")
+        }
         day, month = (number["a"], number["b"]) if date_order == "DMY" else (number["b"], number["a"])
-        pieces = pd.DataFrame({"year": number["year"], "month": month, "day": day, "hour": number["hour"],
-                               "minute": number["minute"], "second": number["second"]})
+        pieces = pd.DataFrame(
+            {
+                "year": number["year"],
+                "month": month,
+                "day": day,
+                "hour": number["hour"],
+                "minute": number["minute"],
+                "second": number["second"],
+            }
+        )
         local[day_month] = pd.to_datetime(pieces, errors="coerce").astype("datetime64[us]").to_numpy()
 
     serial = _mask(pc.match_substring_regex(text, _SERIAL.pattern)) & ~iso & ~day_month & ~blank
@@ -509,8 +583,9 @@ def parse_dates(raw: pd.Series, *, tz: ZoneInfo, date_order: str, now: datetime,
         local[serial] = stamps.astype("datetime64[us]").to_numpy()
 
     # A wall-clock time that occurs twice (autumn DST change) is taken as its first occurrence (summer time).
-    localised = local.dt.tz_localize(tz, ambiguous=np.ones(len(local), dtype=bool),
-                                     nonexistent="shift_forward").dt.tz_convert("UTC")
+    localised = local.dt.tz_localize(
+        tz, ambiguous=np.ones(len(local), dtype=bool), nonexistent="shift_forward"
+    ).dt.tz_convert("UTC")
     completed = aware.where(aware.notna(), localised.astype("datetime64[us, UTC]"))
     if blank.any():
         day = import_date or now.astimezone(tz).date()
@@ -526,11 +601,12 @@ def parse_dates(raw: pd.Series, *, tz: ZoneInfo, date_order: str, now: datetime,
     return ParsedDates(completed_at=completed, error=error)
 
 
-
 # --- workbooks of pairs (merges, transfers) ---------------------------------------------------------------------
 
-def read_pairs(data: bytes, name: str, headers: tuple[str, str],
-               aliases: Mapping[str, tuple[str, ...]] | None = None) -> pd.DataFrame:
+
+def read_pairs(
+    data: bytes, name: str, headers: tuple[str, str], aliases: Mapping[str, tuple[str, ...]] | None = None
+) -> pd.DataFrame:
     """A workbook (first sheet with both headers) or `.csv` of pairs: columns ROW and the two `headers`, as trimmed
     text or <NA>, blank rows left out. Headers are matched as the import's are, under a title row if need be;
     `aliases` gives other spellings accepted for a header."""
@@ -539,21 +615,26 @@ def read_pairs(data: bytes, name: str, headers: tuple[str, str],
         grids = [list(csv.reader(io.StringIO(text), delimiter=d)) for d in (";", ",", "\t", "|")]
     else:
         sheets = read_sheets(data, lambda reader: [load_sheet(reader, sheet) for sheet in reader.sheet_names])
-        grids = [sheet.to_pandas().astype(object).where(lambda f: f.notna(), None).values.tolist()
-                 for sheet in sheets]
+        grids = [sheet.to_pandas().astype(object).where(lambda f: f.notna(), None).values.tolist() for sheet in sheets]
     wanted = [{header_key(h), *(header_key(a) for a in (aliases or {}).get(h, ()))} for h in headers]
     for grid in grids:
         for index, cells in enumerate(grid[:HEADER_SEARCH_ROWS]):
             keys = [header_key(c) if isinstance(c, str) else "" for c in cells]
             positions = [next((p for p, key in enumerate(keys) if key in spellings), -1) for spellings in wanted]
             if -1 not in positions:
-                body = [[(row[p] or "").strip() if p < len(row) else "" for p in positions]
-                        for row in grid[index + 1:]]
+                body = [
+                    [(row[p] or "").strip() if p < len(row) else "" for p in positions] for row in grid[index + 1 :]
+                ]
                 frame = pd.DataFrame(body, columns=list(headers), dtype="string").replace("", pd.NA)
                 frame.insert(0, ROW, np.arange(index + 2, index + 2 + len(frame), dtype="int64"))
                 return frame[frame[list(headers)].notna().any(axis=1)].reset_index(drop=True)
     # The widest first row: under the wrong CSV delimiter a header row is one cell.
-    found = max((next((cells for cells in grid[:HEADER_SEARCH_ROWS] if any(cells)), []) for grid in grids),
-                key=len, default=[])
-    raise InputError("the columns " + " and ".join(f"'{h}'" for h in headers) + " are missing; found "
-                     + (", ".join(repr(str(c).strip()) for c in found if c and str(c).strip()) or "nothing"))
+    found = max(
+        (next((cells for cells in grid[:HEADER_SEARCH_ROWS] if any(cells)), []) for grid in grids), key=len, default=[]
+    )
+    raise InputError(
+        "the columns "
+        + " and ".join(f"'{h}'" for h in headers)
+        + " are missing; found "
+        + (", ".join(repr(str(c).strip()) for c in found if c and str(c).strip()) or "nothing")
+    )

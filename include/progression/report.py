@@ -43,11 +43,11 @@ REJECTED = "rejected"
 SHEETS = ("Summary", "Rows", "Rejected")
 REASON = "Reason"
 
-EXCEL_DATA_ROWS = 1_048_575    # a sheet holds 1,048,576 rows, one of them the header
+EXCEL_DATA_ROWS = 1_048_575  # a sheet holds 1,048,576 rows, one of them the header
 EXCEL_CELL_CHARS = 32_767
 _CONTROL = "[\x00-\x08\x0b\x0c\x0e-\x1f]"  # what XML 1.0 cannot carry (tab and line breaks it can)
 _CONTROL_RE = re.compile(_CONTROL)
-_WIDTH_SAMPLE = 500             # rows looked at to size a column
+_WIDTH_SAMPLE = 500  # rows looked at to size a column
 _MIN_WIDTH, _MAX_WIDTH = 8, 60
 _BOLD = rustpy_xlsxwriter.Format().set_bold()
 
@@ -57,6 +57,7 @@ class Streamed:
     """Rows from an iterator whose number is known beforehand. A workbook's sheets are laid out before its first
     row is written, so a sheet longer than Excel allows must know how many parts it needs; the writer checks
     that the iterator gives exactly `count` rows."""
+
     rows: Iterable[Sequence[object]]
     count: int
 
@@ -67,10 +68,11 @@ Rows = pd.DataFrame | Sequence[Sequence[object]] | Streamed
 @dataclass
 class _Sheet:
     """One worksheet as the writer takes it: an Arrow table or an iterator of dicts (keyed by the headers)."""
+
     name: str
     data: object
     widths: list[float]
-    bold_header: bool = True        # a header row in bold, frozen above the data
+    bold_header: bool = True  # a header row in bold, frozen above the data
     bold_columns: list[str] = field(default_factory=list)  # the headers of the columns in bold
 
 
@@ -84,7 +86,11 @@ def write_sheets(target: BinaryIO, sheets: Sequence[tuple[str, list[str], Rows]]
 
 
 def write_import_report(
-    target: BinaryIO, *, summary: list[tuple[str, object]], rows: pd.DataFrame, columns: list[str],
+    target: BinaryIO,
+    *,
+    summary: list[tuple[str, object]],
+    rows: pd.DataFrame,
+    columns: list[str],
     outcomes: pd.DataFrame,
 ) -> None:
     """Write the report workbook for one input file to `target` (a binary file object).
@@ -94,26 +100,38 @@ def write_import_report(
     column; may be empty when the file failed.
     Raises ValueError when a header in `columns` is not in `rows` or a row number has more than one outcome.
     """
-    shown = [(header, position) for header, position in zip(columns, _column_positions(rows, columns))
-             if header.strip().casefold() != REASON.casefold()]
+    shown = [
+        (header, position)
+        for header, position in zip(columns, _column_positions(rows, columns))
+        if header.strip().casefold() != REASON.casefold()
+    ]
     headers = [header for header, _ in shown]
     row_numbers = _row_numbers(rows)
     outcome, reason, resolved = _aligned_outcomes(outcomes, row_numbers)
     inputs = [_arrow(rows.iloc[:, position]) for _, position in shown]
     # The uuid each row resolved to, when the outcomes carry it (a row may name its content by title or code).
     uuids = [_arrow(resolved)] if "content_uuid" in outcomes.columns else []
-    every = pa.table([pa.array(row_numbers), *inputs, *uuids, _arrow(outcome), _arrow(reason)],
-                     names=["Row", *headers, *(["Resolved uuid"] if uuids else []), "Outcome", REASON])
+    every = pa.table(
+        [pa.array(row_numbers), *inputs, *uuids, _arrow(outcome), _arrow(reason)],
+        names=["Row", *headers, *(["Resolved uuid"] if uuids else []), "Outcome", REASON],
+    )
     if np.any(np.diff(row_numbers) < 0):  # files are read in row order; a copy only when they are not
         every = every.take(pa.array(np.argsort(row_numbers, kind="stable")))
     rejected = every.filter(pc.fill_null(pc.equal(every["Outcome"], REJECTED), False))
     rejected = rejected.select([*range(1, 1 + len(headers)), every.num_columns - 1])  # input layout, Reason
-    _save(target, [
-        _summary(summary, outcomes),
-        *_parts(SHEETS[1], every.column_names, every,
-                [_numbers_width(row_numbers), *_text_widths(every.drop_columns(["Row"]))]),
-        *_parts(SHEETS[2], rejected.column_names, rejected, _text_widths(rejected)),
-    ])
+    _save(
+        target,
+        [
+            _summary(summary, outcomes),
+            *_parts(
+                SHEETS[1],
+                every.column_names,
+                every,
+                [_numbers_width(row_numbers), *_text_widths(every.drop_columns(["Row"]))],
+            ),
+            *_parts(SHEETS[2], rejected.column_names, rejected, _text_widths(rejected)),
+        ],
+    )
 
 
 def _save(target: BinaryIO, sheets: list[_Sheet]) -> None:
@@ -131,13 +149,14 @@ _COPY_CHUNK = 1 << 20
 
 def _write_workbook(path: str, sheets: list[_Sheet]) -> None:
     rustpy_xlsxwriter.write_worksheets(
-        [(sheet.name, sheet.data) for sheet in sheets], path,
+        [(sheet.name, sheet.data) for sheet in sheets],
+        path,
         column_widths={sheet.name: sheet.widths for sheet in sheets},
         header_format={sheet.name: _BOLD for sheet in sheets if sheet.bold_header},
         freeze_panes={sheet.name: {"row": 1, "col": 0} for sheet in sheets if sheet.bold_header},
-        column_formats={sheet.name: dict.fromkeys(sheet.bold_columns, _BOLD)
-                        for sheet in sheets if sheet.bold_columns},
-        inf_value="inf")
+        column_formats={sheet.name: dict.fromkeys(sheet.bold_columns, _BOLD) for sheet in sheets if sheet.bold_columns},
+        inf_value="inf",
+    )
 
 
 def _parts(name: str, headers: list[str], rows: Rows | pa.Table, widths: list[float]) -> list[_Sheet]:
@@ -156,12 +175,15 @@ def _parts(name: str, headers: list[str], rows: Rows | pa.Table, widths: list[fl
     if len(set(headers)) != len(headers):
         raise ValueError(f"sheet {name!r} repeats a header: {headers}")
     source = iter(rows.rows if isinstance(rows, Streamed) else rows)
-    return [_Sheet(part, _records(name, headers, source, stop - start, last=stop == count), widths)
-            for part, (start, stop) in zip(names, bounds)]
+    return [
+        _Sheet(part, _records(name, headers, source, stop - start, last=stop == count), widths)
+        for part, (start, stop) in zip(names, bounds)
+    ]
 
 
-def _records(name: str, headers: list[str], source: Iterator[Sequence[object]], count: int,
-             last: bool) -> Iterator[dict[str, object]]:
+def _records(
+    name: str, headers: list[str], source: Iterator[Sequence[object]], count: int, last: bool
+) -> Iterator[dict[str, object]]:
     given = 0
     for values in itertools.islice(source, count):
         given += 1
@@ -223,8 +245,10 @@ def _summary(summary: Sequence[tuple[str, object]], outcomes: pd.DataFrame) -> _
         lines = lines[1:]
     else:  # two equal texts cannot both be header names
         header = ["Field", "Value"]
-    widths = [_values_width([label for label, _ in lines] + header[:1], "", _MAX_WIDTH),
-              _values_width([value for _, value in lines] + header[1:], "Rows", _MAX_WIDTH)]
+    widths = [
+        _values_width([label for label, _ in lines] + header[:1], "", _MAX_WIDTH),
+        _values_width([value for _, value in lines] + header[1:], "Rows", _MAX_WIDTH),
+    ]
     data = [dict(zip(header, line)) for line in lines]
     return _Sheet(SHEETS[0], data, widths, bold_header=False, bold_columns=header[:1])
 
@@ -265,8 +289,11 @@ def _aligned_outcomes(outcomes: pd.DataFrame, row_numbers: np.ndarray) -> tuple[
         raise ValueError(f"more than one outcome for row(s) {repeated[:10]}")
     aligned = by_row.reindex(row_numbers)
     blank = pd.Series(pd.NA, index=aligned.index)
-    return (aligned["outcome"].astype("string"), aligned.get("reason", blank).astype("string"),
-            aligned.get("content_uuid", blank).astype("string"))
+    return (
+        aligned["outcome"].astype("string"),
+        aligned.get("reason", blank).astype("string"),
+        aligned.get("content_uuid", blank).astype("string"),
+    )
 
 
 def _outcome_counts(outcomes: pd.DataFrame) -> dict[str, int]:
@@ -281,8 +308,10 @@ def _outcome_counts(outcomes: pd.DataFrame) -> dict[str, int]:
 def _text_widths(table: pa.Table) -> list[float]:
     """A width per text column of `table`: its header or its longest value in the first rows."""
     sample = table.slice(0, _WIDTH_SAMPLE)
-    return [_clamp(max(pc.max(pc.utf8_length(column)).as_py() or 0, len(name)))
-            for name, column in zip(sample.column_names, sample.columns)]
+    return [
+        _clamp(max(pc.max(pc.utf8_length(column)).as_py() or 0, len(name)))
+        for name, column in zip(sample.column_names, sample.columns)
+    ]
 
 
 def _numbers_width(numbers: np.ndarray) -> float:

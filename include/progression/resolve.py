@@ -25,8 +25,11 @@ CROSSWALK_HEADERS = ("Code", "Content uuid")
 class Crosswalk:
     """The customer's codes as read (ROW, Code, Content uuid), or why the file could not be read."""
 
-    pairs: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(
-        {ROW: pd.Series(dtype="int64"), **{h: pd.Series(dtype="string") for h in CROSSWALK_HEADERS}}))
+    pairs: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame(
+            {ROW: pd.Series(dtype="int64"), **{h: pd.Series(dtype="string") for h in CROSSWALK_HEADERS}}
+        )
+    )
     problem: str | None = None
 
 
@@ -39,24 +42,35 @@ class ContentNames:
     refused: pd.DataFrame
 
 
-def content_names(platform: PlatformSnapshot, content_type: str, platform_slug: str, crosswalk: Crosswalk
-                  ) -> ContentNames:
+def content_names(
+    platform: PlatformSnapshot, content_type: str, platform_slug: str, crosswalk: Crosswalk
+) -> ContentNames:
     """Every name a file's content column may use, each with one meaning: a uuid wins over a code, a code over a
     title (a code the customer gave is meant even when it is refused)."""
     by_uuid = platform.content[["uuid_key", "content_id", "type"]]
-    names = pd.concat([by_uuid, _codes(crosswalk, by_uuid, platform_slug),
-                       _titles(platform.content, content_type, platform_slug)], ignore_index=True)
+    names = pd.concat(
+        [by_uuid, _codes(crosswalk, by_uuid, platform_slug), _titles(platform.content, content_type, platform_slug)],
+        ignore_index=True,
+    )
     names = names.drop_duplicates("uuid_key")
     usable = names["content_id"].notna()
-    return ContentNames(names.loc[usable, ["uuid_key", "content_id", "type"]].astype({"content_id": "int64"}),
-                        names.loc[~usable, ["uuid_key", "reason_code", "reason"]])
+    return ContentNames(
+        names.loc[usable, ["uuid_key", "content_id", "type"]].astype({"content_id": "int64"}),
+        names.loc[~usable, ["uuid_key", "reason_code", "reason"]],
+    )
 
 
 def _codes(crosswalk: Crosswalk, by_uuid: pd.DataFrame, platform_slug: str) -> pd.DataFrame:
     """The crosswalk's codes: the content each names, or why it names none."""
     pairs = crosswalk.pairs
-    codes = pd.DataFrame({ROW: pairs[ROW], "code": pairs["Code"], "uuid_key": pairs["Code"].str.lower(),
-                          "target": pairs["Content uuid"].str.lower()}).dropna(subset=["uuid_key"])
+    codes = pd.DataFrame(
+        {
+            ROW: pairs[ROW],
+            "code": pairs["Code"],
+            "uuid_key": pairs["Code"].str.lower(),
+            "target": pairs["Content uuid"].str.lower(),
+        }
+    ).dropna(subset=["uuid_key"])
     codes = codes.drop_duplicates(["uuid_key", "target"])
     rows = codes.groupby("uuid_key")[ROW].transform(lambda numbers: ", ".join(map(str, sorted(numbers))))
     rows = rows.astype("string")  # an empty crosswalk gives numbers
@@ -68,14 +82,15 @@ def _codes(crosswalk: Crosswalk, by_uuid: pd.DataFrame, platform_slug: str) -> p
     codes["reason_code"] = pd.Series(pd.NA, index=codes.index, dtype="string")
     codes["reason"] = pd.Series(pd.NA, index=codes.index, dtype="string")
     codes.loc[twice, "reason_code"] = "code without content"
-    codes.loc[twice, "reason"] = quoted + f" is given more than one content uuid in {CROSSWALK} (rows " + \
-        rows.to_numpy() + ")"
+    codes.loc[twice, "reason"] = (
+        quoted + f" is given more than one content uuid in {CROSSWALK} (rows " + rows.to_numpy() + ")"
+    )
     codes.loc[without, "reason_code"] = "code without content"
-    codes.loc[without, "reason"] = quoted + f" has no content uuid in {CROSSWALK} (row " + \
-        codes[ROW].astype(str) + ")"
+    codes.loc[without, "reason"] = quoted + f" has no content uuid in {CROSSWALK} (row " + codes[ROW].astype(str) + ")"
     codes.loc[elsewhere, "reason_code"] = "code of unknown content"
-    codes.loc[elsewhere, "reason"] = quoted + f" in {CROSSWALK} names content " + codes["target"] + \
-        f", which is not on platform {platform_slug}"
+    codes.loc[elsewhere, "reason"] = (
+        quoted + f" in {CROSSWALK} names content " + codes["target"] + f", which is not on platform {platform_slug}"
+    )
     codes["content_id"] = codes["content_id"].where(codes["reason_code"].isna())
     return codes[["uuid_key", "content_id", "type", "reason_code", "reason"]]
 
@@ -90,14 +105,24 @@ def _titles(items: pd.DataFrame, content_type: str, platform_slug: str) -> pd.Da
     titles["reason_code"] = pd.Series(pd.NA, index=titles.index, dtype="string")
     titles["reason"] = pd.Series(pd.NA, index=titles.index, dtype="string")
     titles.loc[shared, "reason_code"] = "ambiguous title"
-    titles.loc[shared, "reason"] = "title '" + titles["uuid_key"] + "' is the title of " + times.astype(str) + \
-        f" {content_type} on platform {platform_slug}: use the content uuid of the one meant"
+    titles.loc[shared, "reason"] = (
+        "title '"
+        + titles["uuid_key"]
+        + "' is the title of "
+        + times.astype(str)
+        + f" {content_type} on platform {platform_slug}: use the content uuid of the one meant"
+    )
     titles["content_id"] = titles["content_id"].where(~shared)
     return titles
 
 
-def resolve_rows(valid: pd.DataFrame, platform: PlatformSnapshot, content_type: str, platform_slug: str,
-                 crosswalk: Crosswalk | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def resolve_rows(
+    valid: pd.DataFrame,
+    platform: PlatformSnapshot,
+    content_type: str,
+    platform_slug: str,
+    crosswalk: Crosswalk | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(resolved, rejected). Content of another platform is simply not in the snapshot: unknown content."""
     crosswalk = crosswalk or Crosswalk()
     names = content_names(platform, content_type, platform_slug, crosswalk)
@@ -110,8 +135,9 @@ def resolve_rows(valid: pd.DataFrame, platform: PlatformSnapshot, content_type: 
     reason_code = pd.Series(pd.NA, index=merged.index, dtype="string")
     reason = pd.Series(pd.NA, index=merged.index, dtype="string")
     reason_code[unknown_user] = "unknown user"
-    reason[unknown_user] = "no user with e-mail " + merged.loc[unknown_user, "email_key"] + \
-        f" on platform {platform_slug}"
+    reason[unknown_user] = (
+        "no user with e-mail " + merged.loc[unknown_user, "email_key"] + f" on platform {platform_slug}"
+    )
 
     # The few rows whose name names nothing usable: a uuid not on the platform, a refused name, or neither.
     unknown = merged.loc[unknown_content, ["uuid_key"]]
@@ -119,23 +145,35 @@ def resolve_rows(valid: pd.DataFrame, platform: PlatformSnapshot, content_type: 
     is_uuid = unknown["uuid_key"].str.fullmatch(UUID_PATTERN).fillna(False).astype(bool)
     as_uuid, neither = refused["reason_code"].isna() & is_uuid, refused["reason_code"].isna() & ~is_uuid
     refused.loc[as_uuid, "reason_code"] = "unknown content"
-    refused.loc[as_uuid, "reason"] = "no content with uuid " + unknown.loc[as_uuid, "uuid_key"] + \
-        f" on platform {platform_slug}"
+    refused.loc[as_uuid, "reason"] = (
+        "no content with uuid " + unknown.loc[as_uuid, "uuid_key"] + f" on platform {platform_slug}"
+    )
     refused.loc[neither, "reason_code"] = "unknown title or code"
     refused.loc[neither, "reason"] = (
         "'" + unknown.loc[neither, "uuid_key"] + "' is neither a content uuid, the title of one of the "
         f"{content_type} on platform {platform_slug}, nor a code in {CROSSWALK}"
-        + (f" ({crosswalk.problem})" if crosswalk.problem else ""))
+        + (f" ({crosswalk.problem})" if crosswalk.problem else "")
+    )
     reason_code[unknown_content] = refused["reason_code"]
     reason[unknown_content] = refused["reason"]
 
     reason_code[wrong_type] = "wrong content type"
-    reason[wrong_type] = ("content " + merged.loc[wrong_type, "uuid_key"] + " is a " + merged.loc[wrong_type, "type"]
-                          + f", this file holds {content_type}")
+    reason[wrong_type] = (
+        "content "
+        + merged.loc[wrong_type, "uuid_key"]
+        + " is a "
+        + merged.loc[wrong_type, "type"]
+        + f", this file holds {content_type}"
+    )
 
     rejected_mask = reason_code.notna()
-    rejected = pd.DataFrame({ROW: merged.loc[rejected_mask, ROW], "reason_code": reason_code[rejected_mask],
-                             "reason": reason[rejected_mask]}).reset_index(drop=True)
+    rejected = pd.DataFrame(
+        {
+            ROW: merged.loc[rejected_mask, ROW],
+            "reason_code": reason_code[rejected_mask],
+            "reason": reason[rejected_mask],
+        }
+    ).reset_index(drop=True)
     resolved = merged.loc[~rejected_mask, RESOLVED_COLUMNS].reset_index(drop=True)
     resolved["user_id"] = resolved["user_id"].astype("int64")
     resolved["content_id"] = resolved["content_id"].astype("int64")

@@ -10,13 +10,28 @@ from sqlalchemy.engine import Connection
 from progression.write import STAGE
 
 UNDO = f"{STAGE}_undo"
-RESTORE_COLUMNS = ["user_id", "content_id", "action", "new_completed_at", "new_source", "new_run_id",
-                   "now_completed_at", "now_source", "now_run_id", "old_completed_at", "old_source", "old_run_id",
-                   "restore", "conflict", "applied"]
+RESTORE_COLUMNS = [
+    "user_id",
+    "content_id",
+    "action",
+    "new_completed_at",
+    "new_source",
+    "new_run_id",
+    "now_completed_at",
+    "now_source",
+    "now_run_id",
+    "old_completed_at",
+    "old_source",
+    "old_run_id",
+    "restore",
+    "conflict",
+    "applied",
+]
 
 
-def restore_from_journal(conn: Connection, undone_run_id: str, undo_run_id: str, *, force: bool = False,
-                         dry_run: bool = False) -> pd.DataFrame:
+def restore_from_journal(
+    conn: Connection, undone_run_id: str, undo_run_id: str, *, force: bool = False, dry_run: bool = False
+) -> pd.DataFrame:
     """Put every completion the run `undone_run_id` inserted, changed or deleted back to what it was before.
 
     A row that a later run has changed since (it is no longer what the undone run left) is a conflict: left alone
@@ -27,15 +42,19 @@ def restore_from_journal(conn: Connection, undone_run_id: str, undo_run_id: str,
     before (`old_*`), `restore`, `conflict` and `applied` (the undo writes it; a dry run: would).
     """
     conn.exec_driver_sql(f"DROP TABLE IF EXISTS {UNDO}")
-    before_matches = ("c.completed_at = j.old_completed_at AND c.source = j.old_source "
-                      "AND c.run_id IS NOT DISTINCT FROM j.old_run_id")
+    before_matches = (
+        "c.completed_at = j.old_completed_at AND c.source = j.old_source AND c.run_id IS NOT DISTINCT FROM j.old_run_id"
+    )
     # write_completions journals no insert: a completion it inserted carries the run's id until a later run changes
     # or deletes it, and that run's journal then holds it as its old side, as the run left it (only the run writes
     # its own id, and an undo puts back exactly what was there). Keys in the run's own journal are left out of
     # both: the run updated them, or it is an older run whose inserts were journaled.
-    not_own = ("NOT EXISTS (SELECT 1 FROM progression_journal o WHERE o.run_id = :run_id "
-               "AND o.user_id = {table}.user_id AND o.content_id = {table}.content_id)")
-    conn.execute(sa.text(f"""
+    not_own = (
+        "NOT EXISTS (SELECT 1 FROM progression_journal o WHERE o.run_id = :run_id "
+        "AND o.user_id = {table}.user_id AND o.content_id = {table}.content_id)"
+    )
+    conn.execute(
+        sa.text(f"""
         CREATE TEMPORARY TABLE {UNDO} AS
         SELECT j.user_id, j.content_id, j.action,
                j.new_completed_at, j.new_source, j.new_run_id,
@@ -64,18 +83,23 @@ def restore_from_journal(conn: Connection, undone_run_id: str, undo_run_id: str,
               FROM progression_journal WHERE old_run_id = :run_id GROUP BY user_id, content_id) l
         LEFT JOIN completions c ON c.user_id = l.user_id AND c.content_id = l.content_id
         WHERE c.run_id IS DISTINCT FROM :run_id AND {not_own.format(table="l")}
-    """), {"run_id": undone_run_id})
+    """),
+        {"run_id": undone_run_id},
+    )
     applies = "restore <> 'none'" + ("" if force else " AND NOT conflict")
     if not dry_run:
         # What is there now is the old side of the undo's own journal row; what it puts back is the new side.
-        conn.execute(sa.text(f"""
+        conn.execute(
+            sa.text(f"""
             INSERT INTO progression_journal
                 (run_id, user_id, content_id, action, old_completed_at, old_source, old_run_id, new_completed_at,
                  new_source, new_run_id)
             SELECT :run_id, user_id, content_id, restore, now_completed_at, now_source, now_run_id, old_completed_at,
                    old_source, old_run_id
             FROM {UNDO} WHERE {applies}
-        """), {"run_id": undo_run_id})
+        """),
+            {"run_id": undo_run_id},
+        )
         conn.exec_driver_sql(f"""
             DELETE FROM completions WHERE (user_id, content_id) IN
                 (SELECT user_id, content_id FROM {UNDO} WHERE restore = 'delete' AND {applies})
@@ -90,9 +114,10 @@ def restore_from_journal(conn: Connection, undone_run_id: str, undo_run_id: str,
         """)
     rows = pd.DataFrame(
         conn.exec_driver_sql(f"""
-            SELECT {', '.join(RESTORE_COLUMNS[:-1])}, CASE WHEN {applies} THEN 1 ELSE 0 END
+            SELECT {", ".join(RESTORE_COLUMNS[:-1])}, CASE WHEN {applies} THEN 1 ELSE 0 END
             FROM {UNDO} ORDER BY user_id, content_id""").all(),
-        columns=RESTORE_COLUMNS)
+        columns=RESTORE_COLUMNS,
+    )
     rows[["conflict", "applied"]] = rows[["conflict", "applied"]].astype(bool)
     conn.exec_driver_sql(f"DROP TABLE {UNDO}")
     return rows

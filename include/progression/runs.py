@@ -41,7 +41,7 @@ class Target:
     """Where one customer's run reads and writes."""
 
     customer: Customer
-    root: Any       # the customer's storage root (ObjectStoragePath in the DAGs, pathlib.Path in tests)
+    root: Any  # the customer's storage root (ObjectStoragePath in the DAGs, pathlib.Path in tests)
     engine: Engine  # the customer's platform database
 
 
@@ -65,8 +65,10 @@ def customer_file(target: Target, path: str) -> str:
 def _customer_lock(target: Target, namespace: int) -> Iterator[Connection]:
     with target.engine.begin() as conn:  # on SQLite BEGIN IMMEDIATE: one writer at a time anyway
         if conn.dialect.name == "postgresql":
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:ns, hashtext(:key))"),
-                         {"ns": namespace, "key": target.customer.slug})
+            conn.execute(
+                sa.text("SELECT pg_advisory_xact_lock(:ns, hashtext(:key))"),
+                {"ns": namespace, "key": target.customer.slug},
+            )
         yield conn
 
 
@@ -96,8 +98,7 @@ def executing(engine: Engine, run_id: str) -> Iterator[None]:
         try:
             yield
         finally:
-            conn.execute(sa.text("SELECT pg_advisory_unlock(:ns, hashtext(:run))"),
-                         {"ns": _RUN_LOCKS, "run": run_id})
+            conn.execute(sa.text("SELECT pg_advisory_unlock(:ns, hashtext(:run))"), {"ns": _RUN_LOCKS, "run": run_id})
             conn.commit()
 
 
@@ -105,8 +106,9 @@ def _executing_now(conn: Connection, run_id: str) -> bool:
     """Whether a task of this run holds its lock right now (PostgreSQL; SQLite cannot tell: False)."""
     if conn.dialect.name != "postgresql":
         return False
-    free = conn.execute(sa.text("SELECT pg_try_advisory_lock(:ns, hashtext(:run))"),
-                        {"ns": _RUN_LOCKS, "run": run_id}).scalar()
+    free = conn.execute(
+        sa.text("SELECT pg_try_advisory_lock(:ns, hashtext(:run))"), {"ns": _RUN_LOCKS, "run": run_id}
+    ).scalar()
     if free:
         conn.execute(sa.text("SELECT pg_advisory_unlock(:ns, hashtext(:run))"), {"ns": _RUN_LOCKS, "run": run_id})
     return not free
@@ -149,8 +151,12 @@ def guarded(target: Target, job: J, stage: Callable[[Target, J], J], fail: Calla
         if job.run_id:
             try:
                 with target.engine.begin() as conn:
-                    ledger.update_run(conn, job.run_id, message=f"{job.path}: the {name} stage was interrupted "
-                                      f"({_brief(exc)}); it is tried again, else the next run puts the file back")
+                    ledger.update_run(
+                        conn,
+                        job.run_id,
+                        message=f"{job.path}: the {name} stage was interrupted "
+                        f"({_brief(exc)}); it is tried again, else the next run puts the file back",
+                    )
             except Exception:  # noqa: BLE001 - the database may be what is gone; the task's own error says more
                 log.warning("could not record the interruption of %s in the ledger", job.run_id)
         raise
@@ -172,8 +178,11 @@ def recover(target: Target, airflow_run_is_live: AirflowRunIsLive | None) -> lis
     their staging. Returns one line per run recovered."""
     lines = []
     with target.engine.connect() as conn:
-        dead = [run for run in ledger.unfinished_runs(conn, target.customer.slug)
-                if not is_alive(conn, run, airflow_run_is_live)]
+        dead = [
+            run
+            for run in ledger.unfinished_runs(conn, target.customer.slug)
+            if not is_alive(conn, run, airflow_run_is_live)
+        ]
     for run in dead:
         lines.append(_recover_run(target, run))
     # A file's folder sits in its run's folder: once none of that run's files holds data there, it goes too.
@@ -200,12 +209,16 @@ def _recover_run(target: Target, run: dict) -> str:
                 streak = [run["run_id"], *ledger.failure_streak(conn, run["customer"], checksum)]
                 if len(streak) >= STRIKES:
                     folder = storage.archive_folder(run["subject"], True, run["content_type"])
-                    message = (f"{run['subject']}: these bytes failed {len(streak)} times in a row (runs "
-                               f"{', '.join(reversed(streak))}); moved to {folder}/ instead of trying again")
+                    message = (
+                        f"{run['subject']}: these bytes failed {len(streak)} times in a row (runs "
+                        f"{', '.join(reversed(streak))}); moved to {folder}/ instead of trying again"
+                    )
                 else:
                     folder = run["subject"].rsplit("/", 1)[0]
-                    message = (f"{run['subject']}: the run stopped before it finished (worker killed or lost); "
-                               "nothing was written and the file went back to the inbox for the next run")
+                    message = (
+                        f"{run['subject']}: the run stopped before it finished (worker killed or lost); "
+                        "nothing was written and the file went back to the inbox for the next run"
+                    )
             else:  # it got as far as deciding; only the move out of staging was left undone
                 folder = storage.archive_folder(run["subject"], status == Status.FAILED, run["content_type"])
             where = storage.free_name(root, folder, run["subject"].rsplit("/", 1)[-1], ledger.utcnow())
@@ -260,15 +273,15 @@ def rows_of(target: Target, airflow_run_id: str) -> list[dict]:
 
 @dataclass(frozen=True)
 class Figure:
-    key: str                  # its name in the run's summary
-    label: str | None         # its words on the history page (None: the summary's alone)
+    key: str  # its name in the run's summary
+    label: str | None  # its words on the history page (None: the summary's alone)
     columns: tuple[str, ...]  # the ledger counts it adds up
 
 
 @dataclass(frozen=True)
 class Kind:
-    subject: str                   # what the summary calls the run's subject
-    figures: tuple[Figure, ...]    # the first three labelled make the history list's compact cell
+    subject: str  # what the summary calls the run's subject
+    figures: tuple[Figure, ...]  # the first three labelled make the history list's compact cell
 
 
 def _figures(*rows: tuple[str, str | None, tuple[str, ...]]) -> tuple[Figure, ...]:
@@ -276,43 +289,71 @@ def _figures(*rows: tuple[str, str | None, tuple[str, ...]]) -> tuple[Figure, ..
 
 
 KINDS: dict[str, Kind] = {
-    IMPORT_DAG: Kind("file", _figures(
-        ("rows_read", "rows read", ("rows_read",)), ("written", "written", ("imported", "updated")),
-        ("rejected", "rejected", ("rejected",)), ("imported", None, ("imported",)),
-        ("updated", "of which updated", ("updated",)), ("derived_written", "through the hierarchy", ("derived_written",)),
-        ("kept", "kept as they were", ("kept",)), ("duplicates", "duplicates in the file", ("duplicates",)),
-        ("saved_without_access", "saved without access", ("saved_without_access",)))),
-    "progression_transfer": Kind("transfer", _figures(
-        ("completed_old", "completed the old item", ("rows_read",)),
-        ("written_directly", "new item completed", ("imported", "updated")),
-        ("skipped_without_access", "skipped without access", ("skipped_without_access",)),
-        ("updated", "of which replaced a completion", ("updated",)),
-        ("written_through_contents", "through the new item's contents", ("derived_written",)),
-        ("already_had_it", "already had the new item", ("kept",)), ("refused", "pairs refused", ("rejected",)))),
-    "progression_merge_users": Kind("merge", _figures(
-        ("completions", "completions of the source accounts", ("rows_read",)), ("copied", "copied", ("imported",)),
-        ("kept", "kept (target had an earlier one)", ("kept",)),
-        ("replaced", "replaced by an earlier date", ("updated",)),
-        ("removed", "removed from the source accounts", ("removed",)))),
-    "progression_undo": Kind("undone_run_id", _figures(
-        ("changes", "completions the run changed", ("rows_read",)), ("restored", "restored", ("restored",)),
-        ("removed", "of which removed (the run added them)", ("removed",)),
-        ("conflicts", "conflicts left alone", ("conflicts",)))),
+    IMPORT_DAG: Kind(
+        "file",
+        _figures(
+            ("rows_read", "rows read", ("rows_read",)),
+            ("written", "written", ("imported", "updated")),
+            ("rejected", "rejected", ("rejected",)),
+            ("imported", None, ("imported",)),
+            ("updated", "of which updated", ("updated",)),
+            ("derived_written", "through the hierarchy", ("derived_written",)),
+            ("kept", "kept as they were", ("kept",)),
+            ("duplicates", "duplicates in the file", ("duplicates",)),
+            ("saved_without_access", "saved without access", ("saved_without_access",)),
+        ),
+    ),
+    "progression_transfer": Kind(
+        "transfer",
+        _figures(
+            ("completed_old", "completed the old item", ("rows_read",)),
+            ("written_directly", "new item completed", ("imported", "updated")),
+            ("skipped_without_access", "skipped without access", ("skipped_without_access",)),
+            ("updated", "of which replaced a completion", ("updated",)),
+            ("written_through_contents", "through the new item's contents", ("derived_written",)),
+            ("already_had_it", "already had the new item", ("kept",)),
+            ("refused", "pairs refused", ("rejected",)),
+        ),
+    ),
+    "progression_merge_users": Kind(
+        "merge",
+        _figures(
+            ("completions", "completions of the source accounts", ("rows_read",)),
+            ("copied", "copied", ("imported",)),
+            ("kept", "kept (target had an earlier one)", ("kept",)),
+            ("replaced", "replaced by an earlier date", ("updated",)),
+            ("removed", "removed from the source accounts", ("removed",)),
+        ),
+    ),
+    "progression_undo": Kind(
+        "undone_run_id",
+        _figures(
+            ("changes", "completions the run changed", ("rows_read",)),
+            ("restored", "restored", ("restored",)),
+            ("removed", "of which removed (the run added them)", ("removed",)),
+            ("conflicts", "conflicts left alone", ("conflicts",)),
+        ),
+    ),
     "progression_export": Kind("export", _figures(("exported", "completions exported", ("rows_read",)))),
 }
 
 
 def figures(run: dict) -> dict[str, int]:
     """A ledger row's counts under its kind's own names."""
-    return {figure.key: sum(int(run.get(column) or 0) for column in figure.columns)
-            for figure in KINDS.get(run["dag_id"], KINDS[IMPORT_DAG]).figures}
+    return {
+        figure.key: sum(int(run.get(column) or 0) for column in figure.columns)
+        for figure in KINDS.get(run["dag_id"], KINDS[IMPORT_DAG]).figures
+    }
 
 
 def figure_lines(run: dict) -> list[tuple[str, int]]:
     """A ledger row's counts in its kind's own words, most telling first (the history page shows these)."""
     value = figures(run)
-    return [(figure.label, value[figure.key])
-            for figure in KINDS.get(run["dag_id"], KINDS[IMPORT_DAG]).figures if figure.label]
+    return [
+        (figure.label, value[figure.key])
+        for figure in KINDS.get(run["dag_id"], KINDS[IMPORT_DAG]).figures
+        if figure.label
+    ]
 
 
 def summarise(dag_id: str, customer: str | None, rows: list[dict], refused: str | None = None) -> dict:
@@ -324,25 +365,45 @@ def summarise(dag_id: str, customer: str | None, rows: list[dict], refused: str 
         return {**_files(rows), **({"refused": refused} if refused else {})}
     run = next((r for r in rows if r["dag_id"] == dag_id), None)
     if run is None:
-        return {"dag": dag_id, "customer": customer, "status": (Status.REFUSED if refused else Status.FAILED).value,
-                "message": refused or "the run stopped before it was recorded: the first task's log says why"}
-    return {"dag": dag_id, "customer": run["customer"], KINDS[dag_id].subject: run["subject"],
-            "run_id": run["run_id"], "status": run["status"], "dry_run": bool(run["dry_run"]), **figures(run),
-            "message": run["message"], "report": run["report_path"]}
+        return {
+            "dag": dag_id,
+            "customer": customer,
+            "status": (Status.REFUSED if refused else Status.FAILED).value,
+            "message": refused or "the run stopped before it was recorded: the first task's log says why",
+        }
+    return {
+        "dag": dag_id,
+        "customer": run["customer"],
+        KINDS[dag_id].subject: run["subject"],
+        "run_id": run["run_id"],
+        "status": run["status"],
+        "dry_run": bool(run["dry_run"]),
+        **figures(run),
+        "message": run["message"],
+        "report": run["report_path"],
+    }
 
 
 def _files(rows: list[dict]) -> dict:
     label = {r["run_id"]: f"{r['customer']}/{r['subject'].removeprefix('inbox/')}" for r in rows}
     checks = [r for r in rows if storage.is_check(r["subject"])]
     imports = [r for r in rows if not storage.is_check(r["subject"])]
-    totals = {key: sum(found[key] for found in map(figures, imports))
-              for key in (figure.key for figure in KINDS[IMPORT_DAG].figures)}
-    by_status = {status: [label[r["run_id"]] for r in imports if r["status"] == status]
-                 for status in (Status.SUCCEEDED, Status.FAILED, Status.SKIPPED, Status.RUNNING)}
+    totals = {
+        key: sum(found[key] for found in map(figures, imports))
+        for key in (figure.key for figure in KINDS[IMPORT_DAG].figures)
+    }
+    by_status = {
+        status: [label[r["run_id"]] for r in imports if r["status"] == status]
+        for status in (Status.SUCCEEDED, Status.FAILED, Status.SKIPPED, Status.RUNNING)
+    }
     return {
-        "dag": IMPORT_DAG, "files": len(imports), **totals,
-        "succeeded": by_status[Status.SUCCEEDED], "failed": by_status[Status.FAILED],
-        "skipped": by_status[Status.SKIPPED], "unfinished": by_status[Status.RUNNING],
+        "dag": IMPORT_DAG,
+        "files": len(imports),
+        **totals,
+        "succeeded": by_status[Status.SUCCEEDED],
+        "failed": by_status[Status.FAILED],
+        "skipped": by_status[Status.SKIPPED],
+        "unfinished": by_status[Status.RUNNING],
         "dry_run": any(r["dry_run"] for r in imports),
         "checked": {label[r["run_id"]]: r["status"] for r in checks},
         "runs": {label[r["run_id"]]: r["run_id"] for r in rows},
@@ -359,10 +420,23 @@ class ReportedJob(Protocol):
     message: str
 
 
-def report_head(target: Target, job: ReportedJob, subject: list[tuple[str, object]], status: str, *,
-                nothing_written: str = "DRY RUN") -> list[tuple[str, object]]:
+def report_head(
+    target: Target,
+    job: ReportedJob,
+    subject: list[tuple[str, object]],
+    status: str,
+    *,
+    nothing_written: str = "DRY RUN",
+) -> list[tuple[str, object]]:
     """The first lines of every report's Summary sheet: who, what, which run, and how it ended."""
     written = f"{nothing_written}, nothing written: " if job.dry_run else ""
-    return [("Customer", job.customer), ("Platform", target.customer.platform), *subject, ("Run id", job.run_id),
-            ("Airflow run", job.airflow_run_id), ("Started (UTC)", job.started), ("Status", written + status),
-            ("Message", job.message or None)]
+    return [
+        ("Customer", job.customer),
+        ("Platform", target.customer.platform),
+        *subject,
+        ("Run id", job.run_id),
+        ("Airflow run", job.airflow_run_id),
+        ("Started (UTC)", job.started),
+        ("Status", written + status),
+        ("Message", job.message or None),
+    ]

@@ -54,8 +54,9 @@ class Inbox:
 def relative(path: str) -> str:
     """A clean relative path inside the root, or PathRefused."""
     if not path or "://" in path or path.startswith(("/", "\\", "~")):
-        raise PathRefused(f"path {path!r} must be relative to the customer's storage root, e.g. "
-                          "'inbox/activities/file.xlsx'")
+        raise PathRefused(
+            f"path {path!r} must be relative to the customer's storage root, e.g. 'inbox/activities/file.xlsx'"
+        )
     parts = PurePosixPath(path.replace("\\", "/")).parts
     if any(part in ("..", ".") for part in parts):
         raise PathRefused(f"path {path!r} leaves the customer's storage root")
@@ -152,6 +153,7 @@ def free_name(root: Root, folder: str, name: str, stamp: datetime) -> str:
 
 # --- files --------------------------------------------------------------------------------------------------------
 
+
 def is_file(root: Root, rel: str) -> bool:
     """Whether a regular file is at rel (False when nothing is); PathRefused for a link or anything else."""
     rel = relative(rel)
@@ -218,8 +220,10 @@ def move(root: Root, source_rel: str, target_rel: str) -> None:
         write_bytes(root, target_rel, read_bytes(root, source_rel))
         at(root, source_rel).unlink()
         return
-    with _parent(base, source_rel) as (source_fd, source_name), \
-            _parent(base, target_rel, create=True) as (target_fd, target_name):
+    with (
+        _parent(base, source_rel) as (source_fd, source_name),
+        _parent(base, target_rel, create=True) as (target_fd, target_name),
+    ):
         if not _regular_file_at(source_fd, source_name, source_rel):
             raise _missing(source_rel)
         _regular_file_at(target_fd, target_name, target_rel)
@@ -310,6 +314,7 @@ def _remove_entry(dir_fd: int, name: str, rel: str, kind: str) -> None:
 
 # --- local storage: every part opened without following links -----------------------------------------------------
 
+
 def _local_folder(root: Root) -> str | None:
     """The root's folder on this machine, or None for an object store."""
     if isinstance(root, PurePath):
@@ -383,8 +388,9 @@ def _listing(root: Root, rel: str) -> list[tuple[str, str]]:
         # refresh: s3fs caches listings for the life of the process, and a new upload must show
         listed = folder.fs.ls(folder.path, detail=True, refresh=True)
         kinds = {"file": _FILE, "directory": _FOLDER}
-        return sorted((entry["name"].rstrip("/").rsplit("/", 1)[-1], kinds.get(entry["type"], _OTHER))
-                      for entry in listed)
+        return sorted(
+            (entry["name"].rstrip("/").rsplit("/", 1)[-1], kinds.get(entry["type"], _OTHER)) for entry in listed
+        )
     with _folder(base, rel) as fd, os.scandir(fd) as listed:
         return sorted((entry.name, _entry_kind(entry)) for entry in listed)
 
@@ -400,8 +406,9 @@ def _entry_kind(entry: os.DirEntry) -> str:
 
 
 def _refusal(rel: str, kind: str, wanted: str = _FILE) -> PathRefused:
-    reason = ("is a symbolic link" if kind == _LINK
-              else "is not a folder" if wanted == _FOLDER else "is not a regular file")
+    reason = (
+        "is a symbolic link" if kind == _LINK else "is not a folder" if wanted == _FOLDER else "is not a regular file"
+    )
     return PathRefused(f"{rel} {reason}: refused and left where it is")
 
 

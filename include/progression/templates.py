@@ -42,8 +42,12 @@ TITLE_HEADER = "Title (looked up)"  # no alias of the import's columns: the impo
 LIST_HEADERS = [CANONICAL_HEADERS[UUID], "Title"]
 TITLE_ROWS = 1_000  # rows given the title formula; a customer filling more copies it down
 _BOLD = Font(bold=True)
-_ON_EXISTING = {"keep": "that completion is kept", "earliest": "the earlier date is kept",
-                "latest": "the later date is kept", "overwrite": "the file's date replaces it"}
+_ON_EXISTING = {
+    "keep": "that completion is kept",
+    "earliest": "the earlier date is kept",
+    "latest": "the later date is kept",
+    "overwrite": "the file's date replaces it",
+}
 
 
 @dataclass(frozen=True)
@@ -99,8 +103,9 @@ def template_workbook(customer: Customer, content_type: str, items: list[Item], 
     hidden = book.create_sheet(LIST_SHEET)
     hidden.sheet_state = "hidden"
     _header(hidden, LIST_HEADERS, [40, 48])
-    _text_rows(hidden, [[item.uuid, item.title]
-                        for item in sorted(items, key=lambda item: (item.title.casefold(), item.uuid))])
+    _text_rows(
+        hidden, [[item.uuid, item.title] for item in sorted(items, key=lambda item: (item.title.casefold(), item.uuid))]
+    )
     return book
 
 
@@ -108,11 +113,17 @@ def _uuid_drop_down(content_type: str, count: int, last_row: int, written_at: st
     """The drop-down on `Content uuid`. A warning, not a stop: content added after the template was written, or a
     uuid pasted in capitals, is still the customer's to enter; the import decides."""
     drop_down = DataValidation(
-        type="list", formula1=f"{LIST_SHEET}!$A$2:$A${count + 1}", allow_blank=True, errorStyle="warning",
-        showErrorMessage=True, showInputMessage=True, promptTitle="Content uuid",
+        type="list",
+        formula1=f"{LIST_SHEET}!$A$2:$A${count + 1}",
+        allow_blank=True,
+        errorStyle="warning",
+        showErrorMessage=True,
+        showInputMessage=True,
+        promptTitle="Content uuid",
         prompt=f"Pick one of the platform's {content_type}; its title shows in the column beside it.",
         errorTitle="Not in the list",
-        error=f"This is not one of the platform's {content_type} as of {written_at}. Keep it anyway?")
+        error=f"This is not one of the platform's {content_type} as of {written_at}. Keep it anyway?",
+    )
     drop_down.add(f"B2:B{last_row}")
     return drop_down
 
@@ -121,32 +132,66 @@ def instruction_lines(customer: Customer, content_type: str, has_items: bool, wr
     day_first = customer.date_order == "DMY"
     example = "31-03-2024, 31/03/2024 or 31.03.2024" if day_first else "03-31-2024, 03/31/2024 or 03.31.2024"
     lines = [
-        ["Template", f"Completions of {content_type} for platform {customer.platform!r} "
-                     f"(customer {customer.slug}), written {written_at}."],
-        ["How", f"Fill the {FILL_SHEET!r} sheet, one completion a row, and keep its headers. Only completions "
-                "exist: there is no partial progress."],
+        [
+            "Template",
+            f"Completions of {content_type} for platform {customer.platform!r} "
+            f"(customer {customer.slug}), written {written_at}.",
+        ],
+        [
+            "How",
+            f"Fill the {FILL_SHEET!r} sheet, one completion a row, and keep its headers. Only completions "
+            "exist: there is no partial progress.",
+        ],
         [HEADERS[0], "Mandatory: the user's e-mail address on the platform."],
-        [HEADERS[1], f"Mandatory: pick from the drop-down, or copy from the {CONTENT_SHEET!r} sheet. "
-                     f"{TITLE_HEADER!r} shows the title of the uuid picked and is not imported."
-                     if has_items else f"Mandatory. The platform had no {content_type} when this was written."],
+        [
+            HEADERS[1],
+            f"Mandatory: pick from the drop-down, or copy from the {CONTENT_SHEET!r} sheet. "
+            f"{TITLE_HEADER!r} shows the title of the uuid picked and is not imported."
+            if has_items
+            else f"Mandatory. The platform had no {content_type} when this was written.",
+        ],
         [HEADERS[2], "Optional. Left blank, it is the day of the import."],
-        ["Date forms", f"A date cell of Excel; {example} "
-                       f"({'day' if day_first else 'month'} first: date order {customer.date_order}); "
-                       "2024-03-31; any of these with a time such as 14:30; an Excel date number."],
-        ["Time zone", f"A date without a time is midnight in {customer.timezone}; a time without an offset is "
-                      f"{customer.timezone} time. A date in the future rejects the row."],
-        ["Limits", f"At most {customer.max_rows:,} rows a file. When more than {customer.max_error_rate:.0%} of "
-                   "the rows are rejected, nothing of the file is imported."],
-        ["Existing completions", f"When the user has completed the item already, {_ON_EXISTING[customer.on_existing]} "
-                                 f"(on_existing: {customer.on_existing})."],
-        ["Where", f"Drop the file in inbox/{content_type}/ of your storage to import it; in check/{content_type}/ "
-                  "to have it checked against the platform without importing anything."],
-        ["Report", "Every file gets a report in reports/<date>/: every row with its outcome and reason, and a "
-                   "Rejected sheet to fix and drop again as it is."],
+        [
+            "Date forms",
+            f"A date cell of Excel; {example} "
+            f"({'day' if day_first else 'month'} first: date order {customer.date_order}); "
+            "2024-03-31; any of these with a time such as 14:30; an Excel date number.",
+        ],
+        [
+            "Time zone",
+            f"A date without a time is midnight in {customer.timezone}; a time without an offset is "
+            f"{customer.timezone} time. A date in the future rejects the row.",
+        ],
+        [
+            "Limits",
+            f"At most {customer.max_rows:,} rows a file. When more than {customer.max_error_rate:.0%} of "
+            "the rows are rejected, nothing of the file is imported.",
+        ],
+        [
+            "Existing completions",
+            f"When the user has completed the item already, {_ON_EXISTING[customer.on_existing]} "
+            f"(on_existing: {customer.on_existing}).",
+        ],
+        [
+            "Where",
+            f"Drop the file in inbox/{content_type}/ of your storage to import it; in check/{content_type}/ "
+            "to have it checked against the platform without importing anything.",
+        ],
+        [
+            "Report",
+            "Every file gets a report in reports/<date>/: every row with its outcome and reason, and a "
+            "Rejected sheet to fix and drop again as it is.",
+        ],
     ]
     if content_type != "activities":
-        lines.insert(5, ["Hierarchy", "Completing a journey also completes its activities; completing a programme "
-                                      "also completes its journeys and their activities, with the same date."])
+        lines.insert(
+            5,
+            [
+                "Hierarchy",
+                "Completing a journey also completes its activities; completing a programme "
+                "also completes its journeys and their activities, with the same date.",
+            ],
+        )
     return lines
 
 

@@ -28,7 +28,13 @@ from progression.jobs import Job
 from progression.ledger import Status
 from progression.runs import ConfError, Target
 from progression.platform import (
-    completions, content, content_groups, group_members, load_edges, platform_id, users,
+    completions,
+    content,
+    content_groups,
+    group_members,
+    load_edges,
+    platform_id,
+    users,
 )
 from progression.read import ROW, InputError, read_pairs
 from progression.report import Rows, write_sheets
@@ -37,11 +43,13 @@ from progression.write import write_completions
 
 DAG_ID = "progression_transfer"
 COMPLETION_DATES = ("original", "transfer")  # the old completion's date, or midnight of the day of the transfer
-TRANSFERS = "transfers"                      # the sub-folder of inbox/, processed/ and failed/ for pairs workbooks
+TRANSFERS = "transfers"  # the sub-folder of inbox/, processed/ and failed/ for pairs workbooks
 PAIR_HEADERS = ("Old content uuid", "New content uuid")
 # Other spellings of the headers, matched as the import matches its own: trimmed, case and punctuation ignored.
-PAIR_ALIASES = {"Old content uuid": ("Old uuid", "From uuid", "From content uuid", "Old content"),
-                "New content uuid": ("New uuid", "To uuid", "To content uuid", "New content")}
+PAIR_ALIASES = {
+    "Old content uuid": ("Old uuid", "From uuid", "From content uuid", "Old content"),
+    "New content uuid": ("New uuid", "To uuid", "To content uuid", "New content"),
+}
 PROBLEMS_IN_MESSAGE = 10
 _UUID = re.compile(UUID_PATTERN)
 
@@ -93,14 +101,14 @@ class Problem:
 @dataclass
 class TransferJob(Job):
     customer: str
-    path: str | None               # the pairs workbook relative to the storage root; None for the conf's pair
+    path: str | None  # the pairs workbook relative to the storage root; None for the conf's pair
     dry_run: bool = True
     completion_date: str = "original"
     on_existing: str = "keep"
     airflow_run_id: str | None = None
-    started: str = ""              # ISO time the run began: "the day of the transfer"
+    started: str = ""  # ISO time the run began: "the day of the transfer"
     run_id: str = ""
-    subject: str = ""              # the pair or the workbook, as the ledger names the run
+    subject: str = ""  # the pair or the workbook, as the ledger names the run
     status: Status = Status.PENDING  # pending, ok (the pairs checked), refused
     message: str = ""
     pairs: list[Pair] = field(default_factory=list)
@@ -127,9 +135,19 @@ class TransferJob(Job):
 
 # --- plan: the conf, the pairs workbook and every pair checked before any work ---------------------------------
 
-def plan(target: Target, *, old_uuid: str | None = None, new_uuid: str | None = None, path: str | None = None,
-         dry_run: bool, completion_date: str, on_existing: str | None, airflow_run_id: str | None,
-         started: datetime) -> TransferJob:
+
+def plan(
+    target: Target,
+    *,
+    old_uuid: str | None = None,
+    new_uuid: str | None = None,
+    path: str | None = None,
+    dry_run: bool,
+    completion_date: str,
+    on_existing: str | None,
+    airflow_run_id: str | None,
+    started: datetime,
+) -> TransferJob:
     """Check the conf (ConfError: nothing recorded) and every pair on the platform; open the run in the ledger.
 
     A pair or workbook that cannot be transferred gives a job with status `refused`, recorded as a failed run.
@@ -145,8 +163,10 @@ def plan(target: Target, *, old_uuid: str | None = None, new_uuid: str | None = 
     if not path and (old_uuid or new_uuid) and not (old_uuid and new_uuid):
         raise ConfError(f"{'new_uuid' if old_uuid else 'old_uuid'} is missing: a pair needs old_uuid and new_uuid")
     if not path and not old_uuid:
-        raise ConfError("nothing to transfer: give old_uuid and new_uuid (one pair) or path (a workbook of pairs, "
-                        f"e.g. {storage.INBOX}/{TRANSFERS}/pairs.xlsx)")
+        raise ConfError(
+            "nothing to transfer: give old_uuid and new_uuid (one pair) or path (a workbook of pairs, "
+            f"e.g. {storage.INBOX}/{TRANSFERS}/pairs.xlsx)"
+        )
     rel = runs.customer_file(target, path) if path else None
     requested: list[tuple[int | None, str | None, str | None]]
     if rel:
@@ -157,14 +177,31 @@ def plan(target: Target, *, old_uuid: str | None = None, new_uuid: str | None = 
         subject = f"{old_uuid.strip().lower()} -> {new_uuid.strip().lower()}"
         requested, problems = [(None, old_uuid, new_uuid)], []
     stamp = started.astimezone(timezone.utc)
-    job = TransferJob(customer=customer.slug, path=rel, dry_run=dry_run, completion_date=completion_date,
-                      on_existing=on_existing, airflow_run_id=airflow_run_id, started=stamp.isoformat(),
-                      run_id=ledger.new_run_id("transfer", customer.slug, stamp), subject=subject, problems=problems)
+    job = TransferJob(
+        customer=customer.slug,
+        path=rel,
+        dry_run=dry_run,
+        completion_date=completion_date,
+        on_existing=on_existing,
+        airflow_run_id=airflow_run_id,
+        started=stamp.isoformat(),
+        run_id=ledger.new_run_id("transfer", customer.slug, stamp),
+        subject=subject,
+        problems=problems,
+    )
     with target.engine.begin() as conn:
         if requested:
             job.pairs, job.problems = check_pairs(conn, customer.platform, requested)
-        ledger.start_run(conn, run_id=job.run_id, customer=job.customer, dag_id=DAG_ID, subject=job.subject,
-                         airflow_run_id=airflow_run_id, dry_run=dry_run, staging=job.staging)
+        ledger.start_run(
+            conn,
+            run_id=job.run_id,
+            customer=job.customer,
+            dag_id=DAG_ID,
+            subject=job.subject,
+            airflow_run_id=airflow_run_id,
+            dry_run=dry_run,
+            staging=job.staging,
+        )
         if job.problems:
             job.status, job.pairs = Status.REFUSED, []
             job.message = refusal_message(job.problems)
@@ -195,19 +232,22 @@ def requested_in(data: bytes, rel: str) -> tuple[list[tuple[int | None, str | No
         return [], [Problem("unreadable workbook", f"{rel}: {exc}")]
     if rows.empty:
         return [], [Problem("unreadable workbook", f"{rel}: the workbook has the headers but no pairs")]
-    return list(rows[[ROW, *PAIR_HEADERS]].astype(object).where(rows.notna(), None)
-                .itertuples(index=False, name=None)), []
+    return list(
+        rows[[ROW, *PAIR_HEADERS]].astype(object).where(rows.notna(), None).itertuples(index=False, name=None)
+    ), []
 
 
-def check_pairs(conn: Connection, platform_slug: str, requested: list[tuple[int | None, str | None, str | None]]
-                ) -> tuple[list[Pair], list[Problem]]:
+def check_pairs(
+    conn: Connection, platform_slug: str, requested: list[tuple[int | None, str | None, str | None]]
+) -> tuple[list[Pair], list[Problem]]:
     """The pairs to transfer (chains resolved) and every problem with the requested ones, each naming its row."""
     pid = platform_id(conn, platform_slug)
     wellformed = {u.lower() for _, old, new in requested for u in (old, new) if u and _UUID.match(u.lower())}
     known = {}
     if wellformed:
-        query = (sa.select(content.c.uuid, content.c.id, content.c.type, content.c.title)
-                 .where(content.c.platform_id == pid, content.c.uuid.in_(sorted(wellformed))))
+        query = sa.select(content.c.uuid, content.c.id, content.c.type, content.c.title).where(
+            content.c.platform_id == pid, content.c.uuid.in_(sorted(wellformed))
+        )
         known = {str(u).lower(): (item, kind, title) for u, item, kind, title in conn.execute(query)}
     pairs, problems, asked = [], [], set()
     for row, old_raw, new_raw in requested:
@@ -225,8 +265,9 @@ def check_pairs(conn: Connection, platform_slug: str, requested: list[tuple[int 
     return chained, problems + cycles
 
 
-def _pair_problem(old: str | None, new: str | None, old_raw: str | None, new_raw: str | None, known: dict,
-                  platform_slug: str) -> tuple[str, str] | None:
+def _pair_problem(
+    old: str | None, new: str | None, old_raw: str | None, new_raw: str | None, known: dict, platform_slug: str
+) -> tuple[str, str] | None:
     for side, uuid, raw in (("old", old, old_raw), ("new", new, new_raw)):
         if not uuid:
             return "missing uuid", f"the {side} content uuid is missing"
@@ -238,8 +279,11 @@ def _pair_problem(old: str | None, new: str | None, old_raw: str | None, new_raw
         if uuid not in known:  # content of another platform is unknown here
             return "unknown content", f"no content with uuid {uuid} on platform {platform_slug}"
     if known[old][1] != known[new][1]:
-        return ("different types", f"the old item is {_a(known[old][1])} and the new one {_a(known[new][1])}: a "
-                "transfer goes from activity to activity, journey to journey or programme to programme")
+        return (
+            "different types",
+            f"the old item is {_a(known[old][1])} and the new one {_a(known[new][1])}: a "
+            "transfer goes from activity to activity, journey to journey or programme to programme",
+        )
     return None
 
 
@@ -249,8 +293,9 @@ def _a(kind: str) -> str:
 
 def resolve_chains(pairs: list[Pair]) -> tuple[list[Pair], list[Problem]]:
     """The pairs plus X -> Z for every chain X -> Y -> Z; a cycle (X -> Y -> X) is a problem naming its uuids."""
-    by_uuid = {p.old_uuid: (p.old_id, p.old_title) for p in pairs} | {p.new_uuid: (p.new_id, p.new_title)
-                                                                         for p in pairs}
+    by_uuid = {p.old_uuid: (p.old_id, p.old_title) for p in pairs} | {
+        p.new_uuid: (p.new_id, p.new_title) for p in pairs
+    }
     onward: dict[str, list[Pair]] = {}
     for pair in pairs:
         onward.setdefault(pair.old_uuid, []).append(pair)
@@ -266,9 +311,16 @@ def resolve_chains(pairs: list[Pair]) -> tuple[list[Pair], list[Problem]]:
                 if pair.new_uuid == start and start not in in_cycle:
                     loop = via[here] + [start]
                     in_cycle.update(loop)
-                    cycles.append(Problem("cycle", "the pairs form a cycle: " + " -> ".join(loop) + "; a transfer "
-                                          "cannot complete an item from itself", pair.row, pair.old_uuid,
-                                          pair.new_uuid))
+                    cycles.append(
+                        Problem(
+                            "cycle",
+                            "the pairs form a cycle: " + " -> ".join(loop) + "; a transfer "
+                            "cannot complete an item from itself",
+                            pair.row,
+                            pair.old_uuid,
+                            pair.new_uuid,
+                        )
+                    )
                 elif pair.new_uuid not in via:
                     via[pair.new_uuid] = via[here] + [pair.new_uuid]
                     queue.append(pair.new_uuid)
@@ -276,12 +328,14 @@ def resolve_chains(pairs: list[Pair]) -> tuple[list[Pair], list[Problem]]:
         for end, chain in via.items():
             if len(chain) > 2:
                 (new_id, new_title) = by_uuid[end]
-                chained.append(Pair(start, end, first.type, first.old_id, new_id, first.old_title, new_title,
-                                    chain=chain))
+                chained.append(
+                    Pair(start, end, first.type, first.old_id, new_id, first.old_title, new_title, chain=chain)
+                )
     return ([] if cycles else pairs + chained), cycles
 
 
 # --- transfer: who completed the old items, who can see the new ones, written in one transaction --------------
+
 
 def transfer(target: Target, job: TransferJob) -> TransferJob:
     """Every pair's completions in one transaction: all of them or none. A dry run decides and writes nothing."""
@@ -290,8 +344,9 @@ def transfer(target: Target, job: TransferJob) -> TransferJob:
     with runs.writing(target) as conn:
         pid = platform_id(conn, target.customer.platform)
         edges = load_edges(conn, pid)
-        completed = pd.concat([completed_old(conn, pid, index, pair, edges) for index, pair in enumerate(job.pairs)],
-                              ignore_index=True)
+        completed = pd.concat(
+            [completed_old(conn, pid, index, pair, edges) for index, pair in enumerate(job.pairs)], ignore_index=True
+        )
         if job.completion_date == "transfer":
             completed["completed_at"] = transfer_day(job, target)
         run, by_pair = write_pairs(conn, job, candidate_rows(completed, job.pairs, edges))
@@ -312,14 +367,19 @@ def write_pairs(conn: Connection, job: TransferJob, candidates: pd.DataFrame) ->
     """One row per (user, content) with the earliest date, through the one write path; the outcomes of the run and
     of each pair."""
     key = ["user_id", "content_id"]
-    rows = (candidates.groupby(key, as_index=False, sort=False)
-            .agg(completed_at=("completed_at", "min"), direct=("direct", "any")))
-    write_rows = partial(write_completions, conn, run_id=job.run_id, source="transfer", on_existing=job.on_existing,
-                         dry_run=job.dry_run)
+    rows = candidates.groupby(key, as_index=False, sort=False).agg(
+        completed_at=("completed_at", "min"), direct=("direct", "any")
+    )
+    write_rows = partial(
+        write_completions, conn, run_id=job.run_id, source="transfer", on_existing=job.on_existing, dry_run=job.dry_run
+    )
     if len(job.pairs) == 1:  # the write's own totals are the pair's
         result = write_rows(rows)
-        run = {(direct, outcome): n for direct, counts in ((True, result.direct_counts), (False, result.derived_counts))
-               for outcome, n in counts.items()}
+        run = {
+            (direct, outcome): n
+            for direct, counts in ((True, result.direct_counts), (False, result.derived_counts))
+            for outcome, n in counts.items()
+        }
         return run, {0: run}
     # A content item can be reached through more than one pair. Every row goes in as direct, so that the write
     # returns the outcome of each one that is not new, and each pair counts its own.
@@ -330,8 +390,10 @@ def write_pairs(conn: Connection, job: TransferJob, candidates: pd.DataFrame) ->
 
 
 def _tally(rows: pd.DataFrame) -> Tally:
-    return {(bool(direct), str(outcome)): int(n) for direct, outcome, n in
-            rows.groupby(["direct", "outcome"]).size().reset_index().itertuples(index=False)}
+    return {
+        (bool(direct), str(outcome)): int(n)
+        for direct, outcome, n in rows.groupby(["direct", "outcome"]).size().reset_index().itertuples(index=False)
+    }
 
 
 def completed_old(conn: Connection, pid: int, index: int, pair: Pair, edges: pd.DataFrame) -> pd.DataFrame:
@@ -340,23 +402,30 @@ def completed_old(conn: Connection, pid: int, index: int, pair: Pair, edges: pd.
     Access is a join in SQL: one of the user's groups is given the new item or a journey/programme containing it.
     """
     above = ancestors(pd.Series([pair.new_id]), edges)["ancestor"].astype("int64").tolist()
-    access = (sa.select(group_members.c.user_id)
-              .join(content_groups, content_groups.c.group_id == group_members.c.group_id)
-              .where(group_members.c.user_id == completions.c.user_id, content_groups.c.content_id.in_(above))
-              .exists())
-    query = (sa.select(completions.c.user_id, users.c.email, completions.c.completed_at, access.label("has_access"))
-             .join(users, users.c.id == completions.c.user_id)
-             .where(completions.c.content_id == pair.old_id, users.c.platform_id == pid))
+    access = (
+        sa.select(group_members.c.user_id)
+        .join(content_groups, content_groups.c.group_id == group_members.c.group_id)
+        .where(group_members.c.user_id == completions.c.user_id, content_groups.c.content_id.in_(above))
+        .exists()
+    )
+    query = (
+        sa.select(completions.c.user_id, users.c.email, completions.c.completed_at, access.label("has_access"))
+        .join(users, users.c.id == completions.c.user_id)
+        .where(completions.c.content_id == pair.old_id, users.c.platform_id == pid)
+    )
     rows = conn.execute(query).all()
     # Column by column: a DataFrame built from Row objects costs a Python call per row and cell.
     user_id, email, completed_at, has_access = zip(*rows) if rows else ((), (), (), ())
-    return pd.DataFrame({
-        "pair": pd.Series(index, index=range(len(rows)), dtype="int64"),
-        "user_id": pd.Series(user_id, dtype="int64"), "email": pd.Series(email, dtype="string"),
-        # SQLite gives naive UTC times, PostgreSQL aware ones: both become aware UTC.
-        "completed_at": pd.to_datetime(pd.Series(completed_at, dtype=object), utc=True),
-        "has_access": pd.Series(has_access, dtype=bool),
-    })
+    return pd.DataFrame(
+        {
+            "pair": pd.Series(index, index=range(len(rows)), dtype="int64"),
+            "user_id": pd.Series(user_id, dtype="int64"),
+            "email": pd.Series(email, dtype="string"),
+            # SQLite gives naive UTC times, PostgreSQL aware ones: both become aware UTC.
+            "completed_at": pd.to_datetime(pd.Series(completed_at, dtype=object), utc=True),
+            "has_access": pd.Series(has_access, dtype=bool),
+        }
+    )
 
 
 def transfer_day(job: TransferJob, target: Target) -> pd.Timestamp:
@@ -372,9 +441,12 @@ def candidate_rows(completed: pd.DataFrame, pairs: list[Pair], edges: pd.DataFra
     reached = reached.assign(content_id=reached["pair"].map(new_ids).astype("int64"))
     direct = reached.assign(direct=True)
     below = descendants(new_ids, edges)
-    derived = (reached.merge(below, left_on="content_id", right_on="item")
-               .drop(columns=["content_id", "item"]).rename(columns={"descendant": "content_id"})
-               .assign(direct=False))
+    derived = (
+        reached.merge(below, left_on="content_id", right_on="item")
+        .drop(columns=["content_id", "item"])
+        .rename(columns={"descendant": "content_id"})
+        .assign(direct=False)
+    )
     columns = ["pair", "user_id", "content_id", "completed_at", "direct"]
     every = pd.concat([direct[columns], derived[columns]], ignore_index=True)
     every["content_id"] = every["content_id"].astype("int64")
@@ -388,9 +460,12 @@ def _written(tally: Tally, direct: bool) -> int:
 def _run_counts(completed: pd.DataFrame, run: Tally) -> ledger.RunCounts:
     """The ledger's counts: rows read are old completions, imported/updated/kept the new items themselves."""
     return ledger.RunCounts(
-        rows_read=len(completed), skipped_without_access=int((~completed["has_access"]).sum()),
-        imported=run.get((True, "imported"), 0), updated=run.get((True, "updated"), 0),
-        kept=run.get((True, "kept"), 0), derived_written=_written(run, direct=False),
+        rows_read=len(completed),
+        skipped_without_access=int((~completed["has_access"]).sum()),
+        imported=run.get((True, "imported"), 0),
+        updated=run.get((True, "updated"), 0),
+        kept=run.get((True, "kept"), 0),
+        derived_written=_written(run, direct=False),
     )
 
 
@@ -409,9 +484,20 @@ def _count_pairs(pairs: list[Pair], completed: pd.DataFrame, by_pair: dict[int, 
 
 # --- report and archive --------------------------------------------------------------------------------------
 
-PAIRS_SHEET = ["Row", "Old content uuid", "Old title", "New content uuid", "New title", "Type", "Chain",
-               "Completed old", "Written directly", "Written through contents", "Skipped without access",
-               "Already had it"]
+PAIRS_SHEET = [
+    "Row",
+    "Old content uuid",
+    "Old title",
+    "New content uuid",
+    "New title",
+    "Type",
+    "Chain",
+    "Completed old",
+    "Written directly",
+    "Written through contents",
+    "Skipped without access",
+    "Already had it",
+]
 
 
 def report(target: Target, job: TransferJob) -> TransferJob:
@@ -419,30 +505,71 @@ def report(target: Target, job: TransferJob) -> TransferJob:
     job.report = f"{storage.REPORTS}/{job.now:%Y-%m-%d}/transfer.{job.run_id}.xlsx"
     sheets: list[tuple[str, list[str], Rows]] = [("Summary", ["Field", "Value"], summary_lines(target, job))]
     if job.refused:
-        sheets.append(("Refused", ["Row", *PAIR_HEADERS, "Reason"],
-                       [(p.row, p.old_uuid, p.new_uuid, p.reason) for p in job.problems]))
+        sheets.append(
+            (
+                "Refused",
+                ["Row", *PAIR_HEADERS, "Reason"],
+                [(p.row, p.old_uuid, p.new_uuid, p.reason) for p in job.problems],
+            )
+        )
     else:
-        sheets.append(("Pairs", PAIRS_SHEET, [
-            (p.row, p.old_uuid, p.old_title, p.new_uuid, p.new_title, p.type, " -> ".join(p.chain) or None,
-             p.completed_old, p.written_directly, p.written_through_contents, p.skipped_without_access,
-             p.already_had_it) for p in job.pairs]))
+        sheets.append(
+            (
+                "Pairs",
+                PAIRS_SHEET,
+                [
+                    (
+                        p.row,
+                        p.old_uuid,
+                        p.old_title,
+                        p.new_uuid,
+                        p.new_title,
+                        p.type,
+                        " -> ".join(p.chain) or None,
+                        p.completed_old,
+                        p.written_directly,
+                        p.written_through_contents,
+                        p.skipped_without_access,
+                        p.already_had_it,
+                    )
+                    for p in job.pairs
+                ],
+            )
+        )
         skipped = storage.read_frame(target.root, f"{job.staging}/skipped.parquet")
         uuids = pd.DataFrame([(p.old_uuid, p.new_uuid) for p in job.pairs], columns=["old_uuid", "new_uuid"])
-        sheets.append(("Skipped users", [*PAIR_HEADERS, "User email"], uuids.iloc[skipped["pair"].to_numpy()]
-                       .reset_index(drop=True).assign(email=skipped["email"].to_numpy())))
-    runs.save_report(target, job.run_id, job.report, lambda file: write_sheets(file, sheets),
-                     Status.FAILED if job.refused else Status.SUCCEEDED)
+        sheets.append(
+            (
+                "Skipped users",
+                [*PAIR_HEADERS, "User email"],
+                uuids.iloc[skipped["pair"].to_numpy()].reset_index(drop=True).assign(email=skipped["email"].to_numpy()),
+            )
+        )
+    runs.save_report(
+        target,
+        job.run_id,
+        job.report,
+        lambda file: write_sheets(file, sheets),
+        Status.FAILED if job.refused else Status.SUCCEEDED,
+    )
     return job
 
 
 def summary_lines(target: Target, job: TransferJob) -> list[tuple[str, object]]:
     counts = job.counts
-    when = ("the date of the old completion" if job.completion_date == "original"
-            else f"midnight of {job.now.astimezone(target.customer.tz):%Y-%m-%d} ({target.customer.timezone})")
-    lines = runs.report_head(target, job, [("Transfer", job.subject)],
-                             Status.REFUSED if job.refused else Status.SUCCEEDED)
-    lines += [("On existing completions", job.on_existing), ("Completion date", when),
-              ("Pairs", len(job.pairs) if not job.refused else None)]
+    when = (
+        "the date of the old completion"
+        if job.completion_date == "original"
+        else f"midnight of {job.now.astimezone(target.customer.tz):%Y-%m-%d} ({target.customer.timezone})"
+    )
+    lines = runs.report_head(
+        target, job, [("Transfer", job.subject)], Status.REFUSED if job.refused else Status.SUCCEEDED
+    )
+    lines += [
+        ("On existing completions", job.on_existing),
+        ("Completion date", when),
+        ("Pairs", len(job.pairs) if not job.refused else None),
+    ]
     if job.refused:
         return lines + [("Refused pairs or rows", len(job.problems))]
     return lines + [

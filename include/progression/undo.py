@@ -22,9 +22,13 @@ from progression.restore import RESTORE_COLUMNS, restore_from_journal
 
 DAG_ID = "progression_undo"
 COUNTS = {
-    "changes": "Completions the run changed", "restored": "Restored", "removed": "  removed (the run added them)",
-    "put_back": "  earlier values put back", "reinserted": "  put back (the run deleted them)",
-    "conflicts": "Changed by a later run (conflicts)", "left_alone": "Conflicts left alone",
+    "changes": "Completions the run changed",
+    "restored": "Restored",
+    "removed": "  removed (the run added them)",
+    "put_back": "  earlier values put back",
+    "reinserted": "  put back (the run deleted them)",
+    "conflicts": "Changed by a later run (conflicts)",
+    "left_alone": "Conflicts left alone",
 }
 DONE = {"delete": "removed", "update": "earlier values put back", "insert": "put back", "none": "nothing to do"}
 TIMES = ("new_completed_at", "now_completed_at", "old_completed_at")
@@ -39,17 +43,18 @@ class UndoJob(Job):
     dry_run: bool = True
     force: bool = False
     airflow_run_id: str | None = None
-    started: str = ""              # ISO time the run began
-    run_id: str = ""               # the undo's own run id
-    staging: str = ""              # where apply leaves the details for the report
+    started: str = ""  # ISO time the run began
+    run_id: str = ""  # the undo's own run id
+    staging: str = ""  # where apply leaves the details for the report
     status: Status = Status.PENDING  # pending, succeeded, skipped (the run was undone already)
     message: str = ""
     counts: dict[str, int] = field(default_factory=dict)
     report: str = ""
 
 
-def plan(target: Target, *, run_id: str, dry_run: bool, force: bool, airflow_run_id: str | None,
-         started: datetime) -> UndoJob:
+def plan(
+    target: Target, *, run_id: str, dry_run: bool, force: bool, airflow_run_id: str | None, started: datetime
+) -> UndoJob:
     """The run to undo, from the customer's ledger; a run that is not there or wrote nothing is refused."""
     with target.engine.connect() as conn:
         run = ledger.get_run(conn, run_id)
@@ -58,13 +63,19 @@ def plan(target: Target, *, run_id: str, dry_run: bool, force: bool, airflow_run
     if run["dry_run"]:
         raise ConfError(f"run_id {run_id!r} was a dry run: it wrote no completion, so there is nothing to undo")
     if run["status"] in (Status.FAILED, Status.ABANDONED, Status.SKIPPED):
-        raise ConfError(f"run_id {run_id!r} {run['status']} without writing any completion: there is nothing "
-                        "to undo")
+        raise ConfError(f"run_id {run_id!r} {run['status']} without writing any completion: there is nothing to undo")
     if run["status"] == Status.RUNNING:
         raise ConfError(f"run_id {run_id!r} has not finished (status running): undo it once it has")
-    return UndoJob(customer=target.customer.slug, undone_run_id=run_id, undone_dag_id=run["dag_id"],
-                   undone_subject=run["subject"], dry_run=dry_run, force=force, airflow_run_id=airflow_run_id,
-                   started=started.astimezone(timezone.utc).isoformat())
+    return UndoJob(
+        customer=target.customer.slug,
+        undone_run_id=run_id,
+        undone_dag_id=run["dag_id"],
+        undone_subject=run["subject"],
+        dry_run=dry_run,
+        force=force,
+        airflow_run_id=airflow_run_id,
+        started=started.astimezone(timezone.utc).isoformat(),
+    )
 
 
 def apply(target: Target, job: UndoJob) -> UndoJob:
@@ -72,8 +83,16 @@ def apply(target: Target, job: UndoJob) -> UndoJob:
     job.run_id = ledger.new_run_id("undo", job.customer, job.now)
     job.staging = f"{storage.STAGING}/{job.run_id}"
     with target.engine.begin() as conn:
-        ledger.start_run(conn, run_id=job.run_id, customer=job.customer, dag_id=DAG_ID, subject=job.undone_run_id,
-                         airflow_run_id=job.airflow_run_id, dry_run=job.dry_run, staging=job.staging)
+        ledger.start_run(
+            conn,
+            run_id=job.run_id,
+            customer=job.customer,
+            dag_id=DAG_ID,
+            subject=job.undone_run_id,
+            airflow_run_id=job.airflow_run_id,
+            dry_run=job.dry_run,
+            staging=job.staging,
+        )
     with runs.writing(target) as conn:
         undone = ledger.lock_run(conn, job.undone_run_id)
         if undone["undone_by"]:
@@ -91,9 +110,16 @@ def apply(target: Target, job: UndoJob) -> UndoJob:
             job.message = _message(job)
         # An undo writes nothing of its own in the ledger's terms: it restores (so the completions written per day
         # are the other runs'), and what it leaves alone is a conflict, not a rejected row.
-        ledger.record_counts(conn, job.run_id, ledger.RunCounts(
-            rows_read=len(rows), restored=job.counts.get("restored", 0), removed=job.counts.get("removed", 0),
-            conflicts=job.counts.get("left_alone", 0)))
+        ledger.record_counts(
+            conn,
+            job.run_id,
+            ledger.RunCounts(
+                rows_read=len(rows),
+                restored=job.counts.get("restored", 0),
+                removed=job.counts.get("removed", 0),
+                conflicts=job.counts.get("left_alone", 0),
+            ),
+        )
         ledger.finish_run(conn, job.run_id, job.status, message=job.message)
     for column in TIMES:  # SQLite hands back text, PostgreSQL aware times
         rows[column] = pd.to_datetime(rows[column], utc=True, format="ISO8601")
@@ -103,21 +129,30 @@ def apply(target: Target, job: UndoJob) -> UndoJob:
 
 def _counts(rows: pd.DataFrame) -> dict[str, int]:
     applied = rows[rows["applied"]]
-    return {"changes": len(rows), "restored": len(applied),
-            **{name: int(applied["restore"].eq(kind).sum())
-               for name, kind in (("removed", "delete"), ("put_back", "update"), ("reinserted", "insert"))},
-            "conflicts": int(rows["conflict"].sum()),
-            "left_alone": int((rows["conflict"] & ~rows["applied"] & rows["restore"].ne("none")).sum())}
+    return {
+        "changes": len(rows),
+        "restored": len(applied),
+        **{
+            name: int(applied["restore"].eq(kind).sum())
+            for name, kind in (("removed", "delete"), ("put_back", "update"), ("reinserted", "insert"))
+        },
+        "conflicts": int(rows["conflict"].sum()),
+        "left_alone": int((rows["conflict"] & ~rows["applied"] & rows["restore"].ne("none")).sum()),
+    }
 
 
 def _message(job: UndoJob) -> str:
     counts = job.counts
-    text = (f"{'would restore' if job.dry_run else 'restored'} {counts['restored']} of the {counts['changes']} "
-            f"completion(s) run {job.undone_run_id} changed")
+    text = (
+        f"{'would restore' if job.dry_run else 'restored'} {counts['restored']} of the {counts['changes']} "
+        f"completion(s) run {job.undone_run_id} changed"
+    )
     if counts["conflicts"]:
-        text += (f"; {counts['conflicts']} changed by a later run since"
-                 + (" (restored anyway: force)" if job.force else
-                    f", {counts['left_alone']} of them left alone (undo the later runs first, or use force)"))
+        text += f"; {counts['conflicts']} changed by a later run since" + (
+            " (restored anyway: force)"
+            if job.force
+            else f", {counts['left_alone']} of them left alone (undo the later runs first, or use force)"
+        )
     return text
 
 
@@ -131,21 +166,53 @@ def report(target: Target, job: UndoJob) -> UndoJob:
     rows["done"] = rows["restore"].map(DONE).where(rows["applied"], "left alone")
     rows.loc[rows["restore"].eq("none"), "done"] = DONE["none"]
     job.report = f"{storage.REPORTS}/{job.now:%Y-%m-%d}/undo.{job.run_id}.xlsx"
-    summary = [*runs.report_head(target, job, [("Undoes run", job.undone_run_id),
-                                               ("Which was", f"{job.undone_dag_id}: {job.undone_subject}")],
-                                 job.status),
-               ("Force", job.force), *((label, job.counts.get(name, 0)) for name, label in COUNTS.items())]
+    summary = [
+        *runs.report_head(
+            target,
+            job,
+            [("Undoes run", job.undone_run_id), ("Which was", f"{job.undone_dag_id}: {job.undone_subject}")],
+            job.status,
+        ),
+        ("Force", job.force),
+        *((label, job.counts.get(name, 0)) for name, label in COUNTS.items()),
+    ]
     key = ["email_key", "uuid_key", "type"]
     restored = rows[rows["applied"]]
     conflicts = rows[rows["conflict"]]
     sheets: list[tuple[str, list[str], Rows]] = [
         ("Summary", ["Field", "Value"], summary),
-        ("Restored", ["User email", "Content uuid", "Type", "Undo", *_sides("Before the undo"), *_sides("Restored")],
-         restored[[*key, "done", "now_completed_at", "now_source", "now_run_id", "old_completed_at", "old_source",
-                   "old_run_id"]]),
-        ("Conflicts", ["User email", "Content uuid", "Type", "Undo", *_sides("The run left"), *_sides("Now")],
-         conflicts[[*key, "done", "new_completed_at", "new_source", "new_run_id", "now_completed_at", "now_source",
-                    "now_run_id"]]),
+        (
+            "Restored",
+            ["User email", "Content uuid", "Type", "Undo", *_sides("Before the undo"), *_sides("Restored")],
+            restored[
+                [
+                    *key,
+                    "done",
+                    "now_completed_at",
+                    "now_source",
+                    "now_run_id",
+                    "old_completed_at",
+                    "old_source",
+                    "old_run_id",
+                ]
+            ],
+        ),
+        (
+            "Conflicts",
+            ["User email", "Content uuid", "Type", "Undo", *_sides("The run left"), *_sides("Now")],
+            conflicts[
+                [
+                    *key,
+                    "done",
+                    "new_completed_at",
+                    "new_source",
+                    "new_run_id",
+                    "now_completed_at",
+                    "now_source",
+                    "now_run_id",
+                ]
+            ],
+        ),
     ]
     runs.save_report(target, job.run_id, job.report, lambda file: write_sheets(file, sheets), job.status)
     runs.release_staging(target, job.run_id, job.staging)

@@ -61,8 +61,11 @@ def column_failures(keys: pd.DataFrame) -> pd.DataFrame:
     failures = []
     for outcome in result.results:
         config = outcome.expectation_config
-        rule = next(i for i, (col, exp, _k, _r) in enumerate(COLUMN_RULES)
-                    if col == config.kwargs["column"] and _snake(exp) == config.type)
+        rule = next(
+            i
+            for i, (col, exp, _k, _r) in enumerate(COLUMN_RULES)
+            if col == config.kwargs["column"] and _snake(exp) == config.type
+        )
         for position in outcome.result.get("unexpected_index_list") or []:
             failures.append((position, rule))
     return pd.DataFrame(failures, columns=["position", "rule"], dtype="int64")
@@ -73,7 +76,12 @@ def _snake(name: str) -> str:
 
 
 def validate_rows(
-    rows: pd.DataFrame, headers: dict[str, str], *, tz: ZoneInfo, date_order: str, now: datetime,
+    rows: pd.DataFrame,
+    headers: dict[str, str],
+    *,
+    tz: ZoneInfo,
+    date_order: str,
+    now: datetime,
     import_date: date | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split canonical input rows into (valid, rejected). `headers` maps field -> the file's own header."""
@@ -88,11 +96,13 @@ def validate_rows(
         values = rows[FIELD_OF_KEY[column]].reset_index(drop=True).iloc[positions].fillna("")
         header = headers.get(FIELD_OF_KEY[column], FIELD_OF_KEY[column])
         reason_code.iloc[positions] = code
-        reason.iloc[positions] = (f"{code} in column '{header}'" + values.map(lambda v: f": {v!r}" if v else "")
-                                  ).to_numpy()
+        reason.iloc[positions] = (
+            f"{code} in column '{header}'" + values.map(lambda v: f": {v!r}" if v else "")
+        ).to_numpy()
 
-    dates = parse_dates(rows[DATE].reset_index(drop=True), tz=tz, date_order=date_order, now=now,
-                        import_date=import_date)
+    dates = parse_dates(
+        rows[DATE].reset_index(drop=True), tz=tz, date_order=date_order, now=now, import_date=import_date
+    )
     date_failed = dates.error.notna() & reason_code.isna()
     if date_failed.any():
         header = headers.get(DATE, "Completion date")
@@ -102,6 +112,7 @@ def validate_rows(
     keys["completed_at"] = dates.completed_at
     rejected_mask = reason_code.notna()
     valid = keys.loc[~rejected_mask, VALID_COLUMNS].reset_index(drop=True)
-    rejected = pd.DataFrame({ROW: keys.loc[rejected_mask, ROW], "reason_code": reason_code[rejected_mask],
-                             "reason": reason[rejected_mask]}).reset_index(drop=True)
+    rejected = pd.DataFrame(
+        {ROW: keys.loc[rejected_mask, ROW], "reason_code": reason_code[rejected_mask], "reason": reason[rejected_mask]}
+    ).reset_index(drop=True)
     return valid, rejected

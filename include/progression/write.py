@@ -20,6 +20,7 @@ ATTEMPTS = 3  # decisions made again when another writer adds the same completio
 class ConcurrentChange(RuntimeError):
     """Another writer kept adding the completions this write was about to insert."""
 
+
 SQLITE_TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"  # SQLAlchemy's own text format for DateTime on SQLite
 
 # When an existing completion gives way to the incoming one (`old` and `new` are SQL expressions).
@@ -33,16 +34,22 @@ _REPLACES = {
 
 @dataclass
 class WriteResult:
-    direct_counts: dict[str, int]   # outcome -> count for the items the input named
+    direct_counts: dict[str, int]  # outcome -> count for the items the input named
     derived_counts: dict[str, int]  # outcome -> count for items completed through the hierarchy
-    exceptions: pd.DataFrame        # user_id, content_id, outcome of the named items that were not imported
+    exceptions: pd.DataFrame  # user_id, content_id, outcome of the named items that were not imported
 
     def count(self, outcome: str, direct: bool = True) -> int:
         return int((self.direct_counts if direct else self.derived_counts).get(outcome, 0))
 
 
 def write_completions(
-    conn: Connection, rows: pd.DataFrame, *, run_id: str, source: str, on_existing: str, dry_run: bool = False,
+    conn: Connection,
+    rows: pd.DataFrame,
+    *,
+    run_id: str,
+    source: str,
+    on_existing: str,
+    dry_run: bool = False,
 ) -> WriteResult:
     """Write (user_id, content_id, completed_at[UTC], direct) rows; one row per key expected.
 
@@ -70,16 +77,24 @@ def write_completions(
             if attempt == ATTEMPTS:
                 raise ConcurrentChange(
                     "another writer kept adding the same completions while this run wrote them; nothing was "
-                    f"written, run it again ({_driver_error(exc).__class__.__name__})") from exc
+                    f"written, run it again ({_driver_error(exc).__class__.__name__})"
+                ) from exc
     counts = conn.exec_driver_sql(
-        f"SELECT direct, outcome, count(*) FROM {STAGE}_decided GROUP BY direct, outcome").all()
+        f"SELECT direct, outcome, count(*) FROM {STAGE}_decided GROUP BY direct, outcome"
+    ).all()
     # Only the exceptions come back row by row: a direct row not listed was imported.
     not_imported = conn.exec_driver_sql(
-        f"SELECT user_id, content_id, outcome FROM {STAGE}_decided WHERE direct AND outcome <> 'imported'").all()
+        f"SELECT user_id, content_id, outcome FROM {STAGE}_decided WHERE direct AND outcome <> 'imported'"
+    ).all()
     # Column-wise: a DataFrame built from a million Row objects costs seconds.
     columns: list[tuple[Any, ...]] = list(zip(*not_imported)) if not_imported else [(), (), ()]
-    exceptions = pd.DataFrame({"user_id": pd.array(columns[0], dtype="int64"),
-                               "content_id": pd.array(columns[1], dtype="int64"), "outcome": list(columns[2])})
+    exceptions = pd.DataFrame(
+        {
+            "user_id": pd.array(columns[0], dtype="int64"),
+            "content_id": pd.array(columns[1], dtype="int64"),
+            "outcome": list(columns[2]),
+        }
+    )
     conn.exec_driver_sql(f"DROP TABLE {STAGE}_decided")
     conn.exec_driver_sql(f"DROP TABLE {STAGE}")
     return WriteResult(
@@ -114,14 +129,17 @@ def _decide(conn: Connection, replaces: str) -> None:
 def _journal(conn: Connection, values: dict) -> None:
     """The old values of every completion about to be updated. Inserts are not journaled: a new completion carries
     the run's id, which is how undo finds it (see restore_from_journal)."""
-    conn.execute(sa.text(f"""
+    conn.execute(
+        sa.text(f"""
         INSERT INTO progression_journal
             (run_id, user_id, content_id, action, old_completed_at, old_source, old_run_id, new_completed_at,
              new_source, new_run_id)
         SELECT :run_id, user_id, content_id, 'update', old_completed_at, old_source, old_run_id, completed_at,
                :source, :run_id
         FROM {STAGE}_decided WHERE outcome = 'updated'
-    """), values)
+    """),
+        values,
+    )
 
 
 def _apply(conn: Connection, rows: pd.DataFrame, values: dict, dialect: str) -> None:
@@ -133,18 +151,24 @@ def _apply(conn: Connection, rows: pd.DataFrame, values: dict, dialect: str) -> 
     if dialect == "postgresql":
         _copy_new_completions(conn, rows, values)
     else:
-        conn.execute(sa.text(f"""
+        conn.execute(
+            sa.text(f"""
             INSERT INTO completions (user_id, content_id, completed_at, source, run_id)
             SELECT user_id, content_id, completed_at, :source, :run_id FROM {STAGE}_decided
             WHERE outcome = 'imported' ORDER BY user_id, content_id
-        """), values)
-    conn.execute(sa.text(f"""
+        """),
+            values,
+        )
+    conn.execute(
+        sa.text(f"""
         UPDATE completions SET completed_at = d.completed_at, source = :source, run_id = :run_id
         FROM {STAGE}_decided d
         WHERE d.outcome = 'updated' AND completions.user_id = d.user_id AND completions.content_id = d.content_id
           AND (completions.completed_at <> d.completed_at OR completions.source <> :source
                OR completions.run_id IS DISTINCT FROM :run_id)
-    """), values)
+    """),
+        values,
+    )
 
 
 def _copy_new_completions(conn: Connection, rows: pd.DataFrame, values: dict) -> None:
@@ -153,8 +177,9 @@ def _copy_new_completions(conn: Connection, rows: pd.DataFrame, values: dict) ->
     cursor = _driver_connection(conn).cursor()
     data = bytearray()
     # One array in one row: a row per position would cost a Python iteration each (1M rows: 8 s of 10).
-    with cursor.copy(f"COPY (SELECT array_agg(position) FROM {STAGE}_decided WHERE outcome = 'imported') "
-                     "TO STDOUT (FORMAT binary)") as copy:
+    with cursor.copy(
+        f"COPY (SELECT array_agg(position) FROM {STAGE}_decided WHERE outcome = 'imported') TO STDOUT (FORMAT binary)"
+    ) as copy:
         for block in copy:
             data += block
     positions = _binary_int8_array(data)
@@ -164,11 +189,18 @@ def _copy_new_completions(conn: Connection, rows: pd.DataFrame, values: dict) ->
     in_key_order = positions[np.lexsort((contents[positions], users[positions]))]
     del positions, data
     source, run_id = values["source"].encode(), values["run_id"].encode()
-    _copy_binary(conn, "COPY completions (user_id, content_id, completed_at, source, run_id) FROM STDIN "
-                 "(FORMAT binary)", in_key_order, {
-                     "user_id": (">i8", users), "content_id": (">i8", contents),
-                     "completed_at": (">i8", _pg_micros(rows["completed_at"])),
-                     "source": (f"S{len(source)}", source), "run_id": (f"S{len(run_id)}", run_id)})
+    _copy_binary(
+        conn,
+        "COPY completions (user_id, content_id, completed_at, source, run_id) FROM STDIN (FORMAT binary)",
+        in_key_order,
+        {
+            "user_id": (">i8", users),
+            "content_id": (">i8", contents),
+            "completed_at": (">i8", _pg_micros(rows["completed_at"])),
+            "source": (f"S{len(source)}", source),
+            "run_id": (f"S{len(run_id)}", run_id),
+        },
+    )
 
 
 def _stage(conn: Connection, rows: pd.DataFrame, dialect: str) -> None:
@@ -179,20 +211,32 @@ def _stage(conn: Connection, rows: pd.DataFrame, dialect: str) -> None:
         conn.exec_driver_sql(f"""CREATE TEMPORARY TABLE {STAGE}
             (user_id bigint NOT NULL, content_id bigint NOT NULL, completed_at timestamptz NOT NULL,
              direct boolean NOT NULL, position bigint NOT NULL)""")
-        _copy_binary(conn, f"COPY {STAGE} (user_id, content_id, completed_at, direct, position) FROM STDIN "
-                     "(FORMAT binary)", positions, {
-                         "user_id": (">i8", rows["user_id"].to_numpy("int64")),
-                         "content_id": (">i8", rows["content_id"].to_numpy("int64")),
-                         "completed_at": (">i8", _pg_micros(rows["completed_at"])),
-                         "direct": ("u1", rows["direct"].to_numpy(bool)),
-                         "position": (">i8", positions)})
+        _copy_binary(
+            conn,
+            f"COPY {STAGE} (user_id, content_id, completed_at, direct, position) FROM STDIN (FORMAT binary)",
+            positions,
+            {
+                "user_id": (">i8", rows["user_id"].to_numpy("int64")),
+                "content_id": (">i8", rows["content_id"].to_numpy("int64")),
+                "completed_at": (">i8", _pg_micros(rows["completed_at"])),
+                "direct": ("u1", rows["direct"].to_numpy(bool)),
+                "position": (">i8", positions),
+            },
+        )
     else:
         conn.exec_driver_sql(f"""CREATE TEMPORARY TABLE {STAGE}
             (user_id INTEGER NOT NULL, content_id INTEGER NOT NULL, completed_at TEXT NOT NULL,
              direct INTEGER NOT NULL, position INTEGER NOT NULL)""")
         at = rows["completed_at"].dt.tz_convert("UTC").dt.strftime(SQLITE_TIME_FORMAT)
-        records = list(zip(rows["user_id"].astype("int64").tolist(), rows["content_id"].astype("int64").tolist(),
-                           at.tolist(), rows["direct"].astype(int).tolist(), range(len(rows))))
+        records = list(
+            zip(
+                rows["user_id"].astype("int64").tolist(),
+                rows["content_id"].astype("int64").tolist(),
+                at.tolist(),
+                rows["direct"].astype(int).tolist(),
+                range(len(rows)),
+            )
+        )
         _driver_connection(conn).executemany(f"INSERT INTO {STAGE} VALUES (?, ?, ?, ?, ?)", records)
 
 
@@ -229,8 +273,9 @@ def _pg_micros(times: pd.Series) -> np.ndarray:
     return micros.astype("int64") - _PG_EPOCH_US
 
 
-def _copy_binary(conn: Connection, statement: str, at: np.ndarray, columns: dict[str, tuple[str, object]],
-                 chunk: int = 1_000_000) -> None:
+def _copy_binary(
+    conn: Connection, statement: str, at: np.ndarray, columns: dict[str, tuple[str, object]], chunk: int = 1_000_000
+) -> None:
     """Binary COPY of the rows at positions `at` of the columns, the tuples laid out by numpy a chunk at a time: no
     per-row Python, no text formatting, no full copy of the columns. `columns`: name -> (numpy dtype of the value
     on the wire, an array or one value for every row)."""
@@ -241,7 +286,7 @@ def _copy_binary(conn: Connection, statement: str, at: np.ndarray, columns: dict
     with cursor.copy(statement) as copy:
         copy.write(_COPY_HEADER)
         for start in range(0, len(at), chunk):
-            part = at[start:start + chunk]
+            part = at[start : start + chunk]
             tuples = np.empty(len(part), dtype=np.dtype(layout))
             tuples["fields"] = len(columns)
             for name, (dtype, values) in columns.items():
@@ -252,6 +297,8 @@ def _copy_binary(conn: Connection, statement: str, at: np.ndarray, columns: dict
 
 
 KEYS = f"{STAGE}_keys"
+
+
 def delete_completions(conn: Connection, keys: pd.DataFrame, *, run_id: str, dry_run: bool = False) -> int:
     """Delete the completions at the (user_id, content_id) `keys`, each journaled as `delete` with the row as it
     was, so that undo can put it back. Keys without a completion are ignored. Returns how many completions were
@@ -261,18 +308,25 @@ def delete_completions(conn: Connection, keys: pd.DataFrame, *, run_id: str, dry
         return 0
     conn.exec_driver_sql(f"DROP TABLE IF EXISTS {KEYS}")
     conn.exec_driver_sql(f"CREATE TEMPORARY TABLE {KEYS} (user_id bigint NOT NULL, content_id bigint NOT NULL)")
-    conn.execute(sa.text(f"INSERT INTO {KEYS} (user_id, content_id) VALUES (:user_id, :content_id)"),
-                 [{"user_id": u, "content_id": c} for u, c in zip(keys["user_id"].astype("int64").tolist(),
-                                                                  keys["content_id"].astype("int64").tolist())])
+    conn.execute(
+        sa.text(f"INSERT INTO {KEYS} (user_id, content_id) VALUES (:user_id, :content_id)"),
+        [
+            {"user_id": u, "content_id": c}
+            for u, c in zip(keys["user_id"].astype("int64").tolist(), keys["content_id"].astype("int64").tolist())
+        ],
+    )
     # A row-value IN lets SQLite look each key up by the primary key instead of scanning every completion.
     held = f"(user_id, content_id) IN (SELECT user_id, content_id FROM {KEYS})"
     found = conn.exec_driver_sql(f"SELECT count(*) FROM completions WHERE {held}").scalar_one()
     if not dry_run:
-        conn.execute(sa.text(f"""
+        conn.execute(
+            sa.text(f"""
             INSERT INTO progression_journal
                 (run_id, user_id, content_id, action, old_completed_at, old_source, old_run_id)
             SELECT :run_id, user_id, content_id, 'delete', completed_at, source, run_id FROM completions WHERE {held}
-        """), {"run_id": run_id})
+        """),
+            {"run_id": run_id},
+        )
         conn.exec_driver_sql(f"DELETE FROM completions WHERE {held}")
     conn.exec_driver_sql(f"DROP TABLE {KEYS}")
     return int(found)

@@ -40,8 +40,13 @@ def world(airflow_home, tmp_path):
         ledger.upgrade(engine)
         seed_platform(engine, slug, sizes=SMALL)
         env[f"AIRFLOW_CONN_{slug.upper()}_DB"] = json.dumps({"conn_type": "sqlite", "host": str(db)})
-        customers[slug] = {"platform_conn_id": f"{slug}_db", "platform": slug, "storage": f"file://{tmp_path / slug}",
-                           "timezone": "Europe/Amsterdam", "active": active}
+        customers[slug] = {
+            "platform_conn_id": f"{slug}_db",
+            "platform": slug,
+            "storage": f"file://{tmp_path / slug}",
+            "timezone": "Europe/Amsterdam",
+            "active": active,
+        }
     write_registry(registry, customers)
     return {"env": env, "dir": tmp_path, "home": airflow_home}
 

@@ -23,8 +23,9 @@ def run_dag(world, dag_id: str, conf: dict | None = None, env: dict | None = Non
 
 def summary_line(done: subprocess.CompletedProcess, dag_id: str) -> dict:
     """The one-line JSON summary the DAG's last task logs."""
-    lines = [line for line in done.stdout.splitlines() + done.stderr.splitlines()
-             if line.startswith(f'{{"dag": "{dag_id}"')]
+    lines = [
+        line for line in done.stdout.splitlines() + done.stderr.splitlines() if line.startswith(f'{{"dag": "{dag_id}"')
+    ]
     assert lines, done.stdout[-3000:] + done.stderr[-3000:]
     return json.loads(lines[-1])
 
@@ -41,6 +42,8 @@ def target_of(world, slug: str) -> Target:
 
 def asset_events(world) -> list[tuple[str, dict]]:
     with sqlite3.connect(world["home"] / "airflow.db") as conn:
-        rows = conn.execute("SELECT a.uri, e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id "
-                            "WHERE a.uri LIKE 'progression://%' ORDER BY e.id").fetchall()
+        rows = conn.execute(
+            "SELECT a.uri, e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id "
+            "WHERE a.uri LIKE 'progression://%' ORDER BY e.id"
+        ).fetchall()
     return [(uri, json.loads(extra)) for uri, extra in rows]

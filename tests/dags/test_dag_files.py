@@ -14,8 +14,14 @@ import pytest
 from dags_support import ROOT
 
 pytestmark = pytest.mark.airflow
-DAGS = ("progression_import", "progression_transfer", "progression_merge_users", "progression_undo",
-        "progression_export", "progression_health")
+DAGS = (
+    "progression_import",
+    "progression_transfer",
+    "progression_merge_users",
+    "progression_undo",
+    "progression_export",
+    "progression_health",
+)
 CONFS = [  # (dag, conf, the param that refuses it, or None when the conf is accepted)
     ("progression_import", {"customer": "nobody"}, "customer"),
     ("progression_import", {"customer": "acme", "content_type": "courses"}, "content_type"),
@@ -53,12 +59,25 @@ print(json.dumps({"heavy": heavy, "params": params, "refusals": refusals}))
 def parsed(airflow_home, tmp_path_factory):
     """What the parser found, with a registry of customers acme and globex."""
     registry = tmp_path_factory.mktemp("registry") / "customers.yaml"
-    registry.write_text("acme:\n  platform_conn_id: acme_db\n  platform: acme\n  storage: file:///tmp/acme\n"
-                        "globex:\n  platform_conn_id: globex_db\n  platform: globex\n  storage: file:///tmp/globex\n")
-    env = {**os.environ, "AIRFLOW_HOME": str(airflow_home), "PROGRESSION_CUSTOMERS": str(registry),
-           "PYTHONPATH": f"{ROOT / 'include'}:{ROOT / 'plugins'}", "AIRFLOW__CORE__LOAD_EXAMPLES": "False"}
-    done = subprocess.run([sys.executable, "-c", CODE, json.dumps(DAGS), json.dumps(CONFS)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+    registry.write_text(
+        "acme:\n  platform_conn_id: acme_db\n  platform: acme\n  storage: file:///tmp/acme\n"
+        "globex:\n  platform_conn_id: globex_db\n  platform: globex\n  storage: file:///tmp/globex\n"
+    )
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(airflow_home),
+        "PROGRESSION_CUSTOMERS": str(registry),
+        "PYTHONPATH": f"{ROOT / 'include'}:{ROOT / 'plugins'}",
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", CODE, json.dumps(DAGS), json.dumps(CONFS)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -69,10 +88,24 @@ def test_the_dag_files_parse_without_loading_the_heavy_libraries(parsed):
 
 def test_the_trigger_form_offers_every_param_with_a_description(parsed):
     params = parsed["params"]
-    assert set(params["progression_import"]) == {"customer", "path", "content_type", "dry_run", "on_existing", "force",
-                                                 "check"}
-    assert set(params["progression_transfer"]) == {"customer", "old_uuid", "new_uuid", "path", "dry_run",
-                                                   "completion_date", "on_existing"}
+    assert set(params["progression_import"]) == {
+        "customer",
+        "path",
+        "content_type",
+        "dry_run",
+        "on_existing",
+        "force",
+        "check",
+    }
+    assert set(params["progression_transfer"]) == {
+        "customer",
+        "old_uuid",
+        "new_uuid",
+        "path",
+        "dry_run",
+        "completion_date",
+        "on_existing",
+    }
     assert set(params["progression_merge_users"]) == {"customer", "from_email", "to_email", "path", "mode", "dry_run"}
     assert set(params["progression_undo"]) == {"customer", "run_id", "dry_run", "force"}
     assert all(description for dag in DAGS for description, _ in params[dag].values())
@@ -80,8 +113,14 @@ def test_the_trigger_form_offers_every_param_with_a_description(parsed):
 
 def test_what_touches_many_users_is_a_dry_run_unless_switched_off(parsed):
     dry_run = {dag: params["dry_run"][1] for dag, params in parsed["params"].items()}
-    assert dry_run == {"progression_import": False, "progression_transfer": True, "progression_merge_users": False,
-                       "progression_undo": True, "progression_export": False, "progression_health": False}
+    assert dry_run == {
+        "progression_import": False,
+        "progression_transfer": True,
+        "progression_merge_users": False,
+        "progression_undo": True,
+        "progression_export": False,
+        "progression_health": False,
+    }
 
 
 @pytest.mark.parametrize("index", range(len(CONFS)), ids=[f"{dag}-{field}" for dag, _, field in CONFS])

@@ -27,8 +27,9 @@ def check(world) -> dict:
 
 
 def health_lines(world) -> dict[str, dict]:
-    done = subprocess.run([str(ROOT / "bin/progression-db"), "health", "acme_db"], env=world["env"],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [str(ROOT / "bin/progression-db"), "health", "acme_db"], env=world["env"], capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     return {line["customer"]: line for line in map(json.loads, done.stdout.splitlines())}
 
@@ -40,8 +41,16 @@ def subjects(received: list[dict]) -> list[str]:
 def test_a_late_customer_is_told_and_the_command_tells_the_same_story(world, mailbox, webhook):
     port, mails = mailbox
     url, posts = webhook
-    update_customer(Path(world["env"]["PROGRESSION_CUSTOMERS"]), "acme", expect_files_every="1d", notify={
-        "email": ["data-team@acme.example"], "smtp_conn_id": "test_smtp", "slack_webhook_conn_id": "team_slack"})
+    update_customer(
+        Path(world["env"]["PROGRESSION_CUSTOMERS"]),
+        "acme",
+        expect_files_every="1d",
+        notify={
+            "email": ["data-team@acme.example"],
+            "smtp_conn_id": "test_smtp",
+            "slack_webhook_conn_id": "team_slack",
+        },
+    )
     world["env"].update(AIRFLOW_CONN_TEST_SMTP=smtp_connection(port), AIRFLOW_CONN_TEAM_SLACK=slack_connection(url))
     target = target_of(world, "acme")
     now = ledger.utcnow()
@@ -53,8 +62,10 @@ def test_a_late_customer_is_told_and_the_command_tells_the_same_story(world, mai
     assert first["states"] == {"acme": "late", "globex": "no_expectation"}  # initech is not active
     assert first["told"] == {"acme": ["late"]} and first["recovered"] == []
     assert subjects(mails) == ["Progression health for acme: late"] and mails[0]["to"] == ["data-team@acme.example"]
-    assert posts[0]["text"].startswith("Progression health for acme: late\nacme is late: files are expected every "
-                                       f"1d, and the last successful import was inbox/activities/{last}.xlsx")
+    assert posts[0]["text"].startswith(
+        "Progression health for acme: late\nacme is late: files are expected every "
+        f"1d, and the last successful import was inbox/activities/{last}.xlsx"
+    )
     assert "1 file(s) are waiting in the inbox." in posts[0]["text"]
     lines = health_lines(world)
     assert set(lines) == {"acme"}  # globex's platform is another database

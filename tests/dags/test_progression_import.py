@@ -16,7 +16,13 @@ from dags_support import ROOT, asset_events, engine_of, run_dag, summary_line, t
 from demo_platform import describe, seed_platform, workbook_bytes
 from progression import ledger, pipeline
 from support import (
-    SMALL, count_completions, drop, slack_connection, smtp_connection, update_customer, write_registry,
+    SMALL,
+    count_completions,
+    drop,
+    slack_connection,
+    smtp_connection,
+    update_customer,
+    write_registry,
 )
 
 pytestmark = pytest.mark.airflow
@@ -43,9 +49,13 @@ def completions_of(world, slug: str) -> int:
 
 def map_indexes(world, run_summary: dict) -> set[str]:
     with sqlite3.connect(world["home"] / "airflow.db") as conn:
-        return {row[0] for row in conn.execute(
-            "SELECT rendered_map_index FROM task_instance WHERE dag_id = 'progression_import' "
-            "AND rendered_map_index IS NOT NULL")}
+        return {
+            row[0]
+            for row in conn.execute(
+                "SELECT rendered_map_index FROM task_instance WHERE dag_id = 'progression_import' "
+                "AND rendered_map_index IS NOT NULL"
+            )
+        }
 
 
 def test_the_nightly_run_imports_every_active_customers_inbox_and_announces_what_changed(world):
@@ -68,7 +78,8 @@ def test_the_nightly_run_imports_every_active_customers_inbox_and_announces_what
     # One asset event per customer whose completions changed, for the DAGs that follow them.
     assert sorted((uri, extra["dag"], extra["imported"]) for uri, extra in asset_events(world)[before:]) == [
         ("progression://acme/completions", "progression_import", 3),
-        ("progression://globex/completions", "progression_import", 2)]
+        ("progression://globex/completions", "progression_import", 2),
+    ]
 
 
 def test_one_file_of_one_customer_as_a_dry_run_writes_and_announces_nothing(world):
@@ -92,8 +103,10 @@ def test_check_true_checks_the_check_folder_writes_nothing_and_leaves_the_inbox(
     done = dags_test(world, {"customer": "acme", "check": True})
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]  # a check that finds faults is no failure
     summary = summary_of(done)
-    assert summary["checked"] == {"acme/check/activities/q3.xlsx": "succeeded",
-                                  "acme/check/journeys/wrong.xlsx": "failed"}
+    assert summary["checked"] == {
+        "acme/check/activities/q3.xlsx": "succeeded",
+        "acme/check/journeys/wrong.xlsx": "failed",
+    }
     assert summary["files"] == 0 and summary["imported"] == 0 and summary["failed"] == []
     assert completions_of(world, "acme") == 0
     acme = world["dir"] / "acme"
@@ -105,15 +118,24 @@ def test_check_true_checks_the_check_folder_writes_nothing_and_leaves_the_inbox(
     with engine_of(world, "acme").connect() as conn:
         checks = ledger.list_runs(conn, customer="acme")
     assert sorted((run["run_id"].split("-")[0], run["dry_run"], run["rows_read"]) for run in checks) == [
-        ("check", True, 3), ("check", True, 4)]
+        ("check", True, 3),
+        ("check", True, 4),
+    ]
 
 
 def test_a_failed_file_is_reported_archived_visible_and_told_to_the_customer(world, mailbox, webhook):
     """The run is red in Airflow, summarised all the same, and the customer's notify hears of it by e-mail and on
     Slack (what each message says for other runs, and that a clean run tells nobody: tests/plugins)."""
     (port, mails), (url, posts) = mailbox, webhook
-    update_customer(Path(world["env"]["PROGRESSION_CUSTOMERS"]), "acme", notify={
-        "email": ["data-team@acme.example"], "smtp_conn_id": "test_smtp", "slack_webhook_conn_id": "team_slack"})
+    update_customer(
+        Path(world["env"]["PROGRESSION_CUSTOMERS"]),
+        "acme",
+        notify={
+            "email": ["data-team@acme.example"],
+            "smtp_conn_id": "test_smtp",
+            "slack_webhook_conn_id": "team_slack",
+        },
+    )
     world["env"].update(AIRFLOW_CONN_TEST_SMTP=smtp_connection(port), AIRFLOW_CONN_TEAM_SLACK=slack_connection(url))
     drop(world["dir"] / "acme", "inbox/activities/good.xlsx", activities_file(world, "acme", 3))
     drop(world["dir"] / "acme", "inbox/activities/bad.xlsx", activities_file(world, "acme", 1, bad=3))
@@ -127,7 +149,8 @@ def test_a_failed_file_is_reported_archived_visible_and_told_to_the_customer(wor
     assert completions_of(world, "acme") == 3
     assert len(mails) == 1 and mails[0]["to"] == ["data-team@acme.example"]
     assert email.message_from_string(mails[0]["data"])["Subject"] == (
-        "Progression import for acme: 1 file(s) failed, 3 row(s) rejected")
+        "Progression import for acme: 1 file(s) failed, 3 row(s) rejected"
+    )
     assert len(posts) == 1
     assert posts[0]["text"].startswith("Progression import for acme: 1 file(s) failed, 3 row(s) rejected")
     assert "bad.xlsx: failed, unknown user: 3" in posts[0]["text"]
@@ -150,31 +173,53 @@ def test_a_postgresql_platform_through_an_airflow_connection(world, postgres_dat
     """The platform database behind a postgres connection: bin/progression-db creates the tables, the DAG
     imports through the postgres provider's hook."""
     url = postgres_database
-    env = {**world["env"], "AIRFLOW_CONN_HOOLI_DB":
-           f"postgresql://{url.username}@{url.host}:{url.port}/{url.database}"}
-    done = subprocess.run([str(ROOT / "bin/progression-db"), "upgrade", "hooli_db", "--with-platform-tables"],
-                          env=env, capture_output=True, text=True)
+    env = {**world["env"], "AIRFLOW_CONN_HOOLI_DB": f"postgresql://{url.username}@{url.host}:{url.port}/{url.database}"}
+    done = subprocess.run(
+        [str(ROOT / "bin/progression-db"), "upgrade", "hooli_db", "--with-platform-tables"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     engine = sa.create_engine(url.set(drivername="postgresql+psycopg"))
     with engine.connect() as conn:
-        types = dict(conn.execute(sa.text(
-            "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'completions'")).all())
+        types = dict(
+            conn.execute(
+                sa.text(
+                    "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'completions'"
+                )
+            ).all()
+        )
     assert types["completed_at"] == "timestamp with time zone"
     seed_platform(engine, "hooli", sizes=SMALL)
     found = describe(engine, "hooli")
-    env["PROGRESSION_CUSTOMERS"] = str(write_registry(world["dir"] / "hooli.yaml", {"hooli": {
-        "platform_conn_id": "hooli_db", "platform": "hooli", "storage": f"file://{world['dir'] / 'hooli'}",
-        "timezone": "Europe/Amsterdam"}}))
-    drop(world["dir"] / "hooli", "inbox/journeys/j.xlsx",
-         workbook_bytes(["Email", "Content uuid"], [[found.emails[-1], found.uuids["journey"][0]]]))
+    env["PROGRESSION_CUSTOMERS"] = str(
+        write_registry(
+            world["dir"] / "hooli.yaml",
+            {
+                "hooli": {
+                    "platform_conn_id": "hooli_db",
+                    "platform": "hooli",
+                    "storage": f"file://{world['dir'] / 'hooli'}",
+                    "timezone": "Europe/Amsterdam",
+                }
+            },
+        )
+    )
+    drop(
+        world["dir"] / "hooli",
+        "inbox/journeys/j.xlsx",
+        workbook_bytes(["Email", "Content uuid"], [[found.emails[-1], found.uuids["journey"][0]]]),
+    )
     summary = summary_of(run_dag(world, "progression_import", env=env))
     assert summary["succeeded"] == ["hooli/journeys/j.xlsx"] and summary["imported"] == 1
     with engine.connect() as conn:
         sources = conn.execute(sa.text("SELECT source, run_id, count(*) FROM completions GROUP BY 1, 2")).all()
     assert sources == [("import", summary["runs"]["hooli/journeys/j.xlsx"], 1 + summary["derived_written"])]
     # Running the upgrade twice is harmless.
-    again = subprocess.run([str(ROOT / "bin/progression-db"), "upgrade", "hooli_db"], env=env, capture_output=True,
-                           text=True)
+    again = subprocess.run(
+        [str(ROOT / "bin/progression-db"), "upgrade", "hooli_db"], env=env, capture_output=True, text=True
+    )
     assert again.returncode == 0, again.stderr[-2000:]
     engine.dispose()
 
@@ -184,8 +229,16 @@ def test_a_file_held_by_a_run_that_died_goes_back_and_is_imported(world):
     run closes the ledger row as abandoned, puts the file back and imports it."""
     drop(world["dir"] / "acme", "inbox/activities/q3.xlsx", activities_file(world, "acme", 3))
     target = target_of(world, "acme")
-    [job] = pipeline.plan(target, path=None, content_type=None, dry_run=False, on_existing=None, force=False,
-                          airflow_run_id="scheduled__2026-11-27T02:00:00+00:00", started=datetime.now(timezone.utc))
+    [job] = pipeline.plan(
+        target,
+        path=None,
+        content_type=None,
+        dry_run=False,
+        on_existing=None,
+        force=False,
+        airflow_run_id="scheduled__2026-11-27T02:00:00+00:00",
+        started=datetime.now(timezone.utc),
+    )
     died = pipeline.run_stage(target, job, "fetch")
     assert not (world["dir"] / "acme/inbox/activities/q3.xlsx").exists()
 

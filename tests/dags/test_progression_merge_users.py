@@ -18,8 +18,13 @@ pytestmark = pytest.mark.airflow
 
 def held_by(engine) -> dict[str, int]:
     with engine.connect() as conn:
-        return dict(conn.execute(sa.select(users.c.email, sa.func.count()).join(
-            completions, completions.c.user_id == users.c.id).group_by(users.c.email)).all())
+        return dict(
+            conn.execute(
+                sa.select(users.c.email, sa.func.count())
+                .join(completions, completions.c.user_id == users.c.id)
+                .group_by(users.c.email)
+            ).all()
+        )
 
 
 def test_a_merge_moves_one_accounts_completions_onto_the_other(world):
@@ -29,8 +34,9 @@ def test_a_merge_moves_one_accounts_completions_onto_the_other(world):
     for uuid in found.uuids["activity"][:3]:
         complete(engine, source, uuid, "2024-03-01")
     complete(engine, into, found.uuids["activity"][0], "2024-01-01")
-    done = run_dag(world, "progression_merge_users",
-                   {"customer": "acme", "from_email": source, "to_email": into, "mode": "move"})
+    done = run_dag(
+        world, "progression_merge_users", {"customer": "acme", "from_email": source, "to_email": into, "mode": "move"}
+    )
     summary = summary_line(done, "progression_merge_users")
     assert (summary["copied"], summary["kept"], summary["replaced"], summary["removed"]) == (2, 1, 0, 3)
     assert summary["status"] == "succeeded" and not summary["dry_run"]

@@ -24,14 +24,21 @@ def test_a_pairs_workbook_transferred_for_real(world):
     j0, j2 = found.uuids["journey"][0], found.uuids["journey"][2]  # journey 2 sits in the second programme only
     for user in (who.group_1, who.no_group):
         complete(engine, user, j0, "2024-03-01")
-    drop(world["dir"] / "acme", "inbox/transfers/q4.xlsx",
-         workbook_bytes(["Old content uuid", "New content uuid"], [[j0, j2]]))
+    drop(
+        world["dir"] / "acme",
+        "inbox/transfers/q4.xlsx",
+        workbook_bytes(["Old content uuid", "New content uuid"], [[j0, j2]]),
+    )
     done = run_dag(world, DAG_ID, {"customer": "acme", "path": "inbox/transfers/q4.xlsx", "dry_run": False})
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     summary = summary_line(done, DAG_ID)
     assert summary["status"] == "succeeded" and not summary["dry_run"]
-    assert (summary["completed_old"], summary["written_directly"], summary["written_through_contents"],
-            summary["skipped_without_access"]) == (2, 1, 3, 1)
+    assert (
+        summary["completed_old"],
+        summary["written_directly"],
+        summary["written_through_contents"],
+        summary["skipped_without_access"],
+    ) == (2, 1, 3, 1)
     assert count_completions(engine, "transfer") == 4
     assert (world["dir"] / "acme/processed/transfers/q4.xlsx").exists()
     assert (world["dir"] / "acme" / summary["report"]).exists()

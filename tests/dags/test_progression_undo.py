@@ -18,17 +18,31 @@ pytestmark = pytest.mark.airflow
 def test_an_import_is_undone_and_the_undo_is_announced(world):
     target = target_of(world, "acme")
     found = describe(target.engine, "acme")
-    rel = drop(target.root, "inbox/journeys/j.xlsx", workbook_bytes(
-        ["Email", "Content uuid", "Completion date"], [[found.emails[0], found.uuids["journey"][0], "2024-03-31"]]))
-    [job] = plan(target, path=rel, content_type=None, dry_run=False, on_existing=None, force=False,
-                 airflow_run_id="manual__import", started=NOW)
+    rel = drop(
+        target.root,
+        "inbox/journeys/j.xlsx",
+        workbook_bytes(
+            ["Email", "Content uuid", "Completion date"], [[found.emails[0], found.uuids["journey"][0], "2024-03-31"]]
+        ),
+    )
+    [job] = plan(
+        target,
+        path=rel,
+        content_type=None,
+        dry_run=False,
+        on_existing=None,
+        force=False,
+        airflow_run_id="manual__import",
+        started=NOW,
+    )
     run_id = run_file(target, job).run_id
     written = count_completions(target.engine)
     assert written > 1  # the journey and its activities
 
     events_before = len(asset_events(world))
-    done = summary_line(run_dag(world, "progression_undo", {"customer": "acme", "run_id": run_id, "dry_run": False}),
-                        "progression_undo")
+    done = summary_line(
+        run_dag(world, "progression_undo", {"customer": "acme", "run_id": run_id, "dry_run": False}), "progression_undo"
+    )
     assert not done["dry_run"] and done["undone_run_id"] == run_id
     assert done["removed"] == written and done["conflicts"] == 0
     assert count_completions(engine_of(world, "acme")) == 0
@@ -37,6 +51,7 @@ def test_an_import_is_undone_and_the_undo_is_announced(world):
         assert ledger.get_run(conn, run_id)["undone_by"] == done["run_id"]
     # The undo tells downstream DAGs that acme's completions changed (a dry run would not: tests/plugins).
     assert asset_events(world)[events_before:] == [
-        ("progression://acme/completions", {"dag": "progression_undo", "restored": written})]
+        ("progression://acme/completions", {"dag": "progression_undo", "restored": written})
+    ]
     # The ledger's own words for it: restored and removed, nothing written by the undo itself.
     assert (done["changes"], done["restored"]) == (written, written)

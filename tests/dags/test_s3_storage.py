@@ -38,22 +38,40 @@ def s3_server():
 @pytest.fixture
 def s3(s3_server, world):
     """The `hooli` customer: a SQLite platform, its files in a bucket of the S3 server behind an `aws` connection."""
-    client = boto3.client("s3", endpoint_url=s3_server, aws_access_key_id="hooli", aws_secret_access_key="secret",
-                          region_name="us-east-1")
+    client = boto3.client(
+        "s3", endpoint_url=s3_server, aws_access_key_id="hooli", aws_secret_access_key="secret", region_name="us-east-1"
+    )
     client.create_bucket(Bucket=BUCKET)
     db = world["dir"] / "hooli.db"
     engine = engine_for(f"sqlite:///{db}")
     create_platform_tables(engine)
     ledger.upgrade(engine)
     seed_platform(engine, "hooli", sizes=SMALL)
-    registry = write_registry(world["dir"] / "s3-customers.yaml", {"hooli": {
-        "platform_conn_id": "hooli_db", "platform": "hooli", "storage": f"s3://hooli_files@{BUCKET}/{PREFIX}",
-        "timezone": "Europe/Amsterdam", "max_error_rate": 0.5}})
-    env = {**world["env"], "PROGRESSION_CUSTOMERS": str(registry),
-           "AIRFLOW_CONN_HOOLI_DB": json.dumps({"conn_type": "sqlite", "host": str(db)}),
-           "AIRFLOW_CONN_HOOLI_FILES": json.dumps({
-               "conn_type": "aws", "login": "hooli", "password": "secret",
-               "extra": {"endpoint_url": s3_server, "region_name": "us-east-1"}})}
+    registry = write_registry(
+        world["dir"] / "s3-customers.yaml",
+        {
+            "hooli": {
+                "platform_conn_id": "hooli_db",
+                "platform": "hooli",
+                "storage": f"s3://hooli_files@{BUCKET}/{PREFIX}",
+                "timezone": "Europe/Amsterdam",
+                "max_error_rate": 0.5,
+            }
+        },
+    )
+    env = {
+        **world["env"],
+        "PROGRESSION_CUSTOMERS": str(registry),
+        "AIRFLOW_CONN_HOOLI_DB": json.dumps({"conn_type": "sqlite", "host": str(db)}),
+        "AIRFLOW_CONN_HOOLI_FILES": json.dumps(
+            {
+                "conn_type": "aws",
+                "login": "hooli",
+                "password": "secret",
+                "extra": {"endpoint_url": s3_server, "region_name": "us-east-1"},
+            }
+        ),
+    }
     yield {**world, "env": env, "client": client, "engine": engine}
     for key in keys(client):
         client.delete_object(Bucket=BUCKET, Key=f"{PREFIX}/{key}")
@@ -83,11 +101,15 @@ def get(s3, rel: str) -> bytes:
 
 def test_the_nightly_import_reads_archives_and_reports_in_the_bucket(s3):
     found = describe(s3["engine"], "hooli")
-    good = workbook_bytes(["Email", "Content uuid", "Completion date"],
-                          [[found.emails[i], found.uuids["activity"][i], "2024-03-31"] for i in range(3)]
-                          + [["ghost@nowhere.example", found.uuids["activity"][0], "2024-03-31"]])
-    bad = workbook_bytes(["Email", "Content uuid", "Completion date"],
-                         [[f"ghost{i}@nowhere.example", found.uuids["activity"][0], "2024-03-31"] for i in range(3)])
+    good = workbook_bytes(
+        ["Email", "Content uuid", "Completion date"],
+        [[found.emails[i], found.uuids["activity"][i], "2024-03-31"] for i in range(3)]
+        + [["ghost@nowhere.example", found.uuids["activity"][0], "2024-03-31"]],
+    )
+    bad = workbook_bytes(
+        ["Email", "Content uuid", "Completion date"],
+        [[f"ghost{i}@nowhere.example", found.uuids["activity"][0], "2024-03-31"] for i in range(3)],
+    )
     put(s3, "inbox/activities/q3.xlsx", good)
     put(s3, "inbox/activities/bad.xlsx", bad)
     put(s3, "inbox/journeys/j.csv", f"Email,Content uuid\n{found.emails[5]},{found.uuids['journey'][0]}\n".encode())
@@ -103,8 +125,7 @@ def test_the_nightly_import_reads_archives_and_reports_in_the_bucket(s3):
     assert not [key for key in stored if key.startswith(("inbox/", "staging/"))], stored
     assert get(s3, "processed/activities/q3.xlsx") == good and get(s3, "failed/activities/bad.xlsx") == bad
     assert "processed/journeys/j.csv" in stored
-    report = openpyxl.load_workbook(io.BytesIO(get(s3, summary["reports"]["hooli/activities/q3.xlsx"])),
-                                    read_only=True)
+    report = openpyxl.load_workbook(io.BytesIO(get(s3, summary["reports"]["hooli/activities/q3.xlsx"])), read_only=True)
     assert "Rejected" in report.sheetnames
     assert summary["reports"]["hooli/activities/bad.xlsx"] in stored
 
@@ -113,10 +134,17 @@ def test_a_transfer_workbook_and_an_export_in_the_bucket(s3, monkeypatch):
     found = describe(s3["engine"], "hooli")
     journey_0, journey_2 = found.uuids["journey"][0], found.uuids["journey"][2]  # journey 2: the second programme's
     complete(s3["engine"], people(s3["engine"], "hooli").group_1, journey_0, "2024-03-31")
-    put(s3, "inbox/transfers/pairs.xlsx", workbook_bytes(["Old content uuid", "New content uuid"],
-                                                         [[journey_0, journey_2]]))
-    done = run_dag(s3, "progression_transfer", {"customer": "hooli", "path": "inbox/transfers/pairs.xlsx",
-                                                "dry_run": False}, env=s3["env"])
+    put(
+        s3,
+        "inbox/transfers/pairs.xlsx",
+        workbook_bytes(["Old content uuid", "New content uuid"], [[journey_0, journey_2]]),
+    )
+    done = run_dag(
+        s3,
+        "progression_transfer",
+        {"customer": "hooli", "path": "inbox/transfers/pairs.xlsx", "dry_run": False},
+        env=s3["env"],
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert count_completions(s3["engine"], "transfer") >= 1
     assert "processed/transfers/pairs.xlsx" in keys(s3["client"])
@@ -130,13 +158,26 @@ def test_a_transfer_workbook_and_an_export_in_the_bucket(s3, monkeypatch):
 def test_the_demo_seeds_its_sample_files_into_a_bucket(s3, monkeypatch):
     """What the compose file's init service does for the demo customer; its files then import from the bucket (by
     the stages here: the import DAG on a bucket is the first test's)."""
-    done = subprocess.run([str(ROOT / "bin/progression-db"), "seed-demo", "hooli"], env=s3["env"],
-                          capture_output=True, text=True, cwd=ROOT)
+    done = subprocess.run(
+        [str(ROOT / "bin/progression-db"), "seed-demo", "hooli"],
+        env=s3["env"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     inbox = [key for key in keys(s3["client"]) if key.startswith("inbox/")]
     assert len(inbox) == 3 and "dropped 3 sample file(s)" in done.stdout
     target = in_process(s3, monkeypatch)
-    jobs = plan(target, path=None, content_type=None, dry_run=False, on_existing=None, force=False,
-                airflow_run_id="manual__demo", started=NOW)
+    jobs = plan(
+        target,
+        path=None,
+        content_type=None,
+        dry_run=False,
+        on_existing=None,
+        force=False,
+        airflow_run_id="manual__demo",
+        started=NOW,
+    )
     imported = [run_file(target, job) for job in jobs]
     assert [job.status for job in imported] == ["ok"] * 3 and sum(job.counts["imported"] for job in imported) > 0

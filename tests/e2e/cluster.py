@@ -73,8 +73,9 @@ class Cluster:
             command = [str(ROOT / "bin/airflow"), *(a.format(api_port=api_port) for a in args)]
             # Each worker serves its task logs on a port of its own (on one host they would collide).
             env = {**self.env, "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port())}
-            self.processes[name] = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                                    stdin=subprocess.DEVNULL, start_new_session=True)
+            self.processes[name] = subprocess.Popen(
+                command, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            )
 
     def stop(self) -> dict[str, int]:
         """SIGTERM to each component's process group, SIGKILL to what is left after 30 s; their exit codes."""

@@ -20,8 +20,7 @@ from support import PG_URL, SMALL, drop_database, loopback_s3, recreate_database
 
 pytestmark = pytest.mark.e2e
 REDIS_URL = os.environ.get("PROGRESSION_TEST_REDIS", "redis://127.0.0.1:6379/7")
-DATABASES = {"metadata": "progression_e2e_airflow", "acme": "progression_e2e_acme",
-             "globex": "progression_e2e_globex"}
+DATABASES = {"metadata": "progression_e2e_airflow", "acme": "progression_e2e_acme", "globex": "progression_e2e_globex"}
 BUCKET = "acme-files"
 
 
@@ -38,8 +37,13 @@ def require_redis() -> None:
 @pytest.fixture(scope="module")
 def s3_endpoint():
     with loopback_s3() as endpoint:
-        boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="acme", aws_secret_access_key="secret",
-                     region_name="us-east-1").create_bucket(Bucket=BUCKET)
+        boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            aws_access_key_id="acme",
+            aws_secret_access_key="secret",
+            region_name="us-east-1",
+        ).create_bucket(Bucket=BUCKET)
         yield endpoint
 
 
@@ -60,15 +64,28 @@ def cluster(tmp_path_factory, s3_endpoint):
         url = urls[slug]
         env[f"AIRFLOW_CONN_{slug.upper()}_DB"] = f"postgresql://{url.username}@{url.host}:{url.port}/{url.database}"
         storage = f"s3://acme_files@{BUCKET}/acme" if slug == "acme" else f"file://{home / 'globex'}"
-        lines += [f"{slug}:", f"  platform_conn_id: {slug}_db", f"  platform: {slug}", f"  storage: {storage}",
-                  "  timezone: Europe/Amsterdam"]
+        lines += [
+            f"{slug}:",
+            f"  platform_conn_id: {slug}_db",
+            f"  platform: {slug}",
+            f"  storage: {storage}",
+            "  timezone: Europe/Amsterdam",
+        ]
     registry.write_text("\n".join(lines) + "\n")
     env["PROGRESSION_CUSTOMERS"] = str(registry)
-    env["AIRFLOW_CONN_ACME_FILES"] = json.dumps({"conn_type": "aws", "login": "acme", "password": "secret",
-                                                 "extra": {"endpoint_url": s3_endpoint, "region_name": "us-east-1"}})
-    for command in (["bin/airflow", "db", "migrate"],
-                    ["bin/progression-db", "upgrade", "acme_db", "--with-platform-tables"],
-                    ["bin/progression-db", "upgrade", "globex_db", "--with-platform-tables"]):
+    env["AIRFLOW_CONN_ACME_FILES"] = json.dumps(
+        {
+            "conn_type": "aws",
+            "login": "acme",
+            "password": "secret",
+            "extra": {"endpoint_url": s3_endpoint, "region_name": "us-east-1"},
+        }
+    )
+    for command in (
+        ["bin/airflow", "db", "migrate"],
+        ["bin/progression-db", "upgrade", "acme_db", "--with-platform-tables"],
+        ["bin/progression-db", "upgrade", "globex_db", "--with-platform-tables"],
+    ):
         done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, f"{' '.join(command)}:\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
     engines = {slug: sa.create_engine(urls[slug]) for slug in ("acme", "globex")}
@@ -100,46 +117,64 @@ def activity_rows(engine, slug: str, users: range, ghosts: int = 0) -> bytes:
 
 def imported(engine) -> int:
     with engine.connect() as conn:
-        return conn.execute(sa.select(sa.func.count()).select_from(completions)
-                            .where(completions.c.source == "import")).scalar()
+        return conn.execute(
+            sa.select(sa.func.count()).select_from(completions).where(completions.c.source == "import")
+        ).scalar()
 
 
 def test_two_customers_imported_by_the_celery_worker_and_checked_through_the_api(cluster):
     api, engines, home = cluster["cluster"], cluster["engines"], cluster["home"]
-    s3 = boto3.client("s3", endpoint_url=cluster["s3"], aws_access_key_id="acme", aws_secret_access_key="secret",
-                      region_name="us-east-1")
-    s3.put_object(Bucket=BUCKET, Key="acme/inbox/activities/q3.xlsx", Body=activity_rows(engines["acme"], "acme",
-                                                                                          range(0, 6)))
-    s3.put_object(Bucket=BUCKET, Key="acme/inbox/activities/q4.xlsx", Body=activity_rows(engines["acme"], "acme",
-                                                                                          range(6, 10)))
-    s3.put_object(Bucket=BUCKET, Key="acme/inbox/activities/q5.xlsx", Body=activity_rows(engines["acme"], "acme",
-                                                                                          range(10, 13)))
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=cluster["s3"],
+        aws_access_key_id="acme",
+        aws_secret_access_key="secret",
+        region_name="us-east-1",
+    )
+    s3.put_object(
+        Bucket=BUCKET, Key="acme/inbox/activities/q3.xlsx", Body=activity_rows(engines["acme"], "acme", range(0, 6))
+    )
+    s3.put_object(
+        Bucket=BUCKET, Key="acme/inbox/activities/q4.xlsx", Body=activity_rows(engines["acme"], "acme", range(6, 10))
+    )
+    s3.put_object(
+        Bucket=BUCKET, Key="acme/inbox/activities/q5.xlsx", Body=activity_rows(engines["acme"], "acme", range(10, 13))
+    )
     inbox = home / "globex/inbox/activities"
     inbox.mkdir(parents=True)
     (inbox / "may.xlsx").write_bytes(activity_rows(engines["globex"], "globex", range(0, 5)))
     (inbox / "june.xlsx").write_bytes(activity_rows(engines["globex"], "globex", range(5, 6), ghosts=4))
 
-    api.wait_for("the DAG processor to parse progression_import",
-                 lambda: api.call("GET", "/dags/progression_import").status_code == 200)
+    api.wait_for(
+        "the DAG processor to parse progression_import",
+        lambda: api.call("GET", "/dags/progression_import").status_code == 200,
+    )
     assert api.call("PATCH", "/dags/progression_import", json={"is_paused": False}).status_code == 200
     run_ids = {}
     for slug in ("acme", "globex"):
-        response = api.call("POST", "/dags/progression_import/dagRuns",
-                            json={"logical_date": None, "conf": {"customer": slug}})
+        response = api.call(
+            "POST", "/dags/progression_import/dagRuns", json={"logical_date": None, "conf": {"customer": slug}}
+        )
         assert response.status_code == 200, response.text
         run_ids[slug] = response.json()["dag_run_id"]
 
     def finished():
-        states = {slug: api.call("GET", f"/dags/progression_import/dagRuns/{run_id}").json()["state"]
-                  for slug, run_id in run_ids.items()}
+        states = {
+            slug: api.call("GET", f"/dags/progression_import/dagRuns/{run_id}").json()["state"]
+            for slug, run_id in run_ids.items()
+        }
         return states if all(state in ("success", "failed") for state in states.values()) else None
 
     states = api.wait_for("both runs to finish", finished, timeout=420, every=2)
     # globex's june.xlsx is mostly unknown people: that file fails (and its run with it), may.xlsx still lands.
     assert states == {"acme": "success", "globex": "failed"}, api.tail()
 
-    tasks = {slug: api.call("GET", f"/dags/progression_import/dagRuns/{run_id}/taskInstances",
-                            params={"limit": 100}).json()["task_instances"] for slug, run_id in run_ids.items()}
+    tasks = {
+        slug: api.call("GET", f"/dags/progression_import/dagRuns/{run_id}/taskInstances", params={"limit": 100}).json()[
+            "task_instances"
+        ]
+        for slug, run_id in run_ids.items()
+    }
     for slug, instances in tasks.items():
         writes = {t["rendered_map_index"]: t["state"] for t in instances if t["task_id"].endswith(".write")}
         archives = {t["rendered_map_index"]: t["state"] for t in instances if t["task_id"].endswith(".report_archive")}
@@ -154,9 +189,12 @@ def test_two_customers_imported_by_the_celery_worker_and_checked_through_the_api
 
     assert imported(engines["acme"]) == 13 and imported(engines["globex"]) == 5
     with engines["globex"].connect() as conn:
-        ledger_runs = dict(conn.execute(sa.text(
-            "SELECT subject, status FROM progression_runs WHERE airflow_run_id = :run"),
-            {"run": run_ids["globex"]}).all())
+        ledger_runs = dict(
+            conn.execute(
+                sa.text("SELECT subject, status FROM progression_runs WHERE airflow_run_id = :run"),
+                {"run": run_ids["globex"]},
+            ).all()
+        )
     assert ledger_runs == {"inbox/activities/may.xlsx": "succeeded", "inbox/activities/june.xlsx": "failed"}
     listed = s3.list_objects_v2(Bucket=BUCKET, Prefix="acme/")
     stored = {item["Key"] for item in listed.get("Contents", [])}
@@ -166,8 +204,12 @@ def test_two_customers_imported_by_the_celery_worker_and_checked_through_the_api
     # Each file's tasks removed only their own staging; the last task removed the run's folder.
     assert not list((home / "globex").glob("staging/*"))
     with engines["acme"].connect() as conn:
-        assert conn.execute(sa.text("SELECT count(*) FROM progression_runs WHERE status = 'running' "
-                                    "OR staging IS NOT NULL")).scalar() == 0
+        assert (
+            conn.execute(
+                sa.text("SELECT count(*) FROM progression_runs WHERE status = 'running' OR staging IS NOT NULL")
+            ).scalar()
+            == 0
+        )
 
     # The runs' task instances went to both workers.
     assert api.tasks_received("worker-1") > 0 and api.tasks_received("worker-2") > 0, api.tail()

@@ -29,17 +29,21 @@ def local_twins(tmp_path):
     with loopback_s3() as endpoint:
         storage["extra"]["endpoint_url"] = endpoint  # minio:9000
         platform = urls["platform"]
-        env.update({
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": urls["metadata"].render_as_string(hide_password=False),
-            "AIRFLOW_CONN_PROGRESSION_DEMO": f"postgresql://{platform.username}@{platform.host}:{platform.port}/"
-                                             f"{platform.database}",
-            "AIRFLOW_CONN_PROGRESSION_STORAGE": json.dumps(storage),
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(tmp_path / "passwords.json"),
-            "PROGRESSION_CUSTOMERS": str(ROOT / "deploy/customers.yaml"),
-            "AIRFLOW_HOME": str(tmp_path), "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-            "PYTHONPATH": f"{ROOT / 'include'}:{ROOT / 'plugins'}", "PATH": f"{ROOT / '.venv/bin'}:/usr/bin:/bin",
-            "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
-        })
+        env.update(
+            {
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": urls["metadata"].render_as_string(hide_password=False),
+                "AIRFLOW_CONN_PROGRESSION_DEMO": f"postgresql://{platform.username}@{platform.host}:{platform.port}/"
+                f"{platform.database}",
+                "AIRFLOW_CONN_PROGRESSION_STORAGE": json.dumps(storage),
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(tmp_path / "passwords.json"),
+                "PROGRESSION_CUSTOMERS": str(ROOT / "deploy/customers.yaml"),
+                "AIRFLOW_HOME": str(tmp_path),
+                "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+                "PYTHONPATH": f"{ROOT / 'include'}:{ROOT / 'plugins'}",
+                "PATH": f"{ROOT / '.venv/bin'}:/usr/bin:/bin",
+                "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
+            }
+        )
         yield env, endpoint, urls
     for name in DATABASES.values():
         drop_database(admin, name)
@@ -58,8 +62,9 @@ def test_the_init_service_prepares_airflow_and_the_demo_and_is_harmless_the_seco
     assert json.loads((tmp_path / "passwords.json").read_text()) == {"admin": env["AIRFLOW_ADMIN_PASSWORD"]}
     assert "created bucket progression-demo" in first.stdout
 
-    s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="x", aws_secret_access_key="y",
-                      region_name="us-east-1")
+    s3 = boto3.client(
+        "s3", endpoint_url=endpoint, aws_access_key_id="x", aws_secret_access_key="y", region_name="us-east-1"
+    )
     inbox = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="progression-demo", Prefix="demo/inbox/")["Contents"])
     assert len(inbox) == 3, inbox
     metadata = sa.create_engine(urls["metadata"])
@@ -72,8 +77,14 @@ def test_the_init_service_prepares_airflow_and_the_demo_and_is_harmless_the_seco
         assert conn.execute(sa.text("SELECT slug FROM platforms")).scalars().all() == ["demo"]
 
     # What the nightly run does with the compose registry: the demo's samples land.
-    done = subprocess.run([str(ROOT / ".venv/bin/airflow"), "dags", "test", "progression_import"], env=env,
-                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [str(ROOT / ".venv/bin/airflow"), "dags", "test", "progression_import"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     with platform.connect() as conn:
         imported = conn.execute(sa.text("SELECT count(*) FROM completions WHERE source = 'import'")).scalar()
@@ -83,8 +94,14 @@ def test_the_init_service_prepares_airflow_and_the_demo_and_is_harmless_the_seco
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "bucket progression-demo exists" in again.stdout
     # The samples are dropped again, with the same bytes: the next nightly run skips them.
-    done = subprocess.run([str(ROOT / ".venv/bin/airflow"), "dags", "test", "progression_import"], env=env,
-                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [str(ROOT / ".venv/bin/airflow"), "dags", "test", "progression_import"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     with platform.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM completions WHERE source = 'import'")).scalar() == imported

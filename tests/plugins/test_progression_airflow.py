@@ -22,8 +22,14 @@ def event(uri: str):
 
 
 def test_an_asset_triggered_export_is_for_the_customers_the_events_name():
-    events = {"alias": [event("progression://acme/completions"), event("progression://globex/completions"),
-                        event("progression://acme/completions"), event("s3://bucket/other")]}
+    events = {
+        "alias": [
+            event("progression://acme/completions"),
+            event("progression://globex/completions"),
+            event("progression://acme/completions"),
+            event("s3://bucket/other"),
+        ]
+    }
     assert customers_of_events(events) == ["acme", "globex"]
 
 
@@ -43,12 +49,19 @@ def test_a_real_run_that_changed_completions_announces_them_and_a_dry_or_idle_ru
 
 
 def test_rejected_rows_are_told_by_mail_and_on_slack_and_a_clean_or_dry_run_tells_nobody(
-        target, platform, mailbox, webhook, monkeypatch):
+    target, platform, mailbox, webhook, monkeypatch
+):
     (port, mails), (url, posts) = mailbox, webhook
     monkeypatch.setenv("AIRFLOW_CONN_TEST_SMTP", smtp_connection(port))
     monkeypatch.setenv("AIRFLOW_CONN_TEAM_SLACK", slack_connection(url))
-    customer = replace(target.customer, notify={"email": ["data-team@acme.example"], "smtp_conn_id": "test_smtp",
-                                                "slack_webhook_conn_id": "team_slack"})
+    customer = replace(
+        target.customer,
+        notify={
+            "email": ["data-team@acme.example"],
+            "smtp_conn_id": "test_smtp",
+            "slack_webhook_conn_id": "team_slack",
+        },
+    )
     emails, activities = platform.emails, platform.uuids["activity"]
 
     def imported(name: str, bad: int, dry_run: bool = False) -> tuple[dict, list[dict]]:
@@ -56,8 +69,16 @@ def test_rejected_rows_are_told_by_mail_and_on_slack_and_a_clean_or_dry_run_tell
         rows = [[emails[i], activities[i % len(activities)], "2024-03-31"] for i in range(10)]
         rows += [[f"ghost{i}@nowhere.example", activities[0], "2024-03-31"] for i in range(bad)]
         rel = drop(target.root, f"inbox/activities/{name}", workbook_bytes(["Email", "Content uuid", "Date"], rows))
-        [job] = plan(target, path=rel, content_type=None, dry_run=dry_run, on_existing=None, force=False,
-                     airflow_run_id=f"manual__{name}", started=NOW)
+        [job] = plan(
+            target,
+            path=rel,
+            content_type=None,
+            dry_run=dry_run,
+            on_existing=None,
+            force=False,
+            airflow_run_id=f"manual__{name}",
+            started=NOW,
+        )
         run_file(target, job)
         runs = rows_of(target, f"manual__{name}")
         return summarise(IMPORT_DAG, "acme", runs), runs
@@ -69,8 +90,9 @@ def test_rejected_rows_are_told_by_mail_and_on_slack_and_a_clean_or_dry_run_tell
     assert tell_customer(customer, *imported("bad.xlsx", bad=1), context={}) is True
     assert len(mails) == 1 and mails[0]["to"] == ["data-team@acme.example"]
     mail = email.message_from_string(mails[0]["data"])
-    body = "".join(part.get_payload(decode=True).decode() for part in mail.walk()
-                   if part.get_content_type() == "text/html")
+    body = "".join(
+        part.get_payload(decode=True).decode() for part in mail.walk() if part.get_content_type() == "text/html"
+    )
     assert mail["Subject"] == "Progression import for acme: 1 row(s) rejected"
     assert "bad.xlsx" in body and "unknown user: 1" in body
     assert len(posts) == 1 and posts[0]["text"].startswith("Progression import for acme: 1 row(s) rejected\n")

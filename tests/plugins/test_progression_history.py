@@ -25,30 +25,64 @@ def ledgers(tmp_path, monkeypatch):
         ledger.upgrade(engine)
         monkeypatch.setenv(f"AIRFLOW_CONN_{name.upper()}_DB", json.dumps({"conn_type": "sqlite", "host": str(path)}))
     registry = tmp_path / "customers.yaml"
-    registry.write_text("".join(
-        f"{slug}:\n  platform_conn_id: {db}_db\n  platform: {slug}\n  storage: file://{tmp_path / slug}\n"
-        + (f"  expect_files_every: {every}\n" if every else "")
-        for slug, db, every in (("acme", "main", "1d"), ("globex", "main", "1d"), ("initech", "other", "1h"),
-                                ("umbrella", "other", None))))
+    registry.write_text(
+        "".join(
+            f"{slug}:\n  platform_conn_id: {db}_db\n  platform: {slug}\n  storage: file://{tmp_path / slug}\n"
+            + (f"  expect_files_every: {every}\n" if every else "")
+            for slug, db, every in (
+                ("acme", "main", "1d"),
+                ("globex", "main", "1d"),
+                ("initech", "other", "1h"),
+                ("umbrella", "other", None),
+            )
+        )
+    )
     monkeypatch.setenv("PROGRESSION_CUSTOMERS", str(registry))
     now = datetime.now(timezone.utc)
 
     def add(db, customer, run_id, minutes_ago, status="succeeded", **counts):
         engine = engine_for(f"sqlite:///{databases[db]}")
         with engine.begin() as conn:
-            conn.execute(sa.insert(ledger.runs).values(
-                run_id=run_id, customer=customer, dag_id=counts.pop("dag_id", "progression_import"),
-                airflow_run_id=f"manual__{run_id}", subject=counts.pop("subject", f"inbox/activities/{run_id}.xlsx"),
-                status=status, dry_run=False, started_at=now - timedelta(minutes=minutes_ago),
-                finished_at=now - timedelta(minutes=minutes_ago) + timedelta(seconds=12),
-                rejected_by_reason=json.dumps(counts.pop("reasons", {})), **counts))
+            conn.execute(
+                sa.insert(ledger.runs).values(
+                    run_id=run_id,
+                    customer=customer,
+                    dag_id=counts.pop("dag_id", "progression_import"),
+                    airflow_run_id=f"manual__{run_id}",
+                    subject=counts.pop("subject", f"inbox/activities/{run_id}.xlsx"),
+                    status=status,
+                    dry_run=False,
+                    started_at=now - timedelta(minutes=minutes_ago),
+                    finished_at=now - timedelta(minutes=minutes_ago) + timedelta(seconds=12),
+                    rejected_by_reason=json.dumps(counts.pop("reasons", {})),
+                    **counts,
+                )
+            )
 
-    add("main", "acme", "import-acme-1", 300, imported=120, derived_written=40, rejected=3,
-        reasons={"unknown user": 2, "unreadable date": 1}, rows_read=123, report_path="reports/r1.xlsx")
+    add(
+        "main",
+        "acme",
+        "import-acme-1",
+        300,
+        imported=120,
+        derived_written=40,
+        rejected=3,
+        reasons={"unknown user": 2, "unreadable date": 1},
+        rows_read=123,
+        report_path="reports/r1.xlsx",
+    )
     add("main", "globex", "import-globex-1", 200, status="failed", rows_read=10, rejected=8, message="too many")
     add("other", "initech", "import-initech-1", 100, imported=5, rows_read=5)
-    add("main", "acme", "transfer-acme-1", 50, dag_id="progression_transfer", subject="old -> new", imported=7,
-        undone_by="undo-acme-1")
+    add(
+        "main",
+        "acme",
+        "transfer-acme-1",
+        50,
+        dag_id="progression_transfer",
+        subject="old -> new",
+        imported=7,
+        undone_by="undo-acme-1",
+    )
     report = tmp_path / "acme" / "reports" / "r1.xlsx"
     report.parent.mkdir(parents=True)
     report.write_bytes(b"PK\x03\x04 the workbook")
@@ -100,9 +134,12 @@ def overview(page: str) -> dict[str, list[str]]:
     import re
 
     rows = re.findall(r'<tr id="customer-([a-z]+)">(.*?)</tr>', page, re.S)
-    return {slug: [" ".join(re.sub(r"<[^>]+>", " ", cell).split()) for cell in re.findall(r"<td[^>]*>(.*?)</td>",
-                                                                                            row, re.S)]
-            for slug, row in rows}
+    return {
+        slug: [
+            " ".join(re.sub(r"<[^>]+>", " ", cell).split()) for cell in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)
+        ]
+        for slug, row in rows
+    }
 
 
 def test_the_overview_lists_every_customer_worst_first(client, tmp_path):
@@ -113,7 +150,8 @@ def test_the_overview_lists_every_customer_worst_first(client, tmp_path):
     rows = overview(page)
     assert list(rows) == ["globex", "initech", "acme", "umbrella"]  # failing, late, ok, no expectation
     assert "4 customers: 1 failing · 1 late · 1 ok · 1 no expectation" in " ".join(
-        __import__("re").sub(r"<[^>]+>", " ", page).split())
+        __import__("re").sub(r"<[^>]+>", " ", page).split()
+    )
     # state, last success, waiting, last failure, failed in a row, written in 7 and 30 days, unusual files
     globex, initech, acme, umbrella = rows.values()
     assert globex[1] == "failing expects files every 1d" and globex[2] == "never" and globex[3] == "1"
@@ -124,17 +162,27 @@ def test_the_overview_lists_every_customer_worst_first(client, tmp_path):
     assert acme[1] == "ok expects files every 1d" and acme[2].endswith("4 h ago 160 completions")
     assert acme[5:] == ["0", "167", "167", ""]  # the import's 120 + 40 through the hierarchy, the transfer's 7
     assert umbrella[1:] == ["no expectation", "never", "0", "", "0", "0", "0", ""]
-    for link in ('href="/progression/runs?customer=globex">globex</a>',
-                 'href="/progression/customers/globex/waiting">1</a>',
-                 'href="/progression/runs/globex/import-globex-1">inbox/activities/import-globex-1.xlsx</a>',
-                 'href="/progression/runs/acme/import-acme-1">', 'href="/progression/runs?customer=umbrella"'):
+    for link in (
+        'href="/progression/runs?customer=globex">globex</a>',
+        'href="/progression/customers/globex/waiting">1</a>',
+        'href="/progression/runs/globex/import-globex-1">inbox/activities/import-globex-1.xlsx</a>',
+        'href="/progression/runs/acme/import-acme-1">',
+        'href="/progression/runs?customer=umbrella"',
+    ):
         assert link in page
 
 
 def test_an_unusual_file_on_the_overview(client, ledgers):
     for day in (4, 3, 2):
-        ledgers("main", "acme", f"import-acme-day-{day}", day * 24 * 60, content_type="activities", rows_read=100,
-                imported=100)
+        ledgers(
+            "main",
+            "acme",
+            f"import-acme-day-{day}",
+            day * 24 * 60,
+            content_type="activities",
+            rows_read=100,
+            imported=100,
+        )
     ledgers("main", "acme", "import-acme-huge", 30, content_type="activities", rows_read=5000, imported=5000)
     acme = overview(client.get("/").text)["acme"]
     assert acme[1] == "unusual expects files every 1d" and acme[2].endswith("29 min ago 5,000 completions")
@@ -148,13 +196,16 @@ def test_runs_of_every_database_newest_first(client):
     assert "4 runs" in page
 
 
-@pytest.mark.parametrize("query, expected", [
-    ("customer=acme", ["transfer-acme-1", "import-acme-1"]),
-    ("dag_id=progression_transfer", ["transfer-acme-1"]),
-    ("status=failed", ["import-globex-1"]),
-    (f"since={datetime.now(timezone.utc).date()}&customer=initech", ["import-initech-1"]),
-    ("until=2000-01-01", []),
-])
+@pytest.mark.parametrize(
+    "query, expected",
+    [
+        ("customer=acme", ["transfer-acme-1", "import-acme-1"]),
+        ("dag_id=progression_transfer", ["transfer-acme-1"]),
+        ("status=failed", ["import-globex-1"]),
+        (f"since={datetime.now(timezone.utc).date()}&customer=initech", ["import-initech-1"]),
+        ("until=2000-01-01", []),
+    ],
+)
 def test_filters(client, query, expected):
     assert run_ids_on(client.get(f"/runs?{query}").text) == expected
 
@@ -185,12 +236,41 @@ def test_the_report_downloads(client):
 
 def test_each_kind_of_run_in_its_own_words(client, ledgers):
     # An undo of an import that added 20 completions, 2 of which a later run changed since: undo.apply's ledger row.
-    ledgers("main", "acme", "undo-acme-1", 10, dag_id="progression_undo", subject="import-acme-1", rows_read=20,
-            restored=18, removed=18, conflicts=2)
-    ledgers("main", "acme", "merge-acme-1", 5, dag_id="progression_merge_users", subject="a@x -> b@x", rows_read=9,
-            imported=6, kept=3, removed=9)
-    ledgers("main", "acme", "transfer-acme-2", 4, dag_id="progression_transfer", subject="old -> newer", rows_read=5,
-            imported=3, skipped_without_access=2)
+    ledgers(
+        "main",
+        "acme",
+        "undo-acme-1",
+        10,
+        dag_id="progression_undo",
+        subject="import-acme-1",
+        rows_read=20,
+        restored=18,
+        removed=18,
+        conflicts=2,
+    )
+    ledgers(
+        "main",
+        "acme",
+        "merge-acme-1",
+        5,
+        dag_id="progression_merge_users",
+        subject="a@x -> b@x",
+        rows_read=9,
+        imported=6,
+        kept=3,
+        removed=9,
+    )
+    ledgers(
+        "main",
+        "acme",
+        "transfer-acme-2",
+        4,
+        dag_id="progression_transfer",
+        subject="old -> newer",
+        rows_read=5,
+        imported=3,
+        skipped_without_access=2,
+    )
     ledgers("main", "acme", "import-acme-2", 3, rows_read=4, imported=4, saved_without_access=1)
     listing = client.get("/runs?customer=acme").text
     assert "20 completions the run changed · 18 restored · 18 of which removed (the run added them)" in listing
@@ -213,8 +293,16 @@ def test_each_kind_of_run_in_its_own_words(client, ledgers):
 
 def failed_import(ledgers, tmp_path):
     """A failed import of acme whose file import.archive moved to failed/activities/."""
-    ledgers("main", "acme", "import-acme-bad", 20, status="failed", subject="inbox/activities/bad.xlsx",
-            content_type="activities", checksum=storage.checksum(b"bad bytes"))
+    ledgers(
+        "main",
+        "acme",
+        "import-acme-bad",
+        20,
+        status="failed",
+        subject="inbox/activities/bad.xlsx",
+        content_type="activities",
+        checksum=storage.checksum(b"bad bytes"),
+    )
     failed = tmp_path / "acme" / "failed" / "activities" / "bad.xlsx"
     failed.parent.mkdir(parents=True)
     failed.write_bytes(b"bad bytes")
@@ -236,9 +324,11 @@ def test_the_run_page_offers_what_the_user_may_do(client, ledgers, tmp_path):
 
 def test_a_forged_post_from_a_viewer_is_refused_before_anything_moves(viewer, ledgers, tmp_path):
     failed = failed_import(ledgers, tmp_path)
-    refused = [viewer.post("/actions/rerun/acme/import-acme-bad"),
-               viewer.post("/actions/undo/acme/import-acme-1", data={"dry_run": "false"}),
-               viewer.post("/actions/dry-run-import/acme", data={"path": "inbox/activities/x.xlsx"})]
+    refused = [
+        viewer.post("/actions/rerun/acme/import-acme-bad"),
+        viewer.post("/actions/undo/acme/import-acme-1", data={"dry_run": "false"}),
+        viewer.post("/actions/dry-run-import/acme", data={"path": "inbox/activities/x.xlsx"}),
+    ]
     assert [r.status_code for r in refused] == [403, 403, 403]
     assert "you may not trigger progression_undo" in refused[1].text and failed.exists()
 
@@ -259,4 +349,6 @@ def test_upgrade_adds_the_history_indexes_to_an_existing_ledger(tmp_path):
     with engine.begin() as conn:
         conn.exec_driver_sql("DROP INDEX ix_progression_runs_status_started_at")
     ledger.upgrade(engine)
-    assert "ix_progression_runs_status_started_at" in {i["name"] for i in sa.inspect(engine).get_indexes("progression_runs")}
+    assert "ix_progression_runs_status_started_at" in {
+        i["name"] for i in sa.inspect(engine).get_indexes("progression_runs")
+    }

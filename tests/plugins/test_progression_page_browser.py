@@ -61,8 +61,16 @@ def airflow(tmp_path_factory):
     target = Target(customer=customer, root=root, engine=engine)
 
     def import_inbox(airflow_run_id: str) -> None:
-        for job in pipeline.plan(target, path=None, content_type=None, dry_run=False, on_existing=None, force=False,
-                                 airflow_run_id=airflow_run_id, started=datetime.now(timezone.utc)):
+        for job in pipeline.plan(
+            target,
+            path=None,
+            content_type=None,
+            dry_run=False,
+            on_existing=None,
+            force=False,
+            airflow_run_id=airflow_run_id,
+            started=datetime.now(timezone.utc),
+        ):
             pipeline.run_file(target, job)
 
     drop_sample_files(engine, "acme", root)
@@ -72,25 +80,39 @@ def airflow(tmp_path_factory):
     (root / "inbox" / "journeys").mkdir(parents=True, exist_ok=True)
     (root / "inbox" / "journeys" / "week-12.csv").write_text("User email,Content uuid\n")
     registry = here / "customers.yaml"
-    registry.write_text("".join(
-        f"{slug}:\n  platform_conn_id: acme_db\n  platform: {slug}\n  storage: file://{here / slug}\n"
-        "  expect_files_every: 1d\n" for slug in ("acme", "globex")))
+    registry.write_text(
+        "".join(
+            f"{slug}:\n  platform_conn_id: acme_db\n  platform: {slug}\n  storage: file://{here / slug}\n"
+            "  expect_files_every: 1d\n"
+            for slug in ("acme", "globex")
+        )
+    )
     passwords = here / "passwords.json"
     passwords.write_text(json.dumps(USERS))
     port = free_port()
     api = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "AIRFLOW_HOME": str(here / "home"), "PROGRESSION_CUSTOMERS": str(registry),
-           "AIRFLOW_CONN_ACME_DB": json.dumps({"conn_type": "sqlite", "host": str(here / "acme.db")}),
-           "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,viewer:viewer",
-           "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
-           "AIRFLOW__API__BASE_URL": api, "AIRFLOW__API_AUTH__JWT_SECRET": os.urandom(16).hex()}
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(here / "home"),
+        "PROGRESSION_CUSTOMERS": str(registry),
+        "AIRFLOW_CONN_ACME_DB": json.dumps({"conn_type": "sqlite", "host": str(here / "acme.db")}),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,viewer:viewer",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+        "AIRFLOW__API__BASE_URL": api,
+        "AIRFLOW__API_AUTH__JWT_SECRET": os.urandom(16).hex(),
+    }
     for command in (["db", "migrate"], ["dags", "reserialize"]):
         done = subprocess.run([str(ROOT / "bin/airflow"), *command], env=env, capture_output=True, text=True)
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     log = (here / "api-server.log").open("w")
-    server = subprocess.Popen([str(ROOT / "bin/airflow"), "api-server", "--host", "127.0.0.1", "--port", str(port)],
-                              env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                              start_new_session=True)
+    server = subprocess.Popen(
+        [str(ROOT / "bin/airflow"), "api-server", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 120
         while True:  # polling until the server listens, not a timing assertion
@@ -101,9 +123,18 @@ def airflow(tmp_path_factory):
             except httpx.TransportError:
                 pass
             time.sleep(1)
-        tokens = {user: httpx.post(f"{api}/auth/token", json={"username": user, "password": password}
-                                   ).json()["access_token"] for user, password in USERS.items()}
-        yield {"api": api, "tokens": tokens, "metadata": here / "home" / "airflow.db", "target": target, "root": root, "engine": engine}
+        tokens = {
+            user: httpx.post(f"{api}/auth/token", json={"username": user, "password": password}).json()["access_token"]
+            for user, password in USERS.items()
+        }
+        yield {
+            "api": api,
+            "tokens": tokens,
+            "metadata": here / "home" / "airflow.db",
+            "target": target,
+            "root": root,
+            "engine": engine,
+        }
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
@@ -128,8 +159,10 @@ def logged_in(browser, airflow, user: str):
 
 
 def dag_run(airflow, dag_id: str, dag_run_id: str) -> dict:
-    return httpx.get(f"{airflow['api']}/api/v2/dags/{dag_id}/dagRuns/{dag_run_id}",
-                     headers={"Authorization": f"Bearer {airflow['tokens']['admin']}"}).json()
+    return httpx.get(
+        f"{airflow['api']}/api/v2/dags/{dag_id}/dagRuns/{dag_run_id}",
+        headers={"Authorization": f"Bearer {airflow['tokens']['admin']}"},
+    ).json()
 
 
 def runs_of(airflow, dag_id: str) -> list[dict]:
@@ -181,8 +214,17 @@ def test_undo_a_run_with_a_preview_first(browser, airflow):
     assert made["triggering_user_name"] == "admin" and page.locator("#action-state").inner_text() == "queued"
     # The worker's part, under the DAG run's id; then the DAG run ends and the page, polling, shows the preview.
     target = airflow["target"]
-    undo.run_undo(target, undo.plan(target, run_id=imported["run_id"], dry_run=True, force=False,
-                                    airflow_run_id=dag_run_id, started=datetime.now(timezone.utc)))
+    undo.run_undo(
+        target,
+        undo.plan(
+            target,
+            run_id=imported["run_id"],
+            dry_run=True,
+            force=False,
+            airflow_run_id=dag_run_id,
+            started=datetime.now(timezone.utc),
+        ),
+    )
     with sqlite3.connect(airflow["metadata"]) as metadata:  # as the scheduler ends a DAG run whose tasks succeeded
         metadata.execute("UPDATE dag_run SET state = 'success' WHERE dag_id = ? AND run_id = ?", (dag_id, dag_run_id))
     page.wait_for_selector("#undo-preview")  # the page reloads itself once the DAG run has ended
@@ -192,8 +234,11 @@ def test_undo_a_run_with_a_preview_first(browser, airflow):
     page.screenshot(path=SCREENSHOTS / "undo-preview.png", full_page=True)
     page.click("button[name=undo-confirm]")
     dag_id, dag_run_id = action_of(page)
-    assert dag_run(airflow, dag_id, dag_run_id)["conf"] == {"customer": "acme", "run_id": imported["run_id"],
-                                                           "dry_run": False}
+    assert dag_run(airflow, dag_id, dag_run_id)["conf"] == {
+        "customer": "acme",
+        "run_id": imported["run_id"],
+        "dry_run": False,
+    }
 
 
 def test_rerun_a_failed_file(browser, airflow):
@@ -228,10 +273,13 @@ def test_a_viewer_sees_no_buttons_and_a_forged_post_is_refused(browser, airflow)
         page.goto(f"{airflow['api']}/progression/{path}")
         assert page.locator("button").count() == 0
     before = len(runs_of(airflow, "progression_undo"))
-    forged = page.request.post(f"{airflow['api']}/progression/actions/undo/acme/{succeeded['run_id']}",
-                               form={"dry_run": "false"})
+    forged = page.request.post(
+        f"{airflow['api']}/progression/actions/undo/acme/{succeeded['run_id']}", form={"dry_run": "false"}
+    )
     assert forged.status == 403 and "you may not trigger progression_undo" in forged.text()
-    listed = httpx.get(f"{airflow['api']}/api/v2/dags/progression_undo/dagRuns",
-                       headers={"Authorization": f"Bearer {airflow['tokens']['admin']}"}).json()
+    listed = httpx.get(
+        f"{airflow['api']}/api/v2/dags/progression_undo/dagRuns",
+        headers={"Authorization": f"Bearer {airflow['tokens']['admin']}"},
+    ).json()
     assert all(run["triggering_user_name"] == "admin" for run in listed["dag_runs"])
     assert len(runs_of(airflow, "progression_undo")) == before

@@ -30,8 +30,11 @@ def local_backend(base: Path, root: Any) -> Backend:
         found = []
         for folder, dirs, names in os.walk(base):  # does not descend into linked folders
             found += [os.path.relpath(os.path.join(folder, name), base) for name in names]
-            found += [os.path.relpath(os.path.join(folder, name), base) for name in dirs
-                      if os.path.islink(os.path.join(folder, name))]
+            found += [
+                os.path.relpath(os.path.join(folder, name), base)
+                for name in dirs
+                if os.path.islink(os.path.join(folder, name))
+            ]
         return sorted(found)
 
     def put(rel: str, data: bytes) -> None:
@@ -50,9 +53,12 @@ def s3_backend(client, prefix: str) -> Backend:
     def put(rel: str, data: bytes) -> None:
         client.put_object(Bucket=BUCKET, Key=f"{prefix}/{rel}", Body=data)
 
-    return Backend(root=ObjectStoragePath(f"s3://{S3_CONN}@{BUCKET}/{prefix}"), put=put,
-                   get=lambda rel: client.get_object(Bucket=BUCKET, Key=f"{prefix}/{rel}")["Body"].read(),
-                   files=files)
+    return Backend(
+        root=ObjectStoragePath(f"s3://{S3_CONN}@{BUCKET}/{prefix}"),
+        put=put,
+        get=lambda rel: client.get_object(Bucket=BUCKET, Key=f"{prefix}/{rel}")["Body"].read(),
+        files=files,
+    )
 
 
 def make_backend(kind: str, tmp_path: Path, request) -> Backend:

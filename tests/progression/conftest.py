@@ -16,11 +16,24 @@ def s3_endpoint():
     """The S3 server, and an `aws` connection to it as the DAGs would have one. One for the session: Airflow's
     object storage keeps one filesystem per connection for the life of the process."""
     with loopback_s3() as endpoint, pytest.MonkeyPatch.context() as patch:
-        patch.setenv(f"AIRFLOW_CONN_{S3_CONN.upper()}", json.dumps({
-            "conn_type": "aws", "login": "acme", "password": "secret-key",
-            "extra": {"endpoint_url": endpoint, "region_name": "us-east-1"}}))
-        client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="acme",
-                              aws_secret_access_key="secret-key", region_name="us-east-1")
+        patch.setenv(
+            f"AIRFLOW_CONN_{S3_CONN.upper()}",
+            json.dumps(
+                {
+                    "conn_type": "aws",
+                    "login": "acme",
+                    "password": "secret-key",
+                    "extra": {"endpoint_url": endpoint, "region_name": "us-east-1"},
+                }
+            ),
+        )
+        client = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            aws_access_key_id="acme",
+            aws_secret_access_key="secret-key",
+            region_name="us-east-1",
+        )
         client.create_bucket(Bucket=BUCKET)
         yield client
 

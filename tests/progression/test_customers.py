@@ -27,7 +27,12 @@ def test_a_customer_with_defaults_and_the_nightly_schedule(tmp_path):
     found = registry(tmp_path, ACME)
     acme = found.get("acme")
     assert (acme.storage, acme.on_existing, acme.max_error_rate, acme.max_rows, acme.active) == (
-        "s3://acme_files@acme-bucket/lms", "keep", 0.1, 1_048_576, True)
+        "s3://acme_files@acme-bucket/lms",
+        "keep",
+        0.1,
+        1_048_576,
+        True,
+    )
     assert registry(tmp_path, ACME + "  max_rows: 50000\n").get("acme").max_rows == 50_000
     assert found.schedule == DEFAULT_SCHEDULE
 
@@ -42,7 +47,10 @@ def test_an_expected_file_interval_is_a_duration_and_absent_means_no_expectation
 def test_a_customer_may_name_its_own_columns(tmp_path):
     text = ACME + '  columns: {email: "Werknemer e-mail", uuid: Cursus, date: "Afgerond op"}\n'
     assert registry(tmp_path, text).get("acme").columns == {
-        "email": "Werknemer e-mail", "uuid": "Cursus", "date": "Afgerond op"}
+        "email": "Werknemer e-mail",
+        "uuid": "Cursus",
+        "date": "Afgerond op",
+    }
     assert registry(tmp_path, ACME).get("acme").columns == {}
 
 
@@ -57,24 +65,36 @@ def test_values_are_expanded_from_the_environment(tmp_path, monkeypatch):
     assert registry(tmp_path, text).get("acme").storage == "s3://acme_files@acme-prod/lms"
 
 
-@pytest.mark.parametrize("text, message", [
-    ("acme:\n  platform: acme\n  storage: file:///x\n", "customer 'acme' in .*: missing platform_conn_id"),
-    (ACME + "  timezone_name: UTC\n", "unknown setting\\(s\\) timezone_name"),
-    (ACME.replace("Europe/Amsterdam", "Mars/Olympus"), "unknown time zone 'Mars/Olympus'"),
-    (ACME + "  max_error_rate: 2\n", "max_error_rate must be between 0 and 1"),
-    (ACME + "  max_rows: 0\n", "customer 'acme' in .*: max_rows must be a whole number of rows above 0"),
-    (ACME + "  max_rows: lots\n", "customer 'acme' in .*: max_rows must be a whole number"),
-    (ACME + "  max_rows: 1000.5\n", "customer 'acme' in .*: max_rows must be a whole number"),
-    (ACME + "  expect_files_every: daily\n", "customer 'acme' in .*: expect_files_every: 'daily' is not a duration"),
-    (ACME + "  expect_files_every: 7\n", "customer 'acme' in .*: expect_files_every: 7 is not a duration such as 12h"),
-    (ACME + "  expect_files_every: 0d\n", "customer 'acme' in .*: expect_files_every: '0d' is not a duration"),
-    (ACME + "  on_existing: never\n", "on_existing must be one of keep, earliest, latest, overwrite"),
-    (ACME.replace("acme:", "Acme Corp:"), "a slug is lowercase letters"),
-    ("acme: [1, 2]\n", "expected a mapping of settings"),
-    (ACME + "  columns: {mail: Werknemer}\n", "customer 'acme' in .*: columns maps email, uuid, date each to its own"),
-    (ACME + "  columns: {email: Cursus, uuid: cursus}\n", "columns maps email, uuid, date each to its own header"),
-    (ACME + "  columns: {email: ''}\n", "columns maps email, uuid, date each to its own header"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("acme:\n  platform: acme\n  storage: file:///x\n", "customer 'acme' in .*: missing platform_conn_id"),
+        (ACME + "  timezone_name: UTC\n", "unknown setting\\(s\\) timezone_name"),
+        (ACME.replace("Europe/Amsterdam", "Mars/Olympus"), "unknown time zone 'Mars/Olympus'"),
+        (ACME + "  max_error_rate: 2\n", "max_error_rate must be between 0 and 1"),
+        (ACME + "  max_rows: 0\n", "customer 'acme' in .*: max_rows must be a whole number of rows above 0"),
+        (ACME + "  max_rows: lots\n", "customer 'acme' in .*: max_rows must be a whole number"),
+        (ACME + "  max_rows: 1000.5\n", "customer 'acme' in .*: max_rows must be a whole number"),
+        (
+            ACME + "  expect_files_every: daily\n",
+            "customer 'acme' in .*: expect_files_every: 'daily' is not a duration",
+        ),
+        (
+            ACME + "  expect_files_every: 7\n",
+            "customer 'acme' in .*: expect_files_every: 7 is not a duration such as 12h",
+        ),
+        (ACME + "  expect_files_every: 0d\n", "customer 'acme' in .*: expect_files_every: '0d' is not a duration"),
+        (ACME + "  on_existing: never\n", "on_existing must be one of keep, earliest, latest, overwrite"),
+        (ACME.replace("acme:", "Acme Corp:"), "a slug is lowercase letters"),
+        ("acme: [1, 2]\n", "expected a mapping of settings"),
+        (
+            ACME + "  columns: {mail: Werknemer}\n",
+            "customer 'acme' in .*: columns maps email, uuid, date each to its own",
+        ),
+        (ACME + "  columns: {email: Cursus, uuid: cursus}\n", "columns maps email, uuid, date each to its own header"),
+        (ACME + "  columns: {email: ''}\n", "columns maps email, uuid, date each to its own header"),
+    ],
+)
 def test_a_mistake_names_the_customer_and_the_setting(tmp_path, text, message):
     with pytest.raises(RegistryError, match=message):
         registry(tmp_path, text)

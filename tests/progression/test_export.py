@@ -22,8 +22,19 @@ AMSTERDAM = ZoneInfo("Europe/Amsterdam")
 
 
 def import_file(target, rel, on_existing=None):
-    job = run_file(target, plan(target, path=rel, content_type=None, dry_run=False, on_existing=on_existing,
-                                force=False, airflow_run_id="t", started=NOW)[0])
+    job = run_file(
+        target,
+        plan(
+            target,
+            path=rel,
+            content_type=None,
+            dry_run=False,
+            on_existing=on_existing,
+            force=False,
+            airflow_run_id="t",
+            started=NOW,
+        )[0],
+    )
     assert job.status == "ok", job.message
     return job
 
@@ -39,12 +50,28 @@ def export(engine) -> openpyxl.Workbook:
 def imported(target, platform):
     """A journey for two users and one loose activity, imported the ordinary way."""
     journey = platform.uuids["journey"][0]
-    import_file(target, drop(target.root, "inbox/journeys/j.xlsx", workbook_bytes(
-        ["User email", "Content uuid", "Completion date"],
-        [[platform.emails[0], journey, "2024-03-31"], [platform.emails[1], journey, "2024-07-01 14:30"]])))
-    import_file(target, drop(target.root, "inbox/activities/a.xlsx", workbook_bytes(
-        ["User email", "Content uuid", "Completion date"], [[platform.emails[2], platform.uuids["activity"][-1],
-                                                             "2024-01-15"]])))
+    import_file(
+        target,
+        drop(
+            target.root,
+            "inbox/journeys/j.xlsx",
+            workbook_bytes(
+                ["User email", "Content uuid", "Completion date"],
+                [[platform.emails[0], journey, "2024-03-31"], [platform.emails[1], journey, "2024-07-01 14:30"]],
+            ),
+        ),
+    )
+    import_file(
+        target,
+        drop(
+            target.root,
+            "inbox/activities/a.xlsx",
+            workbook_bytes(
+                ["User email", "Content uuid", "Completion date"],
+                [[platform.emails[2], platform.uuids["activity"][-1], "2024-01-15"]],
+            ),
+        ),
+    )
     return journey
 
 
@@ -52,11 +79,11 @@ def test_the_export_has_a_sheet_per_type_and_the_content_list(target, platform, 
     book = export(target.engine)
     assert book.sheetnames == ["Summary", "#Activities", "#Journeys", "#Programmes", "Content"]
     journeys = list(book["#Journeys"].iter_rows(values_only=True))
-    assert journeys[0] == ("User email", "Content uuid", "Title", "Completion date", "Source", "Run id",
-                           "Parent uuids")
+    assert journeys[0] == ("User email", "Content uuid", "Title", "Completion date", "Source", "Run id", "Parent uuids")
     assert [(r[0], r[1], r[3], r[4]) for r in journeys[1:]] == [
         (platform.emails[0], imported, "2024-03-31 00:00:00+01:00", "import"),  # before that night's DST change
-        (platform.emails[1], imported, "2024-07-01 14:30:00+02:00", "import")]
+        (platform.emails[1], imported, "2024-07-01 14:30:00+02:00", "import"),
+    ]
     holders = journeys[1][6].split(";")  # the programmes that hold the journey (the generator shares one)
     assert holders and set(holders) <= set(platform.uuids["programme"])
     activities = list(book["#Activities"].iter_rows(values_only=True))[1:]
@@ -68,8 +95,9 @@ def test_the_export_has_a_sheet_per_type_and_the_content_list(target, platform, 
     assert summary["Completions of journeys"] == 2 and summary["Customer"] == "acme"
 
 
-def test_an_exported_sheet_imports_as_is_into_another_database_of_the_platform(target, platform, imported, tmp_path,
-                                                                               customer):
+def test_an_exported_sheet_imports_as_is_into_another_database_of_the_platform(
+    target, platform, imported, tmp_path, customer
+):
     book = export(target.engine)
     other = engine_for(f"sqlite:///{tmp_path / 'copy.db'}")
     create_platform_tables(other)
@@ -101,15 +129,24 @@ def _saved(book: openpyxl.Workbook) -> bytes:
 def test_an_export_imported_back_with_overwrite_changes_nothing_down_to_the_microsecond(target, platform):
     items = platform.uuids["activity"][:3]
     times = ["2024-03-31 14:05:07.123456", "2024-07-01 09:00:00.000001", "2024-10-27 02:30:59.999999"]
-    import_file(target, drop(target.root, "inbox/activities/precise.xlsx", workbook_bytes(
-        ["User email", "Content uuid", "Completion date"],
-        [[email, item, at] for email, item, at in zip(platform.emails[:3], items, times, strict=True)])))
+    import_file(
+        target,
+        drop(
+            target.root,
+            "inbox/activities/precise.xlsx",
+            workbook_bytes(
+                ["User email", "Content uuid", "Completion date"],
+                [[email, item, at] for email, item, at in zip(platform.emails[:3], items, times, strict=True)],
+            ),
+        ),
+    )
     before = stored(target.engine)
     assert sorted(at.microsecond for at, _source, _run in before.values()) == [1, 123456, 999999]
     activities = openpyxl.Workbook()
     for row in export(target.engine)["#Activities"].iter_rows(values_only=True):
         activities.active.append(row)
-    job = import_file(target, drop(target.root, "inbox/activities/export.xlsx", _saved(activities)),
-                      on_existing="overwrite")
+    job = import_file(
+        target, drop(target.root, "inbox/activities/export.xlsx", _saved(activities)), on_existing="overwrite"
+    )
     assert (job.counts["kept"], job.counts["updated"]) == (3, 0)
     assert stored(target.engine) == before

@@ -26,9 +26,18 @@ def daily(target) -> Target:
 def test_a_customer_without_expectation_or_runs(target):
     health = customer_health(target, NOW)
     assert health.as_dict() == {
-        "customer": "acme", "last_success": None, "late": False, "expected_every": None, "waiting_files": 0,
-        "failing_streak": 0, "state": "no_expectation", "last_failure": None, "written_7d": 0, "written_30d": 0,
-        "unusual_files": []}
+        "customer": "acme",
+        "last_success": None,
+        "late": False,
+        "expected_every": None,
+        "waiting_files": 0,
+        "failing_streak": 0,
+        "state": "no_expectation",
+        "last_failure": None,
+        "written_7d": 0,
+        "written_30d": 0,
+        "unusual_files": [],
+    }
 
 
 def test_late_when_the_last_success_is_older_than_expected_or_there_never_was_one(daily):
@@ -39,8 +48,12 @@ def test_late_when_the_last_success_is_older_than_expected_or_there_never_was_on
     past_run(daily, NOW - timedelta(hours=1), status="skipped")  # nor bytes imported before
     health = customer_health(daily, NOW)
     assert (health.late, health.state, health.expected_every) == (True, "late", "1d")
-    assert health.last_success == {"at": (NOW - timedelta(days=3, minutes=-1)).isoformat(),
-                                   "file": f"inbox/activities/{old}.xlsx", "run_id": old, "completions": 12}
+    assert health.last_success == {
+        "at": (NOW - timedelta(days=3, minutes=-1)).isoformat(),
+        "file": f"inbox/activities/{old}.xlsx",
+        "run_id": old,
+        "completions": 12,
+    }
     fresh = past_run(daily, NOW - timedelta(hours=23))
     health = customer_health(daily, NOW)
     assert (health.late, health.state, health.last_success["run_id"]) == (False, "ok", fresh)
@@ -54,8 +67,16 @@ def test_a_real_import_ends_the_lateness(daily, platform):
     assert customer_health(daily, ledger.utcnow()).late
     rows = [[platform.emails[i], platform.uuids["activity"][i], "2024-03-31"] for i in range(3)]
     rel = drop(daily.root, "inbox/activities/q3.xlsx", workbook_bytes(["Email", "Content uuid", "Date"], rows))
-    [job] = plan(daily, path=rel, content_type=None, dry_run=False, on_existing=None, force=False,
-                 airflow_run_id="manual__test", started=ledger.utcnow())
+    [job] = plan(
+        daily,
+        path=rel,
+        content_type=None,
+        dry_run=False,
+        on_existing=None,
+        force=False,
+        airflow_run_id="manual__test",
+        started=ledger.utcnow(),
+    )
     assert run_file(daily, job).status == "ok"
     health = customer_health(daily, ledger.utcnow() + timedelta(hours=1))
     assert not health.late and health.state == "ok"
@@ -73,9 +94,12 @@ def test_the_failing_streak_counts_failures_since_the_last_success(target):
     past_run(target, NOW - timedelta(hours=4), status="failed", dry_run=True, message="a dry run")
     health = customer_health(target, NOW)
     assert (health.failing_streak, health.state) == (3, "failing")
-    assert health.last_failure == {"at": (NOW - timedelta(hours=5, minutes=-1)).isoformat(),
-                                   "file": f"inbox/activities/{last}.xlsx", "run_id": last,
-                                   "message": "too many bad rows"}
+    assert health.last_failure == {
+        "at": (NOW - timedelta(hours=5, minutes=-1)).isoformat(),
+        "file": f"inbox/activities/{last}.xlsx",
+        "run_id": last,
+        "message": "too many bad rows",
+    }
     past_run(target, NOW - timedelta(hours=1))
     health = customer_health(target, NOW)
     assert health.failing_streak == 0 and health.last_failure["run_id"] == last
@@ -109,7 +133,9 @@ def test_a_file_far_below_or_above_the_median_of_the_imports_before_it_is_unusua
     large = past_run(target, NOW - timedelta(days=1), rows_read=1300)  # median of the 6 before: 110
     health = customer_health(target, NOW)
     assert [(f["run_id"], f["rows_read"], f["median"]) for f in health.unusual_files] == [
-        (small, 10, 110), (large, 1300, 110)]
+        (small, 10, 110),
+        (large, 1300, 110),
+    ]
     assert health.state == "unusual"
     # The window is a week: a day later the first is still listed; ten days later neither is.
     assert len(customer_health(target, NOW + timedelta(days=1)).unusual_files) == 2
@@ -146,8 +172,9 @@ def test_lateness_is_told_once_per_episode_and_again_after_a_recovery(daily):
     again = watch(daily, NOW + timedelta(days=2), told)
     assert again["new"] == ["late"] and len(told) == 2
     with daily.engine.connect() as conn:
-        rows = conn.execute(sa.select(ledger.alerts.c.kind, ledger.alerts.c.cleared_at.is_(None))
-                            .order_by(ledger.alerts.c.id)).all()
+        rows = conn.execute(
+            sa.select(ledger.alerts.c.kind, ledger.alerts.c.cleared_at.is_(None)).order_by(ledger.alerts.c.id)
+        ).all()
     assert [tuple(row) for row in rows] == [("late", False), ("late", True)]
 
 
@@ -165,7 +192,12 @@ def test_an_unusual_file_is_told_once(target):
 def test_a_dry_run_or_a_customer_nobody_hears_remembers_nothing(daily):
     told = Told()
     assert watch(daily, NOW, told, dry_run=True) == {
-        "customer": "acme", "state": "late", "new": ["late"], "told": False, "cleared": []}
+        "customer": "acme",
+        "state": "late",
+        "new": ["late"],
+        "told": False,
+        "cleared": [],
+    }
     assert told == []
     assert watch(daily, NOW, lambda *message: False)["told"] is False  # no notify configured
     assert watch(daily, NOW, told)["told"] is True and len(told) == 1  # so the first real telling still comes
@@ -179,4 +211,7 @@ def test_worst_first(target):
 
     healths = [health_of("quiet"), health_of("globex", expect_files_every="1d"), health_of("acme")]
     assert [(h.customer, h.state) for h in worst_first(healths)] == [
-        ("acme", "failing"), ("globex", "late"), ("quiet", "no_expectation")]
+        ("acme", "failing"),
+        ("globex", "late"),
+        ("quiet", "no_expectation"),
+    ]

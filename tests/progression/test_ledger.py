@@ -42,11 +42,22 @@ def import_v1_completions(engine, platform) -> list[tuple[str, str]]:
         for email, uuid in written:
             user_id = conn.execute(sa.select(users.c.id).where(users.c.email == email)).scalar_one()
             content_id = conn.execute(sa.select(content.c.id).where(content.c.uuid == uuid)).scalar_one()
-            conn.execute(sa.insert(completions).values(user_id=user_id, content_id=content_id, completed_at=at,
-                                                       source="import", run_id="import-acme-1"))
-            conn.execute(sa.insert(ledger.journal).values(
-                run_id="import-acme-1", user_id=user_id, content_id=content_id, action="insert",
-                new_completed_at=at, new_source="import", new_run_id="import-acme-1"))
+            conn.execute(
+                sa.insert(completions).values(
+                    user_id=user_id, content_id=content_id, completed_at=at, source="import", run_id="import-acme-1"
+                )
+            )
+            conn.execute(
+                sa.insert(ledger.journal).values(
+                    run_id="import-acme-1",
+                    user_id=user_id,
+                    content_id=content_id,
+                    action="insert",
+                    new_completed_at=at,
+                    new_source="import",
+                    new_run_id="import-acme-1",
+                )
+            )
     return written
 
 
@@ -67,16 +78,32 @@ def test_a_version_1_ledger_is_upgraded_in_place_and_each_kind_gets_its_own_coun
     assert versions(engine) == [1, 4]
     runs = runs_by_id(engine)
     assert set(runs) == {"import-acme-1", "transfer-acme-1", "merge-acme-1", "undo-acme-1"}
-    imported, transfer, merge, undo = (runs[r] for r in ("import-acme-1", "transfer-acme-1", "merge-acme-1",
-                                                           "undo-acme-1"))
-    assert (imported["rows_read"], imported["imported"], imported["kept"], imported["rejected"],
-            imported["saved_without_access"], imported["rejected_by_reason"]) == (4, 2, 1, 1, 1, {"unknown user": 1})
-    assert (transfer["skipped_without_access"], transfer["saved_without_access"], transfer["derived_written"],
-            transfer["undone_by"]) == (2, 0, 6, "undo-acme-1")
+    imported, transfer, merge, undo = (
+        runs[r] for r in ("import-acme-1", "transfer-acme-1", "merge-acme-1", "undo-acme-1")
+    )
+    assert (
+        imported["rows_read"],
+        imported["imported"],
+        imported["kept"],
+        imported["rejected"],
+        imported["saved_without_access"],
+        imported["rejected_by_reason"],
+    ) == (4, 2, 1, 1, 1, {"unknown user": 1})
+    assert (
+        transfer["skipped_without_access"],
+        transfer["saved_without_access"],
+        transfer["derived_written"],
+        transfer["undone_by"],
+    ) == (2, 0, 6, "undo-acme-1")
     assert (merge["imported"], merge["kept"], merge["removed"]) == (2, 1, 3)
     assert (undo["rows_read"], undo["restored"], undo["removed"], undo["conflicts"]) == (11, 9, 7, 2)
-    assert (undo["imported"], undo["updated"], undo["kept"], undo["rejected"], undo["rejected_by_reason"]) == \
-        (0, 0, 0, 0, {})
+    assert (undo["imported"], undo["updated"], undo["kept"], undo["rejected"], undo["rejected_by_reason"]) == (
+        0,
+        0,
+        0,
+        0,
+        {},
+    )
     assert imported["staging"] is None and "without_access" not in imported
 
 
@@ -85,12 +112,18 @@ def test_after_the_upgrade_the_page_says_what_each_kind_did_in_its_own_words(eng
     ledger.upgrade(engine)
     runs = runs_by_id(engine)
     lines = {run_id: dict(figure_lines(run)) for run_id, run in runs.items()}
-    assert lines["import-acme-1"]["saved without access"] == 1 and "skipped without access" not in lines["import-acme-1"]
+    assert (
+        lines["import-acme-1"]["saved without access"] == 1 and "skipped without access" not in lines["import-acme-1"]
+    )
     assert lines["transfer-acme-1"]["skipped without access"] == 2
     assert "saved without access" not in lines["transfer-acme-1"]
     assert lines["merge-acme-1"]["removed from the source accounts"] == 3
-    assert lines["undo-acme-1"] == {"completions the run changed": 11, "restored": 9,
-                                    "of which removed (the run added them)": 7, "conflicts left alone": 2}
+    assert lines["undo-acme-1"] == {
+        "completions the run changed": 11,
+        "restored": 9,
+        "of which removed (the run added them)": 7,
+        "conflicts left alone": 2,
+    }
     page = render_detail(runs["undo-acme-1"], [], base="/progression")
     assert "<th>restored</th><td class='n'>9" in page and "<th>conflicts left alone</th><td class='n'>2" in page
     assert "rows read" not in page and "written" not in page.split('id="counts"')[1].split("</table>")[0]
@@ -105,8 +138,9 @@ def test_a_version_1_import_is_undone_after_the_upgrade(engine, platform, target
     written = import_v1_completions(engine, platform)
     ledger.upgrade(engine)
     assert set(written) <= set(stored(engine))
-    job = plan_undo(target, run_id="import-acme-1", dry_run=False, force=False, airflow_run_id="manual__undo",
-                    started=NOW)
+    job = plan_undo(
+        target, run_id="import-acme-1", dry_run=False, force=False, airflow_run_id="manual__undo", started=NOW
+    )
     done = run_undo(target, job)
     assert done.status == "succeeded" and done.counts["restored"] == 2 and done.counts["removed"] == 2
     assert not set(written) & set(stored(engine))
@@ -139,10 +173,14 @@ def test_bin_progression_db_upgrade_upgrades_a_version_1_ledger(tmp_path):
     create_platform_tables(engine)
     ledger.upgrade(engine)
     make_ledger_v1(engine)
-    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path / "airflow"),
-           "AIRFLOW_CONN_ACME_DB": json.dumps({"conn_type": "sqlite", "host": str(path)})}
-    done = subprocess.run([str(ROOT / "bin/progression-db"), "upgrade", "acme_db"], env=env, capture_output=True,
-                          text=True, timeout=120)
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(tmp_path / "airflow"),
+        "AIRFLOW_CONN_ACME_DB": json.dumps({"conn_type": "sqlite", "host": str(path)}),
+    }
+    done = subprocess.run(
+        [str(ROOT / "bin/progression-db"), "upgrade", "acme_db"], env=env, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "acme_db: progression tables at version 4"
     assert versions(engine) == [1, 4] and runs_by_id(engine)["merge-acme-1"]["removed"] == 3

@@ -21,8 +21,17 @@ HEADER = ["User email", "Content uuid", "Completion date"]
 
 
 def run(target, rel, *, content_type=None, dry_run=False, on_existing=None, force=False, now=NOW, check=False):
-    jobs = plan(target, path=rel, content_type=content_type, dry_run=dry_run, on_existing=on_existing,
-                force=force, airflow_run_id="manual__test", started=now, check=check)
+    jobs = plan(
+        target,
+        path=rel,
+        content_type=content_type,
+        dry_run=dry_run,
+        on_existing=on_existing,
+        force=force,
+        airflow_run_id="manual__test",
+        started=now,
+        check=check,
+    )
     assert len(jobs) == 1
     return run_file(target, jobs[0])
 
@@ -38,10 +47,16 @@ def report_rows(target, job) -> list[tuple]:
 
 def test_activities_land_with_source_run_id_and_archive(target, platform):
     a1, a2 = platform.uuids["activity"][:2]
-    rel = drop(target.root, "inbox/activities/q3.xlsx", xlsx([
-        [platform.emails[0], a1, datetime(2024, 3, 31)],
-        [f"  {platform.emails[1].upper()} ", a2.upper(), "2024-06-01"],
-    ]))
+    rel = drop(
+        target.root,
+        "inbox/activities/q3.xlsx",
+        xlsx(
+            [
+                [platform.emails[0], a1, datetime(2024, 3, 31)],
+                [f"  {platform.emails[1].upper()} ", a2.upper(), "2024-06-01"],
+            ]
+        ),
+    )
     job = run(target, rel)
     assert job.status == "ok", job.message
     got = stored(target.engine)
@@ -69,14 +84,20 @@ def test_type_comes_from_the_conf_or_the_folder(target, platform):
 
 def test_rows_of_another_type_or_unknown_are_rejected_with_their_reason(target, engine):
     acme, other = describe(engine, "acme"), describe(engine, "other")
-    rel = drop(target.root, "inbox/activities/mixed.xlsx", xlsx([
-        [acme.emails[0], acme.uuids["activity"][0], "2024-01-02"],
-        [acme.emails[0], acme.uuids["journey"][0], "2024-01-02"],
-        ["nobody@acme.example", acme.uuids["activity"][0], "2024-01-02"],
-        [acme.emails[0], "0b2e4c5e-1111-4222-8333-944455556666", "2024-01-02"],
-        [acme.emails[0], other.uuids["activity"][0], "2024-01-02"],
-        [other.emails[0], acme.uuids["activity"][1], "2024-01-02"],
-    ]))
+    rel = drop(
+        target.root,
+        "inbox/activities/mixed.xlsx",
+        xlsx(
+            [
+                [acme.emails[0], acme.uuids["activity"][0], "2024-01-02"],
+                [acme.emails[0], acme.uuids["journey"][0], "2024-01-02"],
+                ["nobody@acme.example", acme.uuids["activity"][0], "2024-01-02"],
+                [acme.emails[0], "0b2e4c5e-1111-4222-8333-944455556666", "2024-01-02"],
+                [acme.emails[0], other.uuids["activity"][0], "2024-01-02"],
+                [other.emails[0], acme.uuids["activity"][1], "2024-01-02"],
+            ]
+        ),
+    )
     job = run(target, rel)
     assert job.counts["imported"] == 1 and job.counts["rejected"] == 5
     reasons = {row[0]: row[-1] for row in report_rows(target, job)[1:]}
@@ -91,9 +112,17 @@ def test_rows_of_another_type_or_unknown_are_rejected_with_their_reason(target, 
 
 def test_a_reports_rejected_sheet_with_its_reasons_fixed_and_dropped_back_imports(target, platform):
     a = platform.uuids["activity"]
-    rel = drop(target.root, "inbox/activities/first.xlsx", xlsx([
-        [platform.emails[0], a[0], "2024-01-02"], ["nobody@acme.example", a[1], "2024-01-03"],
-        [platform.emails[1], a[2], "someday"]]))
+    rel = drop(
+        target.root,
+        "inbox/activities/first.xlsx",
+        xlsx(
+            [
+                [platform.emails[0], a[0], "2024-01-02"],
+                ["nobody@acme.example", a[1], "2024-01-03"],
+                [platform.emails[1], a[2], "someday"],
+            ]
+        ),
+    )
     first = run(target, rel)
     book = openpyxl.load_workbook(target.root / first.report)
     rejected = book["Rejected"]
@@ -113,31 +142,53 @@ def test_a_reports_rejected_sheet_with_its_reasons_fixed_and_dropped_back_import
 
 
 def test_blank_date_is_midnight_of_the_import_day_in_the_customers_zone(target, platform):
-    rel = drop(target.root, "inbox/activities/blank.xlsx", xlsx([[platform.emails[0], platform.uuids["activity"][0],
-                                                                 None]]))
+    rel = drop(
+        target.root, "inbox/activities/blank.xlsx", xlsx([[platform.emails[0], platform.uuids["activity"][0], None]])
+    )
     run(target, rel, now=datetime(2026, 7, 1, 9, 0, tzinfo=timezone.utc))
     assert stored(target.engine)[(platform.emails[0], platform.uuids["activity"][0])][0] == utc("2026-06-30 22:00")
 
 
 def test_every_date_form_lands_as_utc(target, platform):
     a = platform.uuids["activity"]
-    rel = drop(target.root, "inbox/activities/forms.xlsx", xlsx([
-        [platform.emails[0], a[0], datetime(2024, 3, 31)], [platform.emails[0], a[1], "31-03-2024"],
-        [platform.emails[0], a[2], "31/03/2024 14:30"], [platform.emails[0], a[3], 45382],
-        [platform.emails[0], a[4], "2024-07-01T10:00:00Z"]]))
+    rel = drop(
+        target.root,
+        "inbox/activities/forms.xlsx",
+        xlsx(
+            [
+                [platform.emails[0], a[0], datetime(2024, 3, 31)],
+                [platform.emails[0], a[1], "31-03-2024"],
+                [platform.emails[0], a[2], "31/03/2024 14:30"],
+                [platform.emails[0], a[3], 45382],
+                [platform.emails[0], a[4], "2024-07-01T10:00:00Z"],
+            ]
+        ),
+    )
     job = run(target, rel)
     assert job.counts["imported"] == 5, job.counts
     got = stored(target.engine)
     assert [got[(platform.emails[0], u)][0] for u in a[:5]] == [
-        utc("2024-03-30 23:00"), utc("2024-03-30 23:00"), utc("2024-03-31 12:30"), utc("2024-03-30 23:00"),
-        utc("2024-07-01 10:00")]
+        utc("2024-03-30 23:00"),
+        utc("2024-03-30 23:00"),
+        utc("2024-03-31 12:30"),
+        utc("2024-03-30 23:00"),
+        utc("2024-07-01 10:00"),
+    ]
 
 
 def test_future_and_unreadable_dates_reject_the_row(target, platform):
     a = platform.uuids["activity"]
-    rel = drop(target.root, "inbox/activities/dates.xlsx", xlsx([
-        [platform.emails[0], a[0], "2027-01-01"], [platform.emails[0], a[1], "someday"],
-        [platform.emails[0], a[2], 45382]]))
+    rel = drop(
+        target.root,
+        "inbox/activities/dates.xlsx",
+        xlsx(
+            [
+                [platform.emails[0], a[0], "2027-01-01"],
+                [platform.emails[0], a[1], "someday"],
+                [platform.emails[0], a[2], 45382],
+            ]
+        ),
+    )
     job = run(target, rel)
     assert job.counts["rejected_by_reason"] == {"date in the future": 1, "unreadable date": 1}
     assert stored(target.engine)[(platform.emails[0], a[2])][0] == utc("2024-03-30 23:00")
@@ -145,8 +196,11 @@ def test_future_and_unreadable_dates_reject_the_row(target, platform):
 
 def test_the_same_user_and_content_twice_counts_once_with_the_earliest_date(target, platform):
     a = platform.uuids["activity"][0]
-    rel = drop(target.root, "inbox/activities/dup.xlsx", xlsx([
-        [platform.emails[0], a, "2024-05-01"], [platform.emails[0].upper(), a, "2024-02-01"]]))
+    rel = drop(
+        target.root,
+        "inbox/activities/dup.xlsx",
+        xlsx([[platform.emails[0], a, "2024-05-01"], [platform.emails[0].upper(), a, "2024-02-01"]]),
+    )
     job = run(target, rel)
     assert job.counts["imported"] == 1 and job.counts["duplicates"] == 1
     assert stored(target.engine)[(platform.emails[0], a)][0] == utc("2024-01-31 23:00")
@@ -168,8 +222,11 @@ def test_a_journey_completes_its_activities_with_the_same_date(target, platform)
 
 def test_a_programme_completes_journeys_and_activities_and_shared_items_once(target, platform):
     programmes = platform.uuids["programme"]
-    rel = drop(target.root, "inbox/programmes/p.xlsx", xlsx([
-        [platform.emails[0], programmes[0], "2024-04-10"], [platform.emails[0], programmes[1], "2024-03-01"]]))
+    rel = drop(
+        target.root,
+        "inbox/programmes/p.xlsx",
+        xlsx([[platform.emails[0], programmes[0], "2024-04-10"], [platform.emails[0], programmes[1], "2024-03-01"]]),
+    )
     job = run(target, rel)
     expected = set(programmes)
     for programme in programmes:
@@ -185,8 +242,11 @@ def test_a_programme_completes_journeys_and_activities_and_shared_items_once(tar
 
 def test_completions_without_access_are_saved_and_counted(target, platform, who):
     a = platform.uuids["activity"][0]  # in journey 0, in programme 0: group 0 sees it
-    rel = drop(target.root, "inbox/activities/access.xlsx", xlsx([[who.no_group, a, "2024-01-02"],
-                                                                  [who.group_0, a, "2024-01-02"]]))
+    rel = drop(
+        target.root,
+        "inbox/activities/access.xlsx",
+        xlsx([[who.no_group, a, "2024-01-02"], [who.group_0, a, "2024-01-02"]]),
+    )
     job = run(target, rel)
     assert job.counts["saved_without_access"] == 1 and job.counts["imported"] == 2
     with target.engine.connect() as conn:
@@ -195,12 +255,16 @@ def test_completions_without_access_are_saved_and_counted(target, platform, who)
     assert "no access" in report_rows(target, job)[1][-1]
 
 
-@pytest.mark.parametrize("policy, expected, outcome", [
-    ("keep", "2024-05-31 22:00", "kept"), ("earliest", "2024-01-31 23:00", "updated"),
-    ("latest", "2024-05-31 22:00", "kept"), ("overwrite", "2024-01-31 23:00", "updated"),
-])
-def test_on_existing_decides_what_happens_to_a_completion_already_there(target, platform, policy, expected,
-                                                                         outcome):
+@pytest.mark.parametrize(
+    "policy, expected, outcome",
+    [
+        ("keep", "2024-05-31 22:00", "kept"),
+        ("earliest", "2024-01-31 23:00", "updated"),
+        ("latest", "2024-05-31 22:00", "kept"),
+        ("overwrite", "2024-01-31 23:00", "updated"),
+    ],
+)
+def test_on_existing_decides_what_happens_to_a_completion_already_there(target, platform, policy, expected, outcome):
     a = platform.uuids["activity"][0]
     first = drop(target.root, "inbox/activities/first.xlsx", xlsx([[platform.emails[0], a, "2024-06-01"]]))
     run(target, first)
@@ -214,8 +278,11 @@ def test_on_existing_decides_what_happens_to_a_completion_already_there(target, 
 def test_latest_replaces_an_older_completion(target, platform):
     a = platform.uuids["activity"][0]
     run(target, drop(target.root, "inbox/activities/one.xlsx", xlsx([[platform.emails[0], a, "2024-01-01"]])))
-    job = run(target, drop(target.root, "inbox/activities/two.xlsx", xlsx([[platform.emails[0], a, "2024-09-01"]])),
-              on_existing="latest")
+    job = run(
+        target,
+        drop(target.root, "inbox/activities/two.xlsx", xlsx([[platform.emails[0], a, "2024-09-01"]])),
+        on_existing="latest",
+    )
     assert job.counts["updated"] == 1
     assert stored(target.engine)[(platform.emails[0], a)][0] == utc("2024-08-31 22:00")
 
@@ -230,8 +297,9 @@ def test_a_re_run_of_the_same_file_changes_nothing(target, platform):
     assert again.counts["imported"] == again.counts["updated"] == again.counts["derived_written"] == 0
     assert again.counts["kept"] == 2
     with target.engine.connect() as conn:
-        journal_rows = conn.execute(sa.select(sa.func.count()).select_from(ledger.journal)
-                                    .where(ledger.journal.c.run_id == again.run_id)).scalar()
+        journal_rows = conn.execute(
+            sa.select(sa.func.count()).select_from(ledger.journal).where(ledger.journal.c.run_id == again.run_id)
+        ).scalar()
     assert journal_rows == 0 and first.run_id != again.run_id
 
 
@@ -262,8 +330,11 @@ def test_a_file_sent_again_is_recognised_by_its_bytes_on_every_storage(db_kind, 
 
 def test_too_many_rejected_rows_fail_the_file_and_write_nothing(target, platform):
     target.customer = replace(target.customer, max_error_rate=0.25)
-    rows = [[platform.emails[0], platform.uuids["activity"][0], "2024-01-02"],
-            ["bad", platform.uuids["activity"][1], "2024-01-02"], ["x@y", "nope", "2024-01-02"]]
+    rows = [
+        [platform.emails[0], platform.uuids["activity"][0], "2024-01-02"],
+        ["bad", platform.uuids["activity"][1], "2024-01-02"],
+        ["x@y", "nope", "2024-01-02"],
+    ]
     job = run(target, drop(target.root, "inbox/activities/bad.xlsx", xlsx(rows)))
     assert job.failed and "2 of 3 rows rejected" in job.message and "max_error_rate" in job.message
     assert stored(target.engine) == {}
@@ -277,12 +348,25 @@ def test_too_many_rejected_rows_fail_the_file_and_write_nothing(target, platform
 def test_the_journal_holds_every_change_with_what_was_there_before(target, platform):
     a = platform.uuids["activity"][0]
     first = run(target, drop(target.root, "inbox/activities/1.xlsx", xlsx([[platform.emails[0], a, "2024-06-01"]])))
-    second = run(target, drop(target.root, "inbox/activities/2.xlsx", xlsx([[platform.emails[0], a, "2024-02-01"],
-                                                                           [platform.emails[1], a, "2024-02-01"]])),
-                 on_existing="earliest")
+    second = run(
+        target,
+        drop(
+            target.root,
+            "inbox/activities/2.xlsx",
+            xlsx([[platform.emails[0], a, "2024-02-01"], [platform.emails[1], a, "2024-02-01"]]),
+        ),
+        on_existing="earliest",
+    )
     with target.engine.connect() as conn:
-        rows = conn.execute(sa.select(ledger.journal).where(ledger.journal.c.run_id == second.run_id)
-                            .order_by(ledger.journal.c.action)).mappings().all()
+        rows = (
+            conn.execute(
+                sa.select(ledger.journal)
+                .where(ledger.journal.c.run_id == second.run_id)
+                .order_by(ledger.journal.c.action)
+            )
+            .mappings()
+            .all()
+        )
     # The new completion carries the run id (undo finds it by that); the changed one is journaled.
     assert [r["action"] for r in rows] == ["update"]
     update = rows[0]
@@ -293,8 +377,9 @@ def test_the_journal_holds_every_change_with_what_was_there_before(target, platf
 
 
 def test_a_dry_run_reports_everything_and_writes_nothing(target, platform):
-    rel = drop(target.root, "inbox/journeys/j.xlsx", xlsx([[platform.emails[0], platform.uuids["journey"][0],
-                                                           "2024-04-10"]]))
+    rel = drop(
+        target.root, "inbox/journeys/j.xlsx", xlsx([[platform.emails[0], platform.uuids["journey"][0], "2024-04-10"]])
+    )
     job = run(target, rel, dry_run=True)
     assert job.counts["imported"] == 1 and job.counts["derived_written"] >= 3
     assert stored(target.engine) == {}
@@ -314,15 +399,25 @@ def password_protected(workbook: bytes) -> bytes:
     return encrypted.getvalue()
 
 
-@pytest.mark.parametrize("name, data, message", [
-    ("empty.xlsx", b"", "empty"),
-    ("notes.xlsx", b"just some text, not a workbook", "not a workbook"),
-    ("locked.xlsx", password_protected(workbook_bytes(HEADER, [["a@b.nl", "x", "2024-01-01"]])), "password protected"),
-    ("damaged.xls", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\0" * 512, "cannot be opened"),
-    ("headers.xlsx", workbook_bytes(HEADER, []), "no data rows"),
-    ("no-uuid.xlsx", workbook_bytes(["Email", "Course", "Date"], [["a@b.nl", "x", "2024-01-01"]]),
-     "'Email', 'Course', 'Date'"),
-])
+@pytest.mark.parametrize(
+    "name, data, message",
+    [
+        ("empty.xlsx", b"", "empty"),
+        ("notes.xlsx", b"just some text, not a workbook", "not a workbook"),
+        (
+            "locked.xlsx",
+            password_protected(workbook_bytes(HEADER, [["a@b.nl", "x", "2024-01-01"]])),
+            "password protected",
+        ),
+        ("damaged.xls", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\0" * 512, "cannot be opened"),
+        ("headers.xlsx", workbook_bytes(HEADER, []), "no data rows"),
+        (
+            "no-uuid.xlsx",
+            workbook_bytes(["Email", "Course", "Date"], [["a@b.nl", "x", "2024-01-01"]]),
+            "'Email', 'Course', 'Date'",
+        ),
+    ],
+)
 def test_a_bad_file_fails_whole_with_a_message_and_a_report(target, name, data, message):
     rel = drop(target.root, f"inbox/activities/{name}", data)
     job = run(target, rel)
@@ -340,36 +435,62 @@ def test_a_file_over_the_customer_max_rows_fails_whole(target, platform):
     assert (target.root / "failed/activities/big.xlsx").exists() and stored(target.engine) == {}
 
 
-@pytest.mark.parametrize("conf, message", [
-    ({"path": "../other-customer/inbox/x.xlsx"}, "leaves the customer's storage root"),
-    ({"path": "/etc/passwd"}, "must be relative"),
-    ({"path": "s3://bucket/x.xlsx"}, "must be relative"),
-    ({"path": "inbox/activities/missing.xlsx"}, "does not exist"),
-    ({"content_type": "courses"}, "content_type 'courses'"),
-    ({"on_existing": "sometimes"}, "on_existing 'sometimes'"),
-    ({"path": "inbox/activities/q3.xlsx", "check": True}, "check takes a path in the check folder"),
-])
+@pytest.mark.parametrize(
+    "conf, message",
+    [
+        ({"path": "../other-customer/inbox/x.xlsx"}, "leaves the customer's storage root"),
+        ({"path": "/etc/passwd"}, "must be relative"),
+        ({"path": "s3://bucket/x.xlsx"}, "must be relative"),
+        ({"path": "inbox/activities/missing.xlsx"}, "does not exist"),
+        ({"content_type": "courses"}, "content_type 'courses'"),
+        ({"on_existing": "sometimes"}, "on_existing 'sometimes'"),
+        ({"path": "inbox/activities/q3.xlsx", "check": True}, "check takes a path in the check folder"),
+    ],
+)
 def test_a_bad_conf_is_refused_before_any_work(target, conf, message):
     drop(target.root, "inbox/activities/q3.xlsx", xlsx([["User email", "Content uuid"]]))
-    kwargs = {"path": None, "content_type": None, "dry_run": False, "on_existing": None, "force": False,
-              "airflow_run_id": None, "started": NOW, **conf}
+    kwargs = {
+        "path": None,
+        "content_type": None,
+        "dry_run": False,
+        "on_existing": None,
+        "force": False,
+        "airflow_run_id": None,
+        "started": NOW,
+        **conf,
+    }
     with pytest.raises(ConfError, match=message):
         plan(target, **kwargs)
 
 
 def test_without_a_path_every_inbox_and_check_file_is_planned_with_its_folder_type(target):
-    for rel in ("inbox/activities/a.xlsx", "inbox/journeys/b.xlsx", "inbox/programmes/c.csv",
-                "inbox/activities/~$a.xlsx", "inbox/activities/.hidden", "check/journeys/d.xlsx",
-                "checked/activities/e.xlsx", "processed/activities/f.xlsx"):
+    for rel in (
+        "inbox/activities/a.xlsx",
+        "inbox/journeys/b.xlsx",
+        "inbox/programmes/c.csv",
+        "inbox/activities/~$a.xlsx",
+        "inbox/activities/.hidden",
+        "check/journeys/d.xlsx",
+        "checked/activities/e.xlsx",
+        "processed/activities/f.xlsx",
+    ):
         drop(target.root, rel, b"x")
-    conf = {"path": None, "content_type": None, "dry_run": False, "on_existing": None, "force": False,
-            "airflow_run_id": None, "started": NOW}
+    conf = {
+        "path": None,
+        "content_type": None,
+        "dry_run": False,
+        "on_existing": None,
+        "force": False,
+        "airflow_run_id": None,
+        "started": NOW,
+    }
     jobs = plan(target, **conf)
     assert [(j.path, j.content_type, j.dry_run, j.run_id.split("-")[0]) for j in jobs] == [
-        ("inbox/activities/a.xlsx", "activities", False, "import"), ("inbox/journeys/b.xlsx", "journeys", False,
-                                                                     "import"),
-        ("inbox/programmes/c.csv", "programmes", False, "import"), ("check/journeys/d.xlsx", "journeys", True,
-                                                                    "check")]
+        ("inbox/activities/a.xlsx", "activities", False, "import"),
+        ("inbox/journeys/b.xlsx", "journeys", False, "import"),
+        ("inbox/programmes/c.csv", "programmes", False, "import"),
+        ("check/journeys/d.xlsx", "journeys", True, "check"),
+    ]
     assert [j.path for j in plan(target, **{**conf, "check": True})] == ["check/journeys/d.xlsx"]
 
 
@@ -379,8 +500,14 @@ def test_a_link_in_the_inbox_is_refused_and_left_where_it_is(target, tmp_path, c
     drop(target.root, "inbox/activities/ours.xlsx", b"ours")
     (target.root / "inbox/activities/theirs.xlsx").symlink_to(tmp_path / "globex/inbox/activities/theirs.xlsx")
     (target.root / "inbox/journeys").symlink_to(tmp_path / "globex/inbox/activities")
-    conf = {"content_type": None, "dry_run": False, "on_existing": None, "force": False, "airflow_run_id": None,
-            "started": NOW}
+    conf = {
+        "content_type": None,
+        "dry_run": False,
+        "on_existing": None,
+        "force": False,
+        "airflow_run_id": None,
+        "started": NOW,
+    }
     assert [job.path for job in plan(target, path=None, **conf)] == ["inbox/activities/ours.xlsx"]
     assert "acme: inbox/journeys is a symbolic link" in caplog.text
     assert "acme: inbox/activities/theirs.xlsx is a symbolic link" in caplog.text
@@ -392,6 +519,7 @@ def test_a_link_in_the_inbox_is_refused_and_left_where_it_is(target, tmp_path, c
 
 # --- the check folder -----------------------------------------------------------------------------------------------
 
+
 def journal_rows(engine) -> int:
     with engine.connect() as conn:
         return conn.execute(sa.select(sa.func.count()).select_from(ledger.journal)).scalar()
@@ -399,8 +527,13 @@ def journal_rows(engine) -> int:
 
 def test_a_checked_file_writes_nothing_reports_moves_to_checked_and_does_not_block_its_import(target, platform):
     a = platform.uuids["activity"]
-    data = xlsx([[platform.emails[0], a[0], "2024-03-31"], [platform.emails[1], a[1], None],
-                 ["nobody@acme.example", a[2], "2024-03-31"]])
+    data = xlsx(
+        [
+            [platform.emails[0], a[0], "2024-03-31"],
+            [platform.emails[1], a[1], None],
+            ["nobody@acme.example", a[2], "2024-03-31"],
+        ]
+    )
     rel = drop(target.root, "check/activities/q3.xlsx", data)
     checked = run(target, rel)
     assert checked.status == "ok" and checked.run_id.startswith("check-acme-")
@@ -411,13 +544,20 @@ def test_a_checked_file_writes_nothing_reports_moves_to_checked_and_does_not_blo
     rows = report_rows(target, checked)
     assert [row[-2] for row in rows[1:]] == ["imported", "imported", "rejected"]
     assert "no user with e-mail nobody@acme.example" in rows[3][-1]
-    summary = dict(openpyxl.load_workbook(target.root / checked.report, read_only=True)["Summary"]
-                   .iter_rows(max_col=2, values_only=True))
+    summary = dict(
+        openpyxl.load_workbook(target.root / checked.report, read_only=True)["Summary"].iter_rows(
+            max_col=2, values_only=True
+        )
+    )
     assert summary["Status"] == "CHECK, nothing written: ok"
     with target.engine.connect() as conn:
         recorded = ledger.get_run(conn, checked.run_id)
     assert (recorded["dag_id"], recorded["subject"], recorded["dry_run"], recorded["status"]) == (
-        "progression_import", "check/activities/q3.xlsx", True, "succeeded")
+        "progression_import",
+        "check/activities/q3.xlsx",
+        True,
+        "succeeded",
+    )
     assert recorded["report_path"] == checked.report and recorded["staging"] is None
 
     imported = run(target, drop(target.root, "inbox/activities/q3.xlsx", data))
@@ -434,10 +574,13 @@ def test_a_check_of_bytes_imported_before_is_not_skipped_and_says_so(target, pla
     assert (target.root / "checked/activities/a.xlsx").exists()
 
 
-@pytest.mark.parametrize("rows, header, message", [
-    ([["bad", "x", "2024-01-02"], ["x@y", "nope", "2024-01-02"]], HEADER, "2 of 2 rows rejected"),
-    ([["a@b.nl", "x", "2024-01-01"]], ["Email", "Course", "Date"], "'Email', 'Course', 'Date'"),
-])
+@pytest.mark.parametrize(
+    "rows, header, message",
+    [
+        ([["bad", "x", "2024-01-02"], ["x@y", "nope", "2024-01-02"]], HEADER, "2 of 2 rows rejected"),
+        ([["a@b.nl", "x", "2024-01-01"]], ["Email", "Course", "Date"], "'Email', 'Course', 'Date'"),
+    ],
+)
 def test_a_checked_file_that_an_import_would_fail_goes_to_checked_with_its_report(target, rows, header, message):
     target.customer = replace(target.customer, max_error_rate=0.25)
     checked = run(target, drop(target.root, "check/activities/bad.xlsx", xlsx(rows, header)))
@@ -449,6 +592,7 @@ def test_a_checked_file_that_an_import_would_fail_goes_to_checked_with_its_repor
 
 # --- content named by uuid, title or the customer's code -----------------------------------------------------------
 
+
 def retitle(engine, titles: dict[str, str]) -> None:
     with engine.begin() as conn:
         for uuid, title in titles.items():
@@ -458,49 +602,97 @@ def retitle(engine, titles: dict[str, str]) -> None:
 def test_content_is_named_by_uuid_title_or_crosswalk_code_each_refusal_with_its_reason(target, engine):
     acme, other = describe(engine, "acme"), describe(engine, "other")
     a, journey = acme.uuids["activity"], acme.uuids["journey"][0]
-    retitle(engine, {a[0]: "Excel Essentials", journey: "Fire Safety", a[1]: "Fire Safety ", a[4]: "fire safety",
-                     other.uuids["activity"][0]: "Excel Essentials"})
-    drop(target.root, "mappings/content.xlsx", workbook_bytes(["Code", "Content uuid"], [
-        ["SAF-101", a[2].upper()], ["OTHER-1", other.uuids["activity"][1]], ["J-1", journey], ["LOST", None],
-        ["TWICE", a[2]], ["TWICE", a[3]], ["Fire Safety", a[3]]]))
-    rows = [["  excel ESSENTIALS ", "2024-01-02"],   # 2: a title unique among acme's activities
-            ["fire safety", "2024-01-02"],           # 3: a code wins over the title it also is
-            ["saf-101", "2024-01-02"],               # 4: a code, compared case-insensitively
-            ["NOPE-9", "2024-01-02"],                # 5: neither
-            ["OTHER-1", "2024-01-02"],               # 6: a code of another platform's content
-            ["J-1", "2024-01-02"],                   # 7: a code of a journey
-            ["LOST", "2024-01-02"],                  # 8: a code without a uuid
-            ["TWICE", "2024-01-02"],                 # 9: a code with two uuids
-            [a[5], "2024-01-02"]]                    # 10: a uuid as ever
-    job = run(target, drop(target.root, "inbox/activities/named.xlsx",
-                           xlsx([[acme.emails[i], *row] for i, row in enumerate(rows)])))
+    retitle(
+        engine,
+        {
+            a[0]: "Excel Essentials",
+            journey: "Fire Safety",
+            a[1]: "Fire Safety ",
+            a[4]: "fire safety",
+            other.uuids["activity"][0]: "Excel Essentials",
+        },
+    )
+    drop(
+        target.root,
+        "mappings/content.xlsx",
+        workbook_bytes(
+            ["Code", "Content uuid"],
+            [
+                ["SAF-101", a[2].upper()],
+                ["OTHER-1", other.uuids["activity"][1]],
+                ["J-1", journey],
+                ["LOST", None],
+                ["TWICE", a[2]],
+                ["TWICE", a[3]],
+                ["Fire Safety", a[3]],
+            ],
+        ),
+    )
+    rows = [
+        ["  excel ESSENTIALS ", "2024-01-02"],  # 2: a title unique among acme's activities
+        ["fire safety", "2024-01-02"],  # 3: a code wins over the title it also is
+        ["saf-101", "2024-01-02"],  # 4: a code, compared case-insensitively
+        ["NOPE-9", "2024-01-02"],  # 5: neither
+        ["OTHER-1", "2024-01-02"],  # 6: a code of another platform's content
+        ["J-1", "2024-01-02"],  # 7: a code of a journey
+        ["LOST", "2024-01-02"],  # 8: a code without a uuid
+        ["TWICE", "2024-01-02"],  # 9: a code with two uuids
+        [a[5], "2024-01-02"],
+    ]  # 10: a uuid as ever
+    job = run(
+        target,
+        drop(target.root, "inbox/activities/named.xlsx", xlsx([[acme.emails[i], *row] for i, row in enumerate(rows)])),
+    )
     report = {row[0]: row for row in report_rows(target, job)[1:]}
     assert report_rows(target, job)[0] == ("Row", *HEADER, "Resolved uuid", "Outcome", "Reason")
     assert {n: (r[4], r[5]) for n, r in report.items() if r[5] != "rejected"} == {
-        2: (a[0], "imported"), 3: (a[3], "imported"), 4: (a[2], "imported"), 10: (a[5], "imported")}
-    assert stored(target.engine).keys() == {(acme.emails[0], a[0]), (acme.emails[1], a[3]), (acme.emails[2], a[2]),
-                                            (acme.emails[8], a[5])}
+        2: (a[0], "imported"),
+        3: (a[3], "imported"),
+        4: (a[2], "imported"),
+        10: (a[5], "imported"),
+    }
+    assert stored(target.engine).keys() == {
+        (acme.emails[0], a[0]),
+        (acme.emails[1], a[3]),
+        (acme.emails[2], a[2]),
+        (acme.emails[8], a[5]),
+    }
     reasons = {n: r[-1] for n, r in report.items() if r[5] == "rejected"}
-    assert reasons[5] == ("'nope-9' is neither a content uuid, the title of one of the activities on platform acme, "
-                          "nor a code in mappings/content.xlsx")
-    assert reasons[6] == (f"code 'OTHER-1' in mappings/content.xlsx names content {other.uuids['activity'][1]}, "
-                          "which is not on platform acme")
+    assert reasons[5] == (
+        "'nope-9' is neither a content uuid, the title of one of the activities on platform acme, "
+        "nor a code in mappings/content.xlsx"
+    )
+    assert reasons[6] == (
+        f"code 'OTHER-1' in mappings/content.xlsx names content {other.uuids['activity'][1]}, "
+        "which is not on platform acme"
+    )
     assert reasons[7] == "content j-1 is a journey, this file holds activities"
     assert reasons[8] == "code 'LOST' has no content uuid in mappings/content.xlsx (row 5)"
     assert reasons[9] == "code 'TWICE' is given more than one content uuid in mappings/content.xlsx (rows 6, 7)"
-    assert job.counts["rejected_by_reason"] == {"unknown title or code": 1, "code of unknown content": 1,
-                                                "wrong content type": 1, "code without content": 2}
+    assert job.counts["rejected_by_reason"] == {
+        "unknown title or code": 1,
+        "code of unknown content": 1,
+        "wrong content type": 1,
+        "code without content": 2,
+    }
 
 
 def test_a_title_shared_by_several_items_of_the_type_is_refused_and_one_of_another_type_is_unknown(target, engine):
     acme = describe(engine, "acme")
     a = acme.uuids["activity"]
     retitle(engine, {a[0]: "Fire Safety", a[1]: " FIRE SAFETY", acme.uuids["journey"][0]: "Leading Teams"})
-    job = run(target, drop(target.root, "inbox/activities/titles.xlsx", xlsx([
-        [acme.emails[0], "Fire safety", "2024-01-02"], [acme.emails[0], "Leading Teams", "2024-01-02"]])))
+    job = run(
+        target,
+        drop(
+            target.root,
+            "inbox/activities/titles.xlsx",
+            xlsx([[acme.emails[0], "Fire safety", "2024-01-02"], [acme.emails[0], "Leading Teams", "2024-01-02"]]),
+        ),
+    )
     reasons = [row[-1] for row in report_rows(target, job)[1:]]
-    assert reasons[0] == ("title 'fire safety' is the title of 2 activities on platform acme: use the content uuid of "
-                          "the one meant")
+    assert reasons[0] == (
+        "title 'fire safety' is the title of 2 activities on platform acme: use the content uuid of the one meant"
+    )
     assert reasons[1].startswith("'leading teams' is neither a content uuid")
     assert job.counts["rejected_by_reason"] == {"ambiguous title": 1, "unknown title or code": 1}
     assert stored(target.engine) == {}
@@ -508,18 +700,38 @@ def test_a_title_shared_by_several_items_of_the_type_is_refused_and_one_of_anoth
 
 def test_a_crosswalk_that_cannot_be_read_rejects_only_the_rows_that_need_it(target, platform):
     drop(target.root, "mappings/content.xlsx", workbook_bytes(["Code", "Uuid"], [["SAF-101", "x"]]))
-    job = run(target, drop(target.root, "inbox/activities/codes.xlsx", xlsx([
-        [platform.emails[0], "SAF-101", "2024-01-02"], [platform.emails[0], platform.uuids["activity"][0], None]])))
+    job = run(
+        target,
+        drop(
+            target.root,
+            "inbox/activities/codes.xlsx",
+            xlsx(
+                [
+                    [platform.emails[0], "SAF-101", "2024-01-02"],
+                    [platform.emails[0], platform.uuids["activity"][0], None],
+                ]
+            ),
+        ),
+    )
     assert job.counts["imported"] == 1 and job.counts["rejected"] == 1
     reason = report_rows(target, job)[1][-1]
     assert "(mappings/content.xlsx cannot be read: the columns 'Code' and 'Content uuid' are missing" in reason
 
 
 def test_a_customer_own_headers_import(target, platform):
-    target.customer = replace(target.customer, columns={"email": "Werknemer e-mail", "uuid": "Cursus",
-                                                        "date": "Afgerond op"})
-    job = run(target, drop(target.root, "inbox/activities/eigen.xlsx", xlsx(
-        [[platform.emails[0], platform.uuids["activity"][0], "31-03-2024"]],
-        header=["Werknemer E-mail", "Cursus", "Afgerond op"])))
+    target.customer = replace(
+        target.customer, columns={"email": "Werknemer e-mail", "uuid": "Cursus", "date": "Afgerond op"}
+    )
+    job = run(
+        target,
+        drop(
+            target.root,
+            "inbox/activities/eigen.xlsx",
+            xlsx(
+                [[platform.emails[0], platform.uuids["activity"][0], "31-03-2024"]],
+                header=["Werknemer E-mail", "Cursus", "Afgerond op"],
+            ),
+        ),
+    )
     assert job.status == "ok" and job.counts["imported"] == 1
     assert stored(target.engine)[(platform.emails[0], platform.uuids["activity"][0])][0] == utc("2024-03-30 23:00")

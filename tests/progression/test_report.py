@@ -17,8 +17,9 @@ COLUMNS = ["E-mail address", "Content ID", "Date completed", "Department"]
 INJECTIONS = ['=HYPERLINK("x")', "+1", "-2", "@SUM(A1)"]
 
 
-def _rows(records: list[tuple[int, str | None, str | None, str | None, str | None]],
-          columns: list[str] = COLUMNS) -> pd.DataFrame:
+def _rows(
+    records: list[tuple[int, str | None, str | None, str | None, str | None]], columns: list[str] = COLUMNS
+) -> pd.DataFrame:
     frame = pd.DataFrame([list(r[1:]) for r in records], columns=columns, dtype="string")
     frame["row"] = [r[0] for r in records]
     return frame
@@ -31,22 +32,26 @@ def _outcomes(records: list[tuple[int, str, str | None]]) -> pd.DataFrame:
 
 
 # Deliberately not in row order; row 5 has missing values.
-ROWS = _rows([
-    (4, "b@example.com", "uuid-2", "2024-01-05", "Sales"),
-    (2, "a@example.com", "uuid-1", "2024-01-04", "HR"),
-    (6, "not an email", "uuid-3", "2024-01-06", None),
-    (3, "c@example.com", "uuid-9", "2024-01-07", "IT"),
-    (5, None, "uuid-4", None, "Ops"),
-    (7, "d@example.com", "uuid-1", "2024-02-01", "HR"),
-])
-OUTCOMES = _outcomes([
-    (2, "imported", None),
-    (3, "rejected", "unknown content uuid"),
-    (4, "updated", None),
-    (5, "rejected", "the email is missing"),
-    (6, "rejected", "not an email address"),
-    (7, "kept", "an earlier completion exists"),
-])
+ROWS = _rows(
+    [
+        (4, "b@example.com", "uuid-2", "2024-01-05", "Sales"),
+        (2, "a@example.com", "uuid-1", "2024-01-04", "HR"),
+        (6, "not an email", "uuid-3", "2024-01-06", None),
+        (3, "c@example.com", "uuid-9", "2024-01-07", "IT"),
+        (5, None, "uuid-4", None, "Ops"),
+        (7, "d@example.com", "uuid-1", "2024-02-01", "HR"),
+    ]
+)
+OUTCOMES = _outcomes(
+    [
+        (2, "imported", None),
+        (3, "rejected", "unknown content uuid"),
+        (4, "updated", None),
+        (5, "rejected", "the email is missing"),
+        (6, "rejected", "not an email address"),
+        (7, "kept", "an earlier completion exists"),
+    ]
+)
 SUMMARY: list[tuple[str, object]] = [("File", "completions.xlsx"), ("Rows read", 6), ("Seconds", 1.5), ("Error", None)]
 
 
@@ -64,7 +69,7 @@ def _outcome_table(ws) -> dict[str, int]:
     values = _values(ws)
     start = next(i for i, row in enumerate(values) if row[:2] == ["Outcome", "Rows"])
     table = {}
-    for label, count in values[start + 1:]:
+    for label, count in values[start + 1 :]:
         if label is None:
             break
         table[label] = count
@@ -102,8 +107,10 @@ def test_rejected_sheet_follows_columns_not_the_frame_order():
     # `columns` is the file's layout; the frame may hold its columns in another order.
     rows = ROWS[["Department", "row", "Content ID", "Date completed", "E-mail address"]]
     ws = _write(rows=rows)["Rejected"]
-    assert _values(ws)[:2] == [[*COLUMNS, "Reason"], ["c@example.com", "uuid-9", "2024-01-07", "IT",
-                                                      "unknown content uuid"]]
+    assert _values(ws)[:2] == [
+        [*COLUMNS, "Reason"],
+        ["c@example.com", "uuid-9", "2024-01-07", "IT", "unknown content uuid"],
+    ]
 
 
 def test_an_earlier_reports_reason_column_gives_way_to_this_reports_reason():
@@ -144,8 +151,12 @@ def test_formula_like_values_are_written_as_text(sheet):
 def test_formula_like_headers_summary_values_and_error_codes_are_text():
     columns = ["=Email", "Uuid"]
     rows = _rows([(2, "#N/A", "#REF!")], columns=columns)
-    wb = _write(summary=[("File", "=cmd|' /C calc'!A0"), ("-Note", "@x")], rows=rows, columns=columns,
-                outcomes=_outcomes([(2, "rejected", "bad")]))
+    wb = _write(
+        summary=[("File", "=cmd|' /C calc'!A0"), ("-Note", "@x")],
+        rows=rows,
+        columns=columns,
+        outcomes=_outcomes([(2, "rejected", "bad")]),
+    )
     rejected = [(c.value, c.data_type) for row in wb["Rejected"].iter_rows() for c in row]
     assert rejected == [("=Email", "s"), ("Uuid", "s"), ("Reason", "s"), ("#N/A", "s"), ("#REF!", "s"), ("bad", "s")]
     summary = [(c.value, c.data_type) for row in wb["Summary"].iter_rows(max_row=2) for c in row]
@@ -170,8 +181,7 @@ def test_summary_pairs_with_bold_labels_and_numbers_kept_as_numbers():
 
 
 def test_summary_counts_each_outcome():
-    assert _outcome_table(_write()["Summary"]) == {
-        "imported": 1, "updated": 1, "kept": 1, "rejected": 3, "Total": 6}
+    assert _outcome_table(_write()["Summary"]) == {"imported": 1, "updated": 1, "kept": 1, "rejected": 3, "Total": 6}
 
 
 def test_failed_file_with_no_rows_and_no_outcomes_still_gives_the_summary():
@@ -230,16 +240,14 @@ def test_a_file_longer_than_an_excel_sheet_continues_on_numbered_sheets(monkeypa
     import progression.report as report
 
     monkeypatch.setattr(report, "EXCEL_DATA_ROWS", 3)  # a million rows, scaled down
-    rows = pd.DataFrame({"Email": pd.array([f"u{i}@x.nl" for i in range(7)], dtype="string"),
-                         "row": range(2, 9)})
+    rows = pd.DataFrame({"Email": pd.array([f"u{i}@x.nl" for i in range(7)], dtype="string"), "row": range(2, 9)})
     outcomes = pd.DataFrame({"row": range(2, 9), "outcome": ["rejected"] * 7, "reason": ["bad"] * 7})
     target = io.BytesIO()
     report.write_import_report(target, summary=[], rows=rows, columns=["Email"], outcomes=outcomes)
     book = load_workbook(io.BytesIO(target.getvalue()))
     assert book.sheetnames == ["Summary", "Rows", "Rows 2", "Rows 3", "Rejected", "Rejected 2", "Rejected 3"]
     assert [r[0] for r in book["Rows 3"].iter_rows(values_only=True)] == ["Row", 8]
-    assert [r[0] for r in book["Rejected 2"].iter_rows(values_only=True)] == ["Email", "u3@x.nl", "u4@x.nl",
-                                                                             "u5@x.nl"]
+    assert [r[0] for r in book["Rejected 2"].iter_rows(values_only=True)] == ["Email", "u3@x.nl", "u4@x.nl", "u5@x.nl"]
 
 
 def test_plain_sheets_are_written_as_text_where_they_look_like_formulas():
@@ -263,8 +271,16 @@ def test_a_missing_time_is_an_empty_cell_and_a_time_keeps_its_zone():
 
 
 # What a customer's cell may hold that Excel would take for a formula, a number or a link if typed in.
-LOOKS_LIKE_FORMULAS = ["=1+1", '=HYPERLINK("http://evil.example","click")', "+31 6 12345678", "-5", "@SUM(A1)",
-                       "http://example.com", "1e5", "#DIV/0!"]
+LOOKS_LIKE_FORMULAS = [
+    "=1+1",
+    '=HYPERLINK("http://evil.example","click")',
+    "+31 6 12345678",
+    "-5",
+    "@SUM(A1)",
+    "http://example.com",
+    "1e5",
+    "#DIV/0!",
+]
 
 
 def _cells_and_formulas(target: io.BytesIO, sheet: str) -> tuple[list[tuple[object, str]], int]:
@@ -280,8 +296,11 @@ def _cells_and_formulas(target: io.BytesIO, sheet: str) -> tuple[list[tuple[obje
 def test_text_that_looks_like_a_formula_stays_text_in_every_kind_of_sheet(given):
     from progression.report import Streamed, write_sheets
 
-    rows = {"frame": pd.DataFrame({"Value": LOOKS_LIKE_FORMULAS}), "list": [[v] for v in LOOKS_LIKE_FORMULAS],
-            "streamed": Streamed(([v] for v in LOOKS_LIKE_FORMULAS), len(LOOKS_LIKE_FORMULAS))}[given]
+    rows = {
+        "frame": pd.DataFrame({"Value": LOOKS_LIKE_FORMULAS}),
+        "list": [[v] for v in LOOKS_LIKE_FORMULAS],
+        "streamed": Streamed(([v] for v in LOOKS_LIKE_FORMULAS), len(LOOKS_LIKE_FORMULAS)),
+    }[given]
     target = io.BytesIO()
     write_sheets(target, [("Values", ["Value"], rows)])
     cells, formulas = _cells_and_formulas(target, "Values")
@@ -292,8 +311,9 @@ def test_the_import_report_keeps_formula_like_input_as_text_in_rows_and_rejected
     columns = [f"Column {i}" for i in range(len(LOOKS_LIKE_FORMULAS))]
     rows = _rows([(2, *LOOKS_LIKE_FORMULAS)], columns=columns)
     target = io.BytesIO()
-    write_import_report(target, summary=SUMMARY, rows=rows, columns=columns,
-                        outcomes=_outcomes([(2, "rejected", "=1+1")]))
+    write_import_report(
+        target, summary=SUMMARY, rows=rows, columns=columns, outcomes=_outcomes([(2, "rejected", "=1+1")])
+    )
     rejected, formulas = _cells_and_formulas(target, "Rejected")
     assert rejected == [(value, "s") for value in [*LOOKS_LIKE_FORMULAS, "=1+1"]] and formulas == 0
     every, _ = _cells_and_formulas(target, "Rows")
@@ -303,13 +323,22 @@ def test_the_import_report_keeps_formula_like_input_as_text_in_rows_and_rejected
 def test_frames_keep_numbers_and_write_times_and_other_values_as_text():
     from progression.report import write_sheets
 
-    frame = pd.DataFrame({"n": pd.array([1, None], dtype="Int64"), "x": [1.5, float("nan")], "b": [True, False],
-                          "at": pd.to_datetime(["2024-03-01", None]).tz_localize("UTC"),
-                          "o": ["a\x01b", None]})
+    frame = pd.DataFrame(
+        {
+            "n": pd.array([1, None], dtype="Int64"),
+            "x": [1.5, float("nan")],
+            "b": [True, False],
+            "at": pd.to_datetime(["2024-03-01", None]).tz_localize("UTC"),
+            "o": ["a\x01b", None],
+        }
+    )
     target = io.BytesIO()
     write_sheets(target, [("Frame", ["N", "X", "B", "At", "O"], frame)])
     assert _values(load_workbook(io.BytesIO(target.getvalue()))["Frame"]) == [
-        ["N", "X", "B", "At", "O"], [1, 1.5, True, "2024-03-01 00:00:00+00:00", "ab"], [None, None, False, None, None]]
+        ["N", "X", "B", "At", "O"],
+        [1, 1.5, True, "2024-03-01 00:00:00+00:00", "ab"],
+        [None, None, False, None, None],
+    ]
 
 
 def test_text_longer_than_a_cell_holds_is_cut_to_excels_limit():
@@ -334,7 +363,10 @@ def test_plain_sheets_longer_than_an_excel_sheet_continue_on_numbered_sheets(mon
     book = load_workbook(io.BytesIO(target.getvalue()))
     assert book.sheetnames == ["Summary", "Users", "Users 2", "Users 3"]
     assert [_values(book[name])[1:] for name in book.sheetnames[1:]] == [
-        [["u0"], ["u1"], ["u2"]], [["u3"], ["u4"], ["u5"]], [["u6"]]]
+        [["u0"], ["u1"], ["u2"]],
+        [["u3"], ["u4"], ["u5"]],
+        [["u6"]],
+    ]
 
 
 @pytest.mark.parametrize("given", [2, 4])

@@ -40,9 +40,17 @@ def activities(platform, count: int = 4) -> bytes:
 
 
 def plan_one(target, rel, **options) -> FileJob:
-    jobs = plan(target, path=rel, content_type=None, dry_run=False, on_existing=None, force=False,
-                airflow_run_id=options.pop("airflow_run_id", "manual__test"), started=options.pop("now", NOW),
-                **options)
+    jobs = plan(
+        target,
+        path=rel,
+        content_type=None,
+        dry_run=False,
+        on_existing=None,
+        force=False,
+        airflow_run_id=options.pop("airflow_run_id", "manual__test"),
+        started=options.pop("now", NOW),
+        **options,
+    )
     assert len(jobs) == 1
     return jobs[0]
 
@@ -68,13 +76,13 @@ def uninterrupted(target, data: bytes) -> dict:
     job = run_file(target, plan_one(target, rel))
     assert job.status == "ok", job.message
     result = completions_as_written(target.engine)
-    run_undo(target, plan_undo(target, run_id=job.run_id, dry_run=False, force=False, airflow_run_id=None,
-                               started=NOW))
+    run_undo(target, plan_undo(target, run_id=job.run_id, dry_run=False, force=False, airflow_run_id=None, started=NOW))
     assert stored(target.engine).keys() == before.keys()
     return result
 
 
 # --- a stage that raises --------------------------------------------------------------------------------------
+
 
 def test_a_stage_that_raises_fails_the_file_with_its_report_and_closes_the_ledger(target, platform):
     """The platform refuses the third row half-way through the write: none of the file's rows stays."""
@@ -104,6 +112,7 @@ def test_a_reader_crash_fails_the_file_and_never_leaves_it_in_the_inbox(target, 
 
 # --- runs that died ---------------------------------------------------------------------------------------------
 
+
 def die_after(target, job: FileJob, last_stage: str) -> FileJob:
     """The stages up to `last_stage` run, then the worker is gone: nothing runs after it."""
     for name in pipeline.STAGES:
@@ -114,8 +123,7 @@ def die_after(target, job: FileJob, last_stage: str) -> FileJob:
 
 
 @pytest.mark.parametrize("last_stage", ["fetch", "validate", "resolve", "expand"])
-def test_a_run_that_died_before_writing_is_abandoned_and_its_file_imported_by_the_next(target, platform,
-                                                                                         last_stage):
+def test_a_run_that_died_before_writing_is_abandoned_and_its_file_imported_by_the_next(target, platform, last_stage):
     data = activities(platform)
     expected = uninterrupted(target, data)
     rel = drop(target.root, "inbox/activities/q3.xlsx", data)
@@ -148,10 +156,13 @@ def test_a_run_that_died_after_writing_keeps_its_completions_and_archives_the_fi
     assert len(stored(target.engine)) == 4
 
 
-@pytest.mark.parametrize("last_stage, status, back_to", [
-    ("validate", "abandoned", "check/activities/q3.xlsx"), ("report", "succeeded", "checked/activities/q3.xlsx")])
-def test_a_check_that_died_puts_its_file_back_in_the_check_folder_or_in_checked(target, platform, last_stage,
-                                                                               status, back_to):
+@pytest.mark.parametrize(
+    "last_stage, status, back_to",
+    [("validate", "abandoned", "check/activities/q3.xlsx"), ("report", "succeeded", "checked/activities/q3.xlsx")],
+)
+def test_a_check_that_died_puts_its_file_back_in_the_check_folder_or_in_checked(
+    target, platform, last_stage, status, back_to
+):
     rel = drop(target.root, "check/activities/q3.xlsx", activities(platform))
     died = die_after(target, plan_one(target, rel), last_stage)
     [line] = recover(target, airflow_run_is_live=dead)
@@ -165,8 +176,16 @@ def test_a_check_that_died_puts_its_file_back_in_the_check_folder_or_in_checked(
 def test_a_dry_run_that_died_leaves_the_inbox_as_it_was(target, platform):
     data = activities(platform)
     rel = drop(target.root, "inbox/activities/q3.xlsx", data)
-    jobs = plan(target, path=rel, content_type=None, dry_run=True, on_existing=None, force=False,
-                airflow_run_id="manual__dry", started=NOW)
+    jobs = plan(
+        target,
+        path=rel,
+        content_type=None,
+        dry_run=True,
+        on_existing=None,
+        force=False,
+        airflow_run_id="manual__dry",
+        started=NOW,
+    )
     die_after(target, jobs[0], "validate")
     [line] = recover(target, airflow_run_is_live=dead)
     assert "abandoned" in line
@@ -209,14 +228,35 @@ print(json.dumps(job.as_dict()))
 
 
 def stage_in_a_process(target, job: FileJob, stage: str) -> subprocess.Popen:
-    spec = {"url": target.engine.url.render_as_string(hide_password=False), "options": _search_path(target.engine), "root": str(target.root), "stage": stage,
-            "customer": {k: getattr(target.customer, k) for k in ("slug", "platform_conn_id", "platform", "storage",
-                                                                  "timezone", "date_order", "on_existing",
-                                                                  "max_error_rate")},
-            "job": job.as_dict()}
+    spec = {
+        "url": target.engine.url.render_as_string(hide_password=False),
+        "options": _search_path(target.engine),
+        "root": str(target.root),
+        "stage": stage,
+        "customer": {
+            k: getattr(target.customer, k)
+            for k in (
+                "slug",
+                "platform_conn_id",
+                "platform",
+                "storage",
+                "timezone",
+                "date_order",
+                "on_existing",
+                "max_error_rate",
+            )
+        },
+        "job": job.as_dict(),
+    }
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'include'}:{ROOT / 'plugins'}"}
-    return subprocess.Popen([sys.executable, "-c", CHILD, json.dumps(spec)], env=env, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", CHILD, json.dumps(spec)],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _search_path(engine) -> str:
@@ -233,9 +273,12 @@ def wait_until_blocked(engine, worker: subprocess.Popen | threading.Thread) -> N
         else:
             assert worker.poll() is None, worker.communicate()
         with engine.connect() as conn:
-            waiting = conn.execute(sa.text(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND pid <> pg_backend_pid() "
-                "AND datname = current_database()")).scalar()
+            waiting = conn.execute(
+                sa.text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND pid <> pg_backend_pid() "
+                    "AND datname = current_database()"
+                )
+            ).scalar()
         if waiting:
             return
         time.sleep(0.05)
@@ -245,8 +288,13 @@ def wait_until_blocked(engine, worker: subprocess.Popen | threading.Thread) -> N
 def sessions(engine) -> set[int]:
     """The server processes of every session on the test's database but the one asking."""
     with engine.connect() as conn:
-        return set(conn.execute(sa.text("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-                                         "AND pid <> pg_backend_pid()")).scalars())
+        return set(
+            conn.execute(
+                sa.text(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            ).scalars()
+        )
 
 
 def hold(engine, stage: str, job: FileJob, slug: str):
@@ -257,11 +305,13 @@ def hold(engine, stage: str, job: FileJob, slug: str):
     if stage == "write":
         conn.execute(sa.text("LOCK TABLE completions IN ACCESS EXCLUSIVE MODE"))
     elif stage == "fetch":
-        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:ns, hashtext(:key))"),
-                     {"ns": runs._CLAIM_LOCKS, "key": slug})  # noqa: SLF001
+        conn.execute(
+            sa.text("SELECT pg_advisory_xact_lock(:ns, hashtext(:key))"), {"ns": runs._CLAIM_LOCKS, "key": slug}
+        )  # noqa: SLF001
     else:
-        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:ns, hashtext(:key))"),
-                     {"ns": runs._RUN_LOCKS, "key": job.run_id})  # noqa: SLF001
+        conn.execute(
+            sa.text("SELECT pg_advisory_xact_lock(:ns, hashtext(:key))"), {"ns": runs._RUN_LOCKS, "key": job.run_id}
+        )  # noqa: SLF001
     return conn
 
 
@@ -301,12 +351,15 @@ def test_a_run_killed_during_each_stage_converges_on_the_next_run(db_kind, targe
         assert job.status == "ok", job.message
     assert completions_as_written(target.engine) == expected
     assert not (target.root / rel).exists()
-    assert [f for f in files_under(target.root) if f.startswith(("processed/", "failed/", "inbox/"))] == \
-        ["processed/activities/clean.xlsx", "processed/activities/q3.xlsx"]
+    assert [f for f in files_under(target.root) if f.startswith(("processed/", "failed/", "inbox/"))] == [
+        "processed/activities/clean.xlsx",
+        "processed/activities/q3.xlsx",
+    ]
     assert all(r["status"] != "running" and r["staging"] is None for r in ledger_rows(target.engine))
 
 
 # --- two runs at once ---------------------------------------------------------------------------------------------
+
 
 def at_once(*work):
     results: list = [None] * len(work)
@@ -329,8 +382,10 @@ def at_once(*work):
 
 def test_two_runs_of_one_file_import_it_once(target, platform):
     rel = drop(target.root, "inbox/activities/q3.xlsx", activities(platform))
-    first, second = plan_one(target, rel, airflow_run_id="scheduled__1"), plan_one(target, rel,
-                                                                                   airflow_run_id="manual__2")
+    first, second = (
+        plan_one(target, rel, airflow_run_id="scheduled__1"),
+        plan_one(target, rel, airflow_run_id="manual__2"),
+    )
     done = at_once(lambda: run_file(target, first), lambda: run_file(target, second))
     assert sorted(job.status for job in done) == ["ok", "skipped"]
     skipped = next(job for job in done if job.status == "skipped")
@@ -342,14 +397,28 @@ def test_two_runs_of_one_file_import_it_once(target, platform):
 
 def test_two_runs_of_different_files_and_a_transfer_at_once_all_land(target, platform):
     one = drop(target.root, "inbox/activities/one.xlsx", activities(platform, 2))
-    two = drop(target.root, "inbox/activities/two.xlsx", workbook_bytes(HEADER, [
-        [platform.emails[5], platform.uuids["activity"][5], "2024-01-05"]]))
+    two = drop(
+        target.root,
+        "inbox/activities/two.xlsx",
+        workbook_bytes(HEADER, [[platform.emails[5], platform.uuids["activity"][5], "2024-01-05"]]),
+    )
     old, new = platform.uuids["activity"][0], platform.uuids["activity"][6]
-    transfer = plan_transfer(target, old_uuid=old, new_uuid=new, path=None, dry_run=False,
-                             completion_date="original", on_existing=None, airflow_run_id="manual__t", started=NOW)
-    done = at_once(lambda: run_file(target, plan_one(target, one, airflow_run_id="a")),
-                   lambda: run_file(target, plan_one(target, two, airflow_run_id="b")),
-                   lambda: run_transfer(target, transfer))
+    transfer = plan_transfer(
+        target,
+        old_uuid=old,
+        new_uuid=new,
+        path=None,
+        dry_run=False,
+        completion_date="original",
+        on_existing=None,
+        airflow_run_id="manual__t",
+        started=NOW,
+    )
+    done = at_once(
+        lambda: run_file(target, plan_one(target, one, airflow_run_id="a")),
+        lambda: run_file(target, plan_one(target, two, airflow_run_id="b")),
+        lambda: run_transfer(target, transfer),
+    )
     assert [done[0].status, done[1].status] == ["ok", "ok"]
     got = stored(target.engine)
     assert (platform.emails[5], platform.uuids["activity"][5]) in got
@@ -369,8 +438,9 @@ def test_a_file_replaced_mid_run_waits_for_the_next_run(target, platform):
     job = pipeline.archive(target, job)
     assert (target.root / rel).read_bytes() == new_bytes
     assert (target.root / job.archived_to).read_bytes() == old_bytes
-    assert ledger_rows(target.engine)[0]["checksum"] == job.checksum == __import__("hashlib").sha256(
-        old_bytes).hexdigest()
+    assert (
+        ledger_rows(target.engine)[0]["checksum"] == job.checksum == __import__("hashlib").sha256(old_bytes).hexdigest()
+    )
     later = run_file(target, plan_one(target, rel))
     assert later.status == "ok" and later.counts["imported"] == 1
 
@@ -391,20 +461,38 @@ def test_two_files_of_one_run_interleaved(db_kind, target, platform, backend, or
         pytest.skip("the orders are about storage: every order on SQLite, one on PostgreSQL")
     on_storage = replace(target, root=backend.root)
     backend.put("inbox/activities/a.xlsx", activities(platform, 2))
-    backend.put("inbox/activities/b.xlsx", workbook_bytes(HEADER, [
-        [platform.emails[7], platform.uuids["activity"][1], "2024-02-01"]]))
-    jobs = dict(zip("AB", plan(on_storage, path=None, content_type=None, dry_run=False, on_existing=None,
-                                 force=False, airflow_run_id="scheduled__n", started=NOW)))
+    backend.put(
+        "inbox/activities/b.xlsx",
+        workbook_bytes(HEADER, [[platform.emails[7], platform.uuids["activity"][1], "2024-02-01"]]),
+    )
+    jobs = dict(
+        zip(
+            "AB",
+            plan(
+                on_storage,
+                path=None,
+                content_type=None,
+                dry_run=False,
+                on_existing=None,
+                force=False,
+                airflow_run_id="scheduled__n",
+                started=NOW,
+            ),
+        )
+    )
     steps = {key: [*pipeline.STAGES, "archive"] for key in jobs}
     for key in order:
         name = steps[key].pop(0)
         job = jobs[key]
-        jobs[key] = (pipeline.archive(on_storage, job) if name == "archive"
-                     else pipeline.run_stage(on_storage, job, name))
+        jobs[key] = (
+            pipeline.archive(on_storage, job) if name == "archive" else pipeline.run_stage(on_storage, job, name)
+        )
         assert jobs[key].status == "ok", jobs[key].message
     assert pipeline.close_run_staging(on_storage, list(jobs.values()))
-    assert [f for f in backend.files() if not f.startswith("reports/")] == \
-        ["processed/activities/a.xlsx", "processed/activities/b.xlsx"]
+    assert [f for f in backend.files() if not f.startswith("reports/")] == [
+        "processed/activities/a.xlsx",
+        "processed/activities/b.xlsx",
+    ]
     assert len(stored(target.engine)) == 3
 
 
@@ -431,9 +519,12 @@ def test_a_lost_database_connection_leaves_the_file_for_the_next_run(db_kind, ta
     try:
         wait_until_blocked(target.engine, writer)
         with target.engine.connect() as conn:  # the server cuts the writer's connection, as a failover would
-            conn.execute(sa.text(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                "AND pid <> pg_backend_pid() AND datname = current_database()"))
+            conn.execute(
+                sa.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND pid <> pg_backend_pid() AND datname = current_database()"
+                )
+            )
         writer.join(timeout=60)
     finally:
         blocker.rollback()

@@ -46,11 +46,13 @@ def assert_refused(call: Callable[[], object], rel: str, reason: str = "is a sym
 
 def assert_untouched(globex: Path) -> None:
     assert [p.relative_to(globex).as_posix() for p in globex.rglob("*") if p.is_file()] == [
-        "inbox/activities/payroll.csv"]
+        "inbox/activities/payroll.csv"
+    ]
     assert (globex / "inbox/activities/payroll.csv").read_bytes() == SECRET
 
 
 # --- every backend ------------------------------------------------------------------------------------------------
+
 
 def test_files_are_written_read_moved_and_copied(backend):
     storage.write_bytes(backend.root, "reports/2026-11-28/r.xlsx", b"report")
@@ -70,24 +72,49 @@ def test_files_are_written_read_moved_and_copied(backend):
 
 def test_inbox_lists_files_by_folder(backend):
     assert storage.inbox_files(backend.root) == storage.Inbox(files=[], refused=[])
-    for rel in ("inbox/b.csv", "inbox/a.xlsx", "inbox/.hidden", "inbox/~$a.xlsx", "inbox/journeys/j.xlsx",
-                "inbox/activities/z.xlsx", "inbox/activities/old/x.xlsx", "inbox/elsewhere/e.xlsx"):
+    for rel in (
+        "inbox/b.csv",
+        "inbox/a.xlsx",
+        "inbox/.hidden",
+        "inbox/~$a.xlsx",
+        "inbox/journeys/j.xlsx",
+        "inbox/activities/z.xlsx",
+        "inbox/activities/old/x.xlsx",
+        "inbox/elsewhere/e.xlsx",
+    ):
         backend.put(rel, b"x")
-    assert storage.inbox_files(backend.root) == storage.Inbox(files=[
-        ("inbox/a.xlsx", None), ("inbox/b.csv", None), ("inbox/activities/z.xlsx", "activities"),
-        ("inbox/journeys/j.xlsx", "journeys")], refused=[])
+    assert storage.inbox_files(backend.root) == storage.Inbox(
+        files=[
+            ("inbox/a.xlsx", None),
+            ("inbox/b.csv", None),
+            ("inbox/activities/z.xlsx", "activities"),
+            ("inbox/journeys/j.xlsx", "journeys"),
+        ],
+        refused=[],
+    )
     assert storage.inbox_files(backend.root, "journeys").files == [
-        ("inbox/a.xlsx", None), ("inbox/b.csv", None), ("inbox/journeys/j.xlsx", "journeys")]
+        ("inbox/a.xlsx", None),
+        ("inbox/b.csv", None),
+        ("inbox/journeys/j.xlsx", "journeys"),
+    ]
 
 
 def test_remove_tree_leaves_sibling_staging_alone(backend):
     """Two files of one run stage side by side; the first to finish must not remove the other's staging."""
-    for rel in ("staging/run-1/0000/rows.parquet", "staging/run-1/0000/deep/more.parquet",
-                "staging/run-1/0001/rows.parquet", "staging/run-1/00001/rows.parquet", "staging/run-2/0000/rows.parquet"):
+    for rel in (
+        "staging/run-1/0000/rows.parquet",
+        "staging/run-1/0000/deep/more.parquet",
+        "staging/run-1/0001/rows.parquet",
+        "staging/run-1/00001/rows.parquet",
+        "staging/run-2/0000/rows.parquet",
+    ):
         backend.put(rel, b"rows")
     storage.remove_tree(backend.root, "staging/run-1/0000")
-    assert backend.files() == ["staging/run-1/00001/rows.parquet", "staging/run-1/0001/rows.parquet",
-                               "staging/run-2/0000/rows.parquet"]
+    assert backend.files() == [
+        "staging/run-1/00001/rows.parquet",
+        "staging/run-1/0001/rows.parquet",
+        "staging/run-2/0000/rows.parquet",
+    ]
     storage.remove_tree(backend.root, "staging/run-1/0000")  # already gone: nothing to do
     storage.remove_tree(backend.root, "staging/run-1")  # the run's last task removes the run's staging root
     assert backend.files() == ["staging/run-2/0000/rows.parquet"]
@@ -149,6 +176,7 @@ def test_an_s3_file_replaced_after_the_copy_keeps_its_new_bytes_in_the_inbox(req
 
 # --- local storage: links -----------------------------------------------------------------------------------------
 
+
 def test_inbox_refuses_links_and_odd_entries(local, globex):
     local.put("inbox/activities/q3.xlsx", b"q3")
     link(local, "inbox/activities/theirs.csv", globex / "inbox/activities/payroll.csv")
@@ -163,7 +191,8 @@ def test_inbox_refuses_links_and_odd_entries(local, globex):
         "inbox/journeys is a symbolic link: refused and left where it is",
         "inbox/activities/passwd.csv is a symbolic link: refused and left where it is",
         "inbox/activities/pipe.csv is not a regular file: refused and left where it is",
-        "inbox/activities/theirs.csv is a symbolic link: refused and left where it is"]
+        "inbox/activities/theirs.csv is a symbolic link: refused and left where it is",
+    ]
     assert storage.inbox_files(local.root, "journeys").files == []
     assert_untouched(globex)
 
@@ -171,7 +200,8 @@ def test_inbox_refuses_links_and_odd_entries(local, globex):
 def test_an_inbox_that_is_a_link_is_refused(local, globex):
     link(local, "inbox", globex / "inbox")
     assert storage.inbox_files(local.root) == storage.Inbox(
-        files=[], refused=["inbox is a symbolic link: refused and left where it is"])
+        files=[], refused=["inbox is a symbolic link: refused and left where it is"]
+    )
 
 
 @pytest.mark.parametrize("rel", ["inbox/activities/theirs.csv", "inbox/journeys/payroll.csv", "inbox/passwd.csv"])
@@ -194,12 +224,21 @@ def test_non_regular_files_are_refused(local):
     local.put("inbox/activities/folder.xlsx/inside.xlsx", b"x")
     os.mkfifo(Path(storage._local_folder(local.root)) / "inbox/pipe.csv")
     assert_refused(lambda: storage.read_bytes(local.root, "inbox/pipe.csv"), "inbox/pipe.csv", "is not a regular file")
-    assert_refused(lambda: storage.read_bytes(local.root, "inbox/activities/folder.xlsx"),
-                   "inbox/activities/folder.xlsx", "is not a regular file")
-    assert_refused(lambda: storage.claim(local.root, "inbox/pipe.csv", "staging/run/0000/pipe.csv"),
-                   "inbox/pipe.csv", "is not a regular file")
-    assert_refused(lambda: storage.write_bytes(local.root, "inbox/activities/folder.xlsx/inside.xlsx/x", b"x"),
-                   "inbox/activities/folder.xlsx/inside.xlsx", "is not a folder")
+    assert_refused(
+        lambda: storage.read_bytes(local.root, "inbox/activities/folder.xlsx"),
+        "inbox/activities/folder.xlsx",
+        "is not a regular file",
+    )
+    assert_refused(
+        lambda: storage.claim(local.root, "inbox/pipe.csv", "staging/run/0000/pipe.csv"),
+        "inbox/pipe.csv",
+        "is not a regular file",
+    )
+    assert_refused(
+        lambda: storage.write_bytes(local.root, "inbox/activities/folder.xlsx/inside.xlsx/x", b"x"),
+        "inbox/activities/folder.xlsx/inside.xlsx",
+        "is not a folder",
+    )
 
 
 @pytest.mark.parametrize("folder", ["reports", "failed", "staging"])
@@ -217,10 +256,13 @@ def test_nothing_is_written_or_moved_through_a_linked_folder(local, globex, fold
 def test_a_link_at_the_target_is_refused(local, globex):
     local.put("inbox/activities/q3.xlsx", b"q3")
     link(local, "processed/activities/q3.xlsx", globex / "inbox/activities/payroll.csv")
-    assert_refused(lambda: storage.move(local.root, "inbox/activities/q3.xlsx", "processed/activities/q3.xlsx"),
-                   "processed/activities/q3.xlsx")
-    assert_refused(lambda: storage.write_bytes(local.root, "processed/activities/q3.xlsx", b"x"),
-                   "processed/activities/q3.xlsx")
+    assert_refused(
+        lambda: storage.move(local.root, "inbox/activities/q3.xlsx", "processed/activities/q3.xlsx"),
+        "processed/activities/q3.xlsx",
+    )
+    assert_refused(
+        lambda: storage.write_bytes(local.root, "processed/activities/q3.xlsx", b"x"), "processed/activities/q3.xlsx"
+    )
     assert local.get("inbox/activities/q3.xlsx") == b"q3"
     assert_untouched(globex)
 

@@ -40,8 +40,12 @@ def listed(book: openpyxl.Workbook) -> list[str]:
 
 def parents_of(engine, uuid: str) -> list[str]:
     parent = content.alias("parent")
-    query = (sa.select(parent.c.uuid).join(content_items, content_items.c.parent_id == parent.c.id)
-             .join(content, content.c.id == content_items.c.child_id).where(content.c.uuid == uuid))
+    query = (
+        sa.select(parent.c.uuid)
+        .join(content_items, content_items.c.parent_id == parent.c.id)
+        .join(content, content.c.id == content_items.c.child_id)
+        .where(content.c.uuid == uuid)
+    )
     with engine.connect() as conn:
         return sorted(str(u) for u in conn.execute(query).scalars())
 
@@ -64,19 +68,31 @@ def test_a_template_offers_the_platforms_content_of_its_type_in_a_drop_down(targ
         assert rows[0] == ("Content uuid", "Title")
     else:
         assert rows[0] == ("Content uuid", "Title", "Parent uuids")
-        assert all(sorted((row[2] or "").split(";")) == (parents_of(target.engine, row[0]) or [""])
-                   for row in rows[1:])
+        assert all(sorted((row[2] or "").split(";")) == (parents_of(target.engine, row[0]) or [""]) for row in rows[1:])
         assert any(row[2] for row in rows[1:])
 
 
 def test_instructions_name_the_customers_date_order_time_zone_limits_and_folders(target, platform):
-    target = replace(target, customer=replace(target.customer, date_order="MDY", timezone="America/Chicago",
-                                              max_rows=5_000, max_error_rate=0.25))
+    target = replace(
+        target,
+        customer=replace(
+            target.customer, date_order="MDY", timezone="America/Chicago", max_rows=5_000, max_error_rate=0.25
+        ),
+    )
     write_templates(target)
     book = opened(target, "journeys")
     text = "\n".join(" ".join(str(v) for v in row if v) for row in book["Instructions"].iter_rows(values_only=True))
-    for wanted in ("MDY", "month first", "03/31/2024", "America/Chicago", "5,000 rows", "25%", "inbox/journeys/",
-                   "check/journeys/", "Left blank, it is the day of the import"):
+    for wanted in (
+        "MDY",
+        "month first",
+        "03/31/2024",
+        "America/Chicago",
+        "5,000 rows",
+        "25%",
+        "inbox/journeys/",
+        "check/journeys/",
+        "Left blank, it is the day of the import",
+    ):
         assert wanted in text, wanted
     [drop_down] = book["Completions"].data_validations.dataValidation
     assert str(drop_down.sqref) == "B2:B5001"  # no further than the rows a file may have
@@ -89,16 +105,25 @@ def test_a_filled_template_imports_as_it_is(target, platform, content_type):
     offered = listed(book)
     picks = [offered[i % len(offered)] for i in range(3)]  # a small platform has two programmes
     fill = book["Completions"]
-    for row, (email, uuid, date) in enumerate(zip(platform.emails, picks, [datetime(2024, 3, 31), "31-03-2024", None]),
-                                              start=2):
+    for row, (email, uuid, date) in enumerate(
+        zip(platform.emails, picks, [datetime(2024, 3, 31), "31-03-2024", None]), start=2
+    ):
         fill.cell(row, 1, email), fill.cell(row, 2, uuid), fill.cell(row, 3, date)
     filled = io.BytesIO()
     book.save(filled)
     rel = f"inbox/{content_type}/filled.xlsx"
     (target.root / rel).parent.mkdir(parents=True)
     (target.root / rel).write_bytes(filled.getvalue())
-    [job] = plan(target, path=rel, content_type=None, dry_run=False, on_existing=None, force=False,
-                 airflow_run_id="manual__test", started=NOW)
+    [job] = plan(
+        target,
+        path=rel,
+        content_type=None,
+        dry_run=False,
+        on_existing=None,
+        force=False,
+        airflow_run_id="manual__test",
+        started=NOW,
+    )
     job = run_file(target, job)
     assert job.status == "ok" and job.sheet == "Completions", job.message
     assert job.counts["imported"] == 3 and job.counts["rejected"] == 0
@@ -126,12 +151,23 @@ def test_bin_progression_db_templates_writes_them(tmp_path):
     seed_platform(engine, "hooli", sizes=SMALL)
     engine.dispose()
     registry = tmp_path / "customers.yaml"
-    registry.write_text(f"hooli:\n  platform_conn_id: hooli_db\n  platform: hooli\n"
-                        f"  storage: file://{tmp_path / 'hooli'}\n  timezone: Europe/Amsterdam\n")
-    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path / "airflow"), "PROGRESSION_CUSTOMERS": str(registry),
-           "AIRFLOW_CONN_HOOLI_DB": json.dumps({"conn_type": "sqlite", "host": str(tmp_path / "hooli.db")})}
-    done = subprocess.run([os.path.join(ROOT, "bin/progression-db"), "templates", "hooli"], env=env,
-                          capture_output=True, text=True, timeout=120)
+    registry.write_text(
+        f"hooli:\n  platform_conn_id: hooli_db\n  platform: hooli\n"
+        f"  storage: file://{tmp_path / 'hooli'}\n  timezone: Europe/Amsterdam\n"
+    )
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(tmp_path / "airflow"),
+        "PROGRESSION_CUSTOMERS": str(registry),
+        "AIRFLOW_CONN_HOOLI_DB": json.dumps({"conn_type": "sqlite", "host": str(tmp_path / "hooli.db")}),
+    }
+    done = subprocess.run(
+        [os.path.join(ROOT, "bin/progression-db"), "templates", "hooli"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.splitlines() == [f"hooli: wrote templates/{kind}.xlsx" for kind in CONTENT_TYPES]
     book = openpyxl.load_workbook(tmp_path / "hooli/templates/programmes.xlsx")

@@ -25,8 +25,15 @@ PAIRS = ["Old content uuid", "New content uuid"]
 
 def run(target, *, dry_run=False, completion_date="original", on_existing=None, now=NOW, **pairs):
     """Plan and run a transfer: `old_uuid` and `new_uuid`, or `path`."""
-    job = plan(target, dry_run=dry_run, completion_date=completion_date, on_existing=on_existing,
-               airflow_run_id="manual__test", started=now, **pairs)
+    job = plan(
+        target,
+        dry_run=dry_run,
+        completion_date=completion_date,
+        on_existing=on_existing,
+        airflow_run_id="manual__test",
+        started=now,
+        **pairs,
+    )
     return run_transfer(target, job)
 
 
@@ -46,12 +53,19 @@ def test_who_completed_the_old_journey_and_can_see_the_new_one_gets_it_with_its_
     assert set(written) == {(who.group_1, u) for u in [j2, *children(target.engine, j2)]}
     assert set(written.values()) == {(utc("2024-03-01 09:30"), "transfer", job.run_id)}
     assert {key: got[key] for key in before} == before  # the old completions stay as they were
-    assert job.counts == {**job.counts, "rows_read": 3, "imported": 1, "derived_written": 3, "skipped_without_access": 2}
+    assert job.counts == {
+        **job.counts,
+        "rows_read": 3,
+        "imported": 1,
+        "derived_written": 3,
+        "skipped_without_access": 2,
+    }
     with target.engine.connect() as conn:  # skipped, not saved: a transfer leaves those users out
         recorded = ledger.get_run(conn, job.run_id)
     assert (recorded["skipped_without_access"], recorded["saved_without_access"]) == (2, 0)
-    assert sheet(target, job, "Pairs")[1:] == [(None, j0, job.pairs[0].old_title, j2, job.pairs[0].new_title,
-                                            "journey", None, 3, 1, 3, 2, 0)]
+    assert sheet(target, job, "Pairs")[1:] == [
+        (None, j0, job.pairs[0].old_title, j2, job.pairs[0].new_title, "journey", None, 3, 1, 3, 2, 0)
+    ]
     assert sheet(target, job, "Skipped users")[1:] == sorted([(j0, j2, who.no_group), (j0, j2, who.group_0)])
     with target.engine.connect() as conn:
         recorded = ledger.get_run(conn, job.run_id)
@@ -63,8 +77,13 @@ def test_access_comes_from_a_group_given_the_item_or_a_journey_or_programme_cont
     activities = platform.uuids["activity"]
     loose, inside, given = activities[12], activities[6], activities[13]  # activity 6: journey 2, programme 1
     with target.engine.begin() as conn:
-        group_0 = conn.execute(sa.select(groups.c.id).where(groups.c.platform_id == platform.platform_id)
-                               .order_by(groups.c.id)).scalars().first()
+        group_0 = (
+            conn.execute(
+                sa.select(groups.c.id).where(groups.c.platform_id == platform.platform_id).order_by(groups.c.id)
+            )
+            .scalars()
+            .first()
+        )
         item = conn.execute(sa.select(content.c.id).where(content.c.uuid == given)).scalar_one()
         conn.execute(sa.insert(content_groups).values(content_id=item, group_id=group_0))
     for user in (who.no_group, who.group_0, who.group_1):
@@ -95,12 +114,18 @@ def test_the_date_can_be_midnight_of_the_day_of_the_transfer_in_the_customers_zo
     assert stored(target.engine)[(who.group_1, j2)][0] == utc("2026-06-30 22:00")
 
 
-@pytest.mark.parametrize("policy, expected, outcome", [
-    ("keep", "2024-06-01", "kept"), ("earliest", "2024-03-01", "updated"),
-    ("latest", "2024-06-01", "kept"), ("overwrite", "2024-03-01", "updated"),
-])
-def test_on_existing_decides_what_happens_to_a_new_item_completed_already(target, platform, policy, expected,
-                                                                          outcome, who):
+@pytest.mark.parametrize(
+    "policy, expected, outcome",
+    [
+        ("keep", "2024-06-01", "kept"),
+        ("earliest", "2024-03-01", "updated"),
+        ("latest", "2024-06-01", "kept"),
+        ("overwrite", "2024-03-01", "updated"),
+    ],
+)
+def test_on_existing_decides_what_happens_to_a_new_item_completed_already(
+    target, platform, policy, expected, outcome, who
+):
     email, j0, j2 = who.group_1, platform.uuids["journey"][0], platform.uuids["journey"][2]
     complete(target.engine, email, j0, "2024-03-01")
     complete(target.engine, email, j2, "2024-06-01", source="import", run_id="import-earlier")
@@ -112,7 +137,8 @@ def test_on_existing_decides_what_happens_to_a_new_item_completed_already(target
     if outcome == "updated":
         update = [r for r in journal_of(target.engine, job.run_id) if r["action"] == "update"]
         assert [(r["old_source"], r["old_run_id"], as_utc(r["old_completed_at"])) for r in update] == [
-            ("import", "import-earlier", utc("2024-06-01"))]
+            ("import", "import-earlier", utc("2024-06-01"))
+        ]
 
 
 def test_every_written_completion_carries_the_run_for_undo(target, platform, who):
@@ -147,8 +173,11 @@ def test_chains_also_transfer_from_the_first_item_to_the_last(target, platform, 
     assert got[(who.group_1, j2)][0] == got[(who.group_1, j3)][0] == utc("2024-01-10")
     assert got[(who.also_group_1, j3)][0] == utc("2024-02-10")
     pairs = [(row[0], row[1], row[3], row[6], *row[7:]) for row in sheet(target, job, "Pairs")[1:]]
-    assert pairs == [(2, j0, j2, None, 1, 1, 3, 0, 0), (3, j2, j3, None, 1, 1, 3, 0, 0),
-                     (None, j0, j3, f"{j0} -> {j2} -> {j3}", 1, 1, 3, 0, 0)]
+    assert pairs == [
+        (2, j0, j2, None, 1, 1, 3, 0, 0),
+        (3, j2, j3, None, 1, 1, 3, 0, 0),
+        (None, j0, j3, f"{j0} -> {j2} -> {j3}", 1, 1, 3, 0, 0),
+    ]
     assert (job.counts["imported"], job.counts["derived_written"]) == (3, 9)
 
 
@@ -183,8 +212,15 @@ def test_all_pairs_are_written_in_one_transaction(target, platform, engine, who)
     complete(engine, who.also_group_1, j1, "2024-01-10")
     refuse_inserts_of(engine, children(engine, j3)[-1])
     before = stored(engine)
-    job = plan(target, path=pairs_file(target, [[j0, j2], [j1, j3]]), dry_run=False, completion_date="original",
-               on_existing=None, airflow_run_id=None, started=NOW)
+    job = plan(
+        target,
+        path=pairs_file(target, [[j0, j2], [j1, j3]]),
+        dry_run=False,
+        completion_date="original",
+        on_existing=None,
+        airflow_run_id=None,
+        started=NOW,
+    )
     with pytest.raises(Exception, match="completions of this item are locked"):
         run_transfer(target, job)
     assert stored(engine) == before
@@ -199,7 +235,9 @@ def test_a_dry_run_reports_everything_and_writes_nothing(target, platform, who):
     before = stored(target.engine)
     rel = pairs_file(target, [[j0, j2]])
     job = run(target, path=rel, dry_run=True)
-    assert job.counts["imported"] == 1 and job.counts["derived_written"] == 3 and job.counts["skipped_without_access"] == 1
+    assert (
+        job.counts["imported"] == 1 and job.counts["derived_written"] == 3 and job.counts["skipped_without_access"] == 1
+    )
     assert stored(target.engine) == before
     assert (target.root / rel).exists()  # left in the inbox for the real run
     assert sheet(target, job, "Skipped users")[1:] == [(j0, j2, who.no_group)]
@@ -208,15 +246,23 @@ def test_a_dry_run_reports_everything_and_writes_nothing(target, platform, who):
         assert conn.execute(sa.select(sa.func.count()).select_from(ledger.journal)).scalar() == 0
     summary = summarise(DAG_ID, "acme", rows_of(target, "manual__test"))
     assert summary["dry_run"] is True and summary["status"] == "succeeded" and summary["report"] == job.report
-    assert (summary["written_directly"], summary["written_through_contents"], summary["skipped_without_access"]) \
-        == (1, 3, 1)
+    assert (summary["written_directly"], summary["written_through_contents"], summary["skipped_without_access"]) == (
+        1,
+        3,
+        1,
+    )
 
 
 def test_a_workbook_is_read_as_imports_are_read(target, platform, who):
     j0, j2 = platform.uuids["journey"][0], platform.uuids["journey"][2]
     complete(target.engine, who.group_1, j0, "2024-03-01")
-    rel = pairs_file(target, [[None, None, "x"], [f"  {j0.upper()} ", j2, "replaced in 2026"], [j0, j2, "again"]],
-                     header=[" FROM UUID", "To uuid", "Note"], title="Replacements", name="q4.xlsx")
+    rel = pairs_file(
+        target,
+        [[None, None, "x"], [f"  {j0.upper()} ", j2, "replaced in 2026"], [j0, j2, "again"]],
+        header=[" FROM UUID", "To uuid", "Note"],
+        title="Replacements",
+        name="q4.xlsx",
+    )
     job = run(target, path=rel)
     assert job.status == "ok", job.message
     assert [(p.row, p.old_uuid, p.new_uuid) for p in job.pairs] == [(4, j0, j2)]  # the same pair twice: once
@@ -236,14 +282,21 @@ def other_activity(engine) -> str:
     return describe(engine, "other").uuids["activity"][0]
 
 
-@pytest.mark.parametrize("old, new, message", [
-    ("journey:0", "activity:0", "the old item is a journey and the new one an activity: a transfer goes from "
-                                "activity to activity, journey to journey or programme to programme"),
-    ("activity:0", "other", "no content with uuid {new} on platform acme"),
-    ("activity:0", "activity:0", "old and new are the same item"),
-    ("activity:0", "0b2e4c5e-1111-4222-8333-944455556666", "no content with uuid 0b2e4c5e"),
-    ("not-a-uuid", "activity:0", "the old content uuid 'not-a-uuid' is not a uuid"),
-])
+@pytest.mark.parametrize(
+    "old, new, message",
+    [
+        (
+            "journey:0",
+            "activity:0",
+            "the old item is a journey and the new one an activity: a transfer goes from "
+            "activity to activity, journey to journey or programme to programme",
+        ),
+        ("activity:0", "other", "no content with uuid {new} on platform acme"),
+        ("activity:0", "activity:0", "old and new are the same item"),
+        ("activity:0", "0b2e4c5e-1111-4222-8333-944455556666", "no content with uuid 0b2e4c5e"),
+        ("not-a-uuid", "activity:0", "the old content uuid 'not-a-uuid' is not a uuid"),
+    ],
+)
 def test_a_pair_that_cannot_be_transferred_is_refused_naming_it(target, platform, engine, old, new, message, who):
     def uuid(spec: str) -> str:
         if spec == "other":
@@ -272,20 +325,27 @@ def test_one_bad_row_refuses_the_whole_workbook_naming_the_row(target, platform,
     job = run(target, path=rel)
     assert job.refused
     assert f"row 3 ({j2} -> abc): the new content uuid 'abc' is not a uuid" in job.message
-    assert f"row 4 ({platform.uuids['programme'][0]} -> {j0}): the old item is a programme and the new one a " \
-           "journey" in job.message
+    assert (
+        f"row 4 ({platform.uuids['programme'][0]} -> {j0}): the old item is a programme and the new one a "
+        "journey" in job.message
+    )
     assert stored(target.engine) == before
     assert [row[0] for row in sheet(target, job, "Refused")[1:]] == [3, 4]
     assert (target.root / "failed/transfers/pairs.xlsx").exists()
     assert job.counts["rejected_by_reason"] == {"different types": 1, "invalid uuid": 1}
 
 
-@pytest.mark.parametrize("data, message", [
-    (workbook_bytes(["Course", "Replacement"], [["a", "b"]]),
-     "the columns 'Old content uuid' and 'New content uuid' are missing; found 'Course', 'Replacement'"),
-    (workbook_bytes(PAIRS, []), "has the headers but no pairs"),
-    (b"just some text", "not a workbook (.xlsx, .xlsm, .xlsb, .xls, .ods) or a CSV file"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (
+            workbook_bytes(["Course", "Replacement"], [["a", "b"]]),
+            "the columns 'Old content uuid' and 'New content uuid' are missing; found 'Course', 'Replacement'",
+        ),
+        (workbook_bytes(PAIRS, []), "has the headers but no pairs"),
+        (b"just some text", "not a workbook (.xlsx, .xlsm, .xlsb, .xls, .ods) or a CSV file"),
+    ],
+)
 def test_a_workbook_without_the_columns_is_refused_whole(target, data, message):
     rel = drop(target.root, "inbox/transfers/bad.xlsx", data)
     job = run(target, path=rel)
@@ -294,19 +354,28 @@ def test_a_workbook_without_the_columns_is_refused_whole(target, data, message):
     assert stored(target.engine) == {}
 
 
-@pytest.mark.parametrize("conf, message", [
-    ({}, "nothing to transfer: give old_uuid and new_uuid"),
-    ({"old_uuid": "0b2e4c5e-1111-4222-8333-944455556666"}, "new_uuid is missing"),
-    ({"path": "inbox/transfers/x.xlsx", "old_uuid": "a", "new_uuid": "b"}, "not both"),
-    ({"path": "../other/inbox/transfers/x.xlsx"}, "leaves the customer's storage root"),
-    ({"path": "inbox/transfers/missing.xlsx"}, "does not exist"),
-    ({"path": "inbox/transfers/x.xlsx", "completion_date": "today"}, "completion_date 'today'"),
-    ({"path": "inbox/transfers/x.xlsx", "on_existing": "sometimes"}, "on_existing 'sometimes'"),
-])
+@pytest.mark.parametrize(
+    "conf, message",
+    [
+        ({}, "nothing to transfer: give old_uuid and new_uuid"),
+        ({"old_uuid": "0b2e4c5e-1111-4222-8333-944455556666"}, "new_uuid is missing"),
+        ({"path": "inbox/transfers/x.xlsx", "old_uuid": "a", "new_uuid": "b"}, "not both"),
+        ({"path": "../other/inbox/transfers/x.xlsx"}, "leaves the customer's storage root"),
+        ({"path": "inbox/transfers/missing.xlsx"}, "does not exist"),
+        ({"path": "inbox/transfers/x.xlsx", "completion_date": "today"}, "completion_date 'today'"),
+        ({"path": "inbox/transfers/x.xlsx", "on_existing": "sometimes"}, "on_existing 'sometimes'"),
+    ],
+)
 def test_a_bad_conf_is_refused_before_any_work(target, conf, message):
     drop(target.root, "inbox/transfers/x.xlsx", b"x")
-    kwargs = {"dry_run": True, "completion_date": "original", "on_existing": None, "airflow_run_id": None,
-              "started": NOW, **conf}
+    kwargs = {
+        "dry_run": True,
+        "completion_date": "original",
+        "on_existing": None,
+        "airflow_run_id": None,
+        "started": NOW,
+        **conf,
+    }
     with pytest.raises(ConfError, match=message):
         plan(target, **kwargs)
     with target.engine.connect() as conn:

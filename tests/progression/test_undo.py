@@ -24,21 +24,44 @@ from progression.write import write_completions
 
 
 def undo(target, run_id: str, *, dry_run=False, force=False):
-    return run_undo(target, plan(target, run_id=run_id, dry_run=dry_run, force=force, airflow_run_id="manual__test",
-                                 started=NOW))
+    return run_undo(
+        target, plan(target, run_id=run_id, dry_run=dry_run, force=force, airflow_run_id="manual__test", started=NOW)
+    )
 
 
 def import_file(target, rows, kind="activities", on_existing="keep"):
     rel = drop(target.root, f"inbox/{kind}/file.xlsx", workbook_bytes(["User email", "Content uuid", "Date"], rows))
-    job = run_file(target, plan_import(target, path=rel, content_type=None, dry_run=False, on_existing=on_existing,
-                                       force=True, airflow_run_id="manual__test", started=NOW)[0])
+    job = run_file(
+        target,
+        plan_import(
+            target,
+            path=rel,
+            content_type=None,
+            dry_run=False,
+            on_existing=on_existing,
+            force=True,
+            airflow_run_id="manual__test",
+            started=NOW,
+        )[0],
+    )
     assert job.status == "ok", job.message
     return job
 
 
 def merge(target, from_email, to_email, mode="copy"):
-    return run_merge(target, plan_merge(target, from_email=from_email, to_email=to_email, path=None, mode=mode,
-                                        dry_run=False, airflow_run_id="manual__test", started=NOW))
+    return run_merge(
+        target,
+        plan_merge(
+            target,
+            from_email=from_email,
+            to_email=to_email,
+            path=None,
+            mode=mode,
+            dry_run=False,
+            airflow_run_id="manual__test",
+            started=NOW,
+        ),
+    )
 
 
 def ids_of(engine, emails: list[str], uuids: list[str]) -> tuple[list[int], list[int]]:
@@ -73,21 +96,36 @@ def test_undo_of_an_import_restores_everything_it_wrote_including_the_hierarchy(
     e, journey = platform.emails, platform.uuids["journey"][0]
     import_file(target, [[e[0], platform.uuids["activity"][0], "2024-09-01"]])  # inside the journey, later
     before = stored(target.engine)
-    job = import_file(target, [[e[0], journey, "2024-04-10"], [e[1], journey, "2024-04-10"]], "journeys",
-                      on_existing="earliest")
+    job = import_file(
+        target, [[e[0], journey, "2024-04-10"], [e[1], journey, "2024-04-10"]], "journeys", on_existing="earliest"
+    )
     assert len(stored(target.engine)) > len(before) + 2
     done = undo(target, job.run_id)
     assert stored(target.engine) == before
     changed = job.counts["imported"] + job.counts["updated"] + job.counts["derived_written"]
-    assert done.counts == {"changes": changed, "restored": changed, "removed": changed - 1, "put_back": 1,
-                                "reinserted": 0, "conflicts": 0, "left_alone": 0}
+    assert done.counts == {
+        "changes": changed,
+        "restored": changed,
+        "removed": changed - 1,
+        "put_back": 1,
+        "reinserted": 0,
+        "conflicts": 0,
+        "left_alone": 0,
+    }
     assert run_of(target.engine, job.run_id)["undone_by"] == done.run_id
     recorded = run_of(target.engine, done.run_id)
-    assert (recorded["dag_id"], recorded["subject"], recorded["status"]) == ("progression_undo", job.run_id,
-                                                                            "succeeded")
+    assert (recorded["dag_id"], recorded["subject"], recorded["status"]) == (
+        "progression_undo",
+        job.run_id,
+        "succeeded",
+    )
     # The ledger says what the undo did in its own columns: none of it counts as written by the undo.
-    assert (recorded["rows_read"], recorded["restored"], recorded["removed"], recorded["conflicts"]) == \
-        (changed, changed, changed - 1, 0)
+    assert (recorded["rows_read"], recorded["restored"], recorded["removed"], recorded["conflicts"]) == (
+        changed,
+        changed,
+        changed - 1,
+        0,
+    )
     assert (recorded["imported"], recorded["updated"], recorded["kept"], recorded["derived_written"]) == (0, 0, 0, 0)
     restored = list(openpyxl.load_workbook(target.root / done.report, read_only=True)["Restored"].values)
     assert len(restored) == 1 + changed
@@ -100,9 +138,19 @@ def test_undo_of_a_transfer(target, platform):
     # Users 5 and 7 are in the group given programme 0, which holds both journeys: they have access to the new one.
     import_file(target, [[e[5], journeys[0], "2024-05-01"], [e[7], journeys[0], "2024-05-01"]], "journeys")
     before = stored(target.engine)
-    job = run_transfer(target, plan_transfer(
-        target, old_uuid=journeys[0], new_uuid=journeys[1], dry_run=False, completion_date="original",
-        on_existing=None, airflow_run_id="manual__test", started=NOW))
+    job = run_transfer(
+        target,
+        plan_transfer(
+            target,
+            old_uuid=journeys[0],
+            new_uuid=journeys[1],
+            dry_run=False,
+            completion_date="original",
+            on_existing=None,
+            airflow_run_id="manual__test",
+            started=NOW,
+        ),
+    )
     written = {key: value for key, value in stored(target.engine).items() if value[1] == "transfer"}
     assert {email for email, _ in written} == {e[5], e[7]} and len(written) > 2  # the journey and its activities
     done = undo(target, job.run_id)
@@ -145,11 +193,14 @@ def test_a_run_from_a_ledger_that_journaled_its_inserts_is_undone_once_per_compl
     job = import_file(target, [[e[0], journey, "2024-04-10"]], "journeys")
     written = stored(target.engine)
     with target.engine.begin() as conn:
-        conn.execute(sa.text("""
+        conn.execute(
+            sa.text("""
             INSERT INTO progression_journal (run_id, user_id, content_id, action, new_completed_at, new_source,
                                              new_run_id)
             SELECT run_id, user_id, content_id, 'insert', completed_at, source, run_id FROM completions
-            WHERE run_id = :run_id"""), {"run_id": job.run_id})
+            WHERE run_id = :run_id"""),
+            {"run_id": job.run_id},
+        )
     done = undo(target, job.run_id)
     assert stored(target.engine) == {}
     assert (done.counts["changes"], done.counts["removed"], done.counts["conflicts"]) == (len(written),) * 2 + (0,)
@@ -191,10 +242,24 @@ def test_a_dry_run_undo_reports_and_writes_nothing(target, platform):
 
 
 def test_a_run_that_cannot_be_undone_is_refused(target, platform):
-    rel = drop(target.root, "inbox/activities/dry.xlsx", workbook_bytes(
-        ["User email", "Content uuid"], [[platform.emails[0], platform.uuids["activity"][0]]]))
-    dry = run_file(target, plan_import(target, path=rel, content_type=None, dry_run=True, on_existing=None,
-                                       force=False, airflow_run_id=None, started=NOW)[0])
+    rel = drop(
+        target.root,
+        "inbox/activities/dry.xlsx",
+        workbook_bytes(["User email", "Content uuid"], [[platform.emails[0], platform.uuids["activity"][0]]]),
+    )
+    dry = run_file(
+        target,
+        plan_import(
+            target,
+            path=rel,
+            content_type=None,
+            dry_run=True,
+            on_existing=None,
+            force=False,
+            airflow_run_id=None,
+            started=NOW,
+        )[0],
+    )
     with pytest.raises(ConfError, match="was a dry run"):
         plan(target, run_id=dry.run_id, dry_run=False, force=False, airflow_run_id=None, started=NOW)
     with target.engine.begin() as conn:
@@ -212,11 +277,15 @@ def test_a_run_that_cannot_be_undone_is_refused(target, platform):
 USERS, ITEMS, DAYS = 4, 5, 4
 row = st.tuples(st.integers(0, USERS - 1), st.integers(0, ITEMS - 1), st.integers(0, DAYS - 1))
 step = st.one_of(
-    st.tuples(st.just("import"), st.lists(row, min_size=1, max_size=4),
-              st.sampled_from(["keep", "earliest", "latest", "overwrite"])),
+    st.tuples(
+        st.just("import"),
+        st.lists(row, min_size=1, max_size=4),
+        st.sampled_from(["keep", "earliest", "latest", "overwrite"]),
+    ),
     st.tuples(st.just("transfer"), st.integers(0, ITEMS - 1), st.integers(0, ITEMS - 1)),
-    st.tuples(st.just("merge"), st.integers(0, USERS - 1), st.integers(1, USERS - 1),
-              st.sampled_from(["copy", "move"])),
+    st.tuples(
+        st.just("merge"), st.integers(0, USERS - 1), st.integers(1, USERS - 1), st.sampled_from(["copy", "move"])
+    ),
 )
 
 
@@ -234,9 +303,19 @@ def test_undoing_every_run_in_reverse_order_restores_the_completions_it_started_
         edges = load_edges(conn, platform.platform_id)
         firsts = {(u, i): d for u, i, d in sorted(start, key=lambda r: r[2], reverse=True)}
         if firsts:
-            conn.execute(sa.insert(completions), [
-                {"user_id": user_ids[u], "content_id": item_ids[i], "completed_at": day(d).to_pydatetime(),
-                 "source": "platform", "run_id": None} for (u, i), d in firsts.items()])
+            conn.execute(
+                sa.insert(completions),
+                [
+                    {
+                        "user_id": user_ids[u],
+                        "content_id": item_ids[i],
+                        "completed_at": day(d).to_pydatetime(),
+                        "source": "platform",
+                        "run_id": None,
+                    }
+                    for (u, i), d in firsts.items()
+                ],
+            )
     before = stored(engine)
 
     def expanded(frame: pd.DataFrame) -> pd.DataFrame:
@@ -247,17 +326,29 @@ def test_undoing_every_run_in_reverse_order_restores_the_completions_it_started_
     for kind, *args in steps:
         if kind == "import":
             rows, policy = args
-            frame = pd.DataFrame({"user_id": [user_ids[u] for u, _, _ in rows],
-                                  "content_id": [item_ids[i] for _, i, _ in rows],
-                                  "completed_at": [day(d) for _, _, d in rows]})
+            frame = pd.DataFrame(
+                {
+                    "user_id": [user_ids[u] for u, _, _ in rows],
+                    "content_id": [item_ids[i] for _, i, _ in rows],
+                    "completed_at": [day(d) for _, _, d in rows],
+                }
+            )
             run_ids.append(written_run(engine, expanded(frame), "import", policy))
         elif kind == "transfer":
             old, new = args
             with engine.connect() as conn:
-                held = conn.execute(sa.select(completions.c.user_id, completions.c.completed_at).where(
-                    completions.c.content_id == item_ids[old])).all()
-            frame = pd.DataFrame({"user_id": [u for u, _ in held], "content_id": item_ids[new],
-                                  "completed_at": pd.to_datetime([at for _, at in held], utc=True)})
+                held = conn.execute(
+                    sa.select(completions.c.user_id, completions.c.completed_at).where(
+                        completions.c.content_id == item_ids[old]
+                    )
+                ).all()
+            frame = pd.DataFrame(
+                {
+                    "user_id": [u for u, _ in held],
+                    "content_id": item_ids[new],
+                    "completed_at": pd.to_datetime([at for _, at in held], utc=True),
+                }
+            )
             run_ids.append(written_run(engine, expanded(frame) if len(frame) else frame, "transfer"))
         else:
             source, offset, mode = args

@@ -37,10 +37,12 @@ def reasons(rejected: pd.DataFrame) -> dict[int, tuple[str, str]]:
 
 
 def test_valid_rows_come_out_normalised_with_utc_dates():
-    valid, rejected = check(rows(
-        ("  Ann.Smith@Example.COM ", f" {U1.upper()} ", "2024-03-31"),
-        ("bob@example.com", U2, None),
-    ))
+    valid, rejected = check(
+        rows(
+            ("  Ann.Smith@Example.COM ", f" {U1.upper()} ", "2024-03-31"),
+            ("bob@example.com", U2, None),
+        )
+    )
     assert rejected.empty
     assert list(valid.columns) == VALID_COLUMNS
     assert valid[ROW].tolist() == [2, 3]
@@ -50,16 +52,24 @@ def test_valid_rows_come_out_normalised_with_utc_dates():
     assert str(valid["completed_at"].dtype) == "datetime64[us, UTC]"
 
 
-@pytest.mark.parametrize("email, uuid, code, reason", [
-    (None, U1, "missing e-mail", "missing e-mail in column 'User email'"),
-    ("", U1, "missing e-mail", "missing e-mail in column 'User email'"),
-    ("ann.example.com", U1, "invalid e-mail", "invalid e-mail in column 'User email': 'ann.example.com'"),
-    ("ann@example", U1, "invalid e-mail", "invalid e-mail in column 'User email': 'ann@example'"),
-    ("ann smith@example.com", U1, "invalid e-mail", "invalid e-mail in column 'User email': 'ann smith@example.com'"),
-    ("ann@@example.com", U1, "invalid e-mail", "invalid e-mail in column 'User email': 'ann@@example.com'"),
-    ("ann@example.com", None, "missing content uuid", "missing content uuid in column 'Content uuid'"),
-    ("ann@example.com", "", "missing content uuid", "missing content uuid in column 'Content uuid'"),
-])
+@pytest.mark.parametrize(
+    "email, uuid, code, reason",
+    [
+        (None, U1, "missing e-mail", "missing e-mail in column 'User email'"),
+        ("", U1, "missing e-mail", "missing e-mail in column 'User email'"),
+        ("ann.example.com", U1, "invalid e-mail", "invalid e-mail in column 'User email': 'ann.example.com'"),
+        ("ann@example", U1, "invalid e-mail", "invalid e-mail in column 'User email': 'ann@example'"),
+        (
+            "ann smith@example.com",
+            U1,
+            "invalid e-mail",
+            "invalid e-mail in column 'User email': 'ann smith@example.com'",
+        ),
+        ("ann@@example.com", U1, "invalid e-mail", "invalid e-mail in column 'User email': 'ann@@example.com'"),
+        ("ann@example.com", None, "missing content uuid", "missing content uuid in column 'Content uuid'"),
+        ("ann@example.com", "", "missing content uuid", "missing content uuid in column 'Content uuid'"),
+    ],
+)
 def test_column_rules_reject_the_row_with_a_reason(email, uuid, code, reason):
     valid, rejected = check(rows(("ok@example.com", U2, None), (email, uuid, None)))
     assert valid[ROW].tolist() == [2]
@@ -81,8 +91,9 @@ def test_a_whitespace_only_email_counts_as_missing():
 
 def test_reasons_name_the_header_used_in_the_file():
     headers = {EMAIL: "E-mail", UUID: "Content ID", DATE: "Completed on"}
-    _valid, rejected = check(rows(("nope", U1, None), ("ann@example.com", None, None),
-                                  ("ann@example.com", U1, "tomorrow")), headers)
+    _valid, rejected = check(
+        rows(("nope", U1, None), ("ann@example.com", None, None), ("ann@example.com", U1, "tomorrow")), headers
+    )
     assert reasons(rejected) == {
         2: ("invalid e-mail", "invalid e-mail in column 'E-mail': 'nope'"),
         3: ("missing content uuid", "missing content uuid in column 'Content ID'"),
@@ -90,16 +101,19 @@ def test_reasons_name_the_header_used_in_the_file():
     }
 
 
-@pytest.mark.parametrize("email, uuid, completed, code", [
-    (None, None, "soon", "missing e-mail"),
-    (None, "not-a-uuid", None, "missing e-mail"),
-    ("not-an-email", None, None, "invalid e-mail"),
-    ("not-an-email", "not-a-uuid", "2099-01-01", "invalid e-mail"),
-    ("ann@example.com", None, "soon", "missing content uuid"),
-    ("ann@example.com", "not-a-uuid", "2099-01-01", "date in the future"),
-    ("ann@example.com", U1, "2099-01-01", "date in the future"),
-    ("ann@example.com", U1, "soon", "unreadable date"),
-])
+@pytest.mark.parametrize(
+    "email, uuid, completed, code",
+    [
+        (None, None, "soon", "missing e-mail"),
+        (None, "not-a-uuid", None, "missing e-mail"),
+        ("not-an-email", None, None, "invalid e-mail"),
+        ("not-an-email", "not-a-uuid", "2099-01-01", "invalid e-mail"),
+        ("ann@example.com", None, "soon", "missing content uuid"),
+        ("ann@example.com", "not-a-uuid", "2099-01-01", "date in the future"),
+        ("ann@example.com", U1, "2099-01-01", "date in the future"),
+        ("ann@example.com", U1, "soon", "unreadable date"),
+    ],
+)
 def test_the_first_failing_rule_wins_and_a_row_is_rejected_once(email, uuid, completed, code):
     valid, rejected = check(rows((email, uuid, completed)))
     assert valid.empty
@@ -126,8 +140,13 @@ def test_date_order_of_the_customer_decides_validity():
 
 def test_every_row_ends_up_valid_or_rejected_exactly_once_in_file_order():
     frame = rows(
-        ("a@example.com", U1, None), (None, U1, None), ("c@example.com", "bad", None), ("d@example.com", U2, None),
-        ("bad", None, "x"), ("f@example.com", U1, "2099-01-01"), ("G@Example.com", U2, "2024-01-01"),
+        ("a@example.com", U1, None),
+        (None, U1, None),
+        ("c@example.com", "bad", None),
+        ("d@example.com", U2, None),
+        ("bad", None, "x"),
+        ("f@example.com", U1, "2099-01-01"),
+        ("G@Example.com", U2, "2024-01-01"),
     )
     valid, rejected = check(frame)
     assert valid[ROW].tolist() == [2, 4, 5, 8]
@@ -145,12 +164,12 @@ def test_rows_from_a_workbook_are_rejected_with_their_excel_row_numbers():
     workbook = openpyxl.Workbook()
     sheet = workbook.active
     for record in [
-        ["Completions export"],                                          # 1
-        ["Name", "E-mail", "Content ID", "Completed on"],                # 2
+        ["Completions export"],  # 1
+        ["Name", "E-mail", "Content ID", "Completed on"],  # 2
         ["Ann", "Ann@Example.com ", U1.upper(), datetime(2024, 3, 31, 9, 0)],  # 3
-        ["Bob", "bob(at)example.com", U1, "2024-03-31"],                 # 4
-        [None, None, None, None],                                        # 5
-        ["Cy", "cy@example.com", U2, "2099-01-01"],                      # 6
+        ["Bob", "bob(at)example.com", U1, "2024-03-31"],  # 4
+        [None, None, None, None],  # 5
+        ["Cy", "cy@example.com", U2, "2099-01-01"],  # 6
     ]:
         sheet.append(record)
     buffer = io.BytesIO()

@@ -19,31 +19,45 @@ def ids(engine, count: int) -> tuple[list[int], list[int]]:
 
 
 def frame(pairs, at="2024-03-31", direct=True) -> pd.DataFrame:
-    return pd.DataFrame({"user_id": [u for u, _ in pairs], "content_id": [c for _, c in pairs],
-                         "completed_at": pd.Timestamp(at, tz="UTC"), "direct": direct})
+    return pd.DataFrame(
+        {
+            "user_id": [u for u, _ in pairs],
+            "content_id": [c for _, c in pairs],
+            "completed_at": pd.Timestamp(at, tz="UTC"),
+            "direct": direct,
+        }
+    )
 
 
 def write(engine, rows, run_id, **kwargs):
     with engine.begin() as conn:
-        return write_completions(conn, rows, run_id=run_id, source="import", on_existing=kwargs.pop("on", "keep"),
-                                 **kwargs)
+        return write_completions(
+            conn, rows, run_id=run_id, source="import", on_existing=kwargs.pop("on", "keep"), **kwargs
+        )
 
 
 def test_outcomes_are_counted_for_named_and_derived_items(engine, platform):
     user_ids, content_ids = ids(engine, 4)
     write(engine, frame([(user_ids[0], content_ids[0])], "2024-06-01"), "first")
-    rows = pd.concat([frame([(user_ids[0], content_ids[0]), (user_ids[1], content_ids[0])], "2024-01-01"),
-                      frame([(user_ids[1], content_ids[1])], "2024-01-01", direct=False)])
+    rows = pd.concat(
+        [
+            frame([(user_ids[0], content_ids[0]), (user_ids[1], content_ids[0])], "2024-01-01"),
+            frame([(user_ids[1], content_ids[1])], "2024-01-01", direct=False),
+        ]
+    )
     result = write(engine, rows, "second", on="earliest")
     assert result.direct_counts == {"updated": 1, "imported": 1}
     assert result.derived_counts == {"imported": 1}
     assert result.exceptions[["user_id", "content_id", "outcome"]].values.tolist() == [
-        [user_ids[0], content_ids[0], "updated"]]
+        [user_ids[0], content_ids[0], "updated"]
+    ]
 
 
-TOUCHED = ("SELECT pg_stat_get_xact_tuples_inserted('completions'::regclass) + "
-           "pg_stat_get_xact_tuples_updated('completions'::regclass) + "
-           "pg_stat_get_xact_tuples_deleted('completions'::regclass)")
+TOUCHED = (
+    "SELECT pg_stat_get_xact_tuples_inserted('completions'::regclass) + "
+    "pg_stat_get_xact_tuples_updated('completions'::regclass) + "
+    "pg_stat_get_xact_tuples_deleted('completions'::regclass)"
+)
 
 
 def physical(engine) -> list:
@@ -103,18 +117,24 @@ def test_a_write_that_keeps_colliding_with_another_writer_fails_whole(engine, pl
     user_ids, content_ids = ids(engine, 3)
     first, second = (user_ids[0], content_ids[0]), (user_ids[0], content_ids[1])
     # A trigger plays the other writer: inserting `first` makes `second` appear after it was decided "new".
-    insert_second = (f"INSERT INTO completions (user_id, content_id, completed_at, source, run_id) "
-                     f"VALUES ({second[0]}, {second[1]}, '2020-01-01 00:00:00.000000', 'platform', NULL)")
+    insert_second = (
+        f"INSERT INTO completions (user_id, content_id, completed_at, source, run_id) "
+        f"VALUES ({second[0]}, {second[1]}, '2020-01-01 00:00:00.000000', 'platform', NULL)"
+    )
     with engine.begin() as conn:
         if engine.dialect.name == "sqlite":
-            conn.exec_driver_sql(f"CREATE TRIGGER other_writer AFTER INSERT ON completions WHEN NEW.content_id = "
-                                 f"{first[1]} BEGIN {insert_second}; END")
+            conn.exec_driver_sql(
+                f"CREATE TRIGGER other_writer AFTER INSERT ON completions WHEN NEW.content_id = "
+                f"{first[1]} BEGIN {insert_second}; END"
+            )
         else:
             conn.exec_driver_sql(
                 "CREATE FUNCTION other_writer() RETURNS trigger AS $$ BEGIN "
-                f"IF NEW.content_id = {first[1]} THEN {insert_second}; END IF; RETURN NEW; END $$ LANGUAGE plpgsql")
-            conn.exec_driver_sql("CREATE TRIGGER other_writer AFTER INSERT ON completions FOR EACH ROW "
-                                 "EXECUTE FUNCTION other_writer()")
+                f"IF NEW.content_id = {first[1]} THEN {insert_second}; END IF; RETURN NEW; END $$ LANGUAGE plpgsql"
+            )
+            conn.exec_driver_sql(
+                "CREATE TRIGGER other_writer AFTER INSERT ON completions FOR EACH ROW EXECUTE FUNCTION other_writer()"
+            )
     with pytest.raises(ConcurrentChange, match="nothing was written"):
         write(engine, frame([first, second], "2024-03-31"), "run", on="earliest")
     with engine.connect() as conn:
