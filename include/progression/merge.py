@@ -184,19 +184,9 @@ def _resolve(pairs: pd.DataFrame, known: pd.DataFrame, platform: str) -> list[Me
 def apply(target: Target, job: MergeJob) -> MergeJob:
     """Give every completion of each source account to its target, earliest date per item; with `move`, delete the
     source's completions. All pairs in one transaction, recorded in the ledger as one run."""
-    job.run_id = ledger.new_run_id("merge", job.customer, job.now)
-    job.staging = f"{storage.STAGING}/{job.run_id}"
-    with target.engine.begin() as conn:
-        ledger.start_run(
-            conn,
-            run_id=job.run_id,
-            customer=job.customer,
-            dag_id=DAG_ID,
-            subject=job.subject,
-            airflow_run_id=job.airflow_run_id,
-            dry_run=job.dry_run,
-            staging=job.staging,
-        )
+    job.run_id, job.staging = runs.open_run(
+        target, "merge", DAG_ID, job.subject, airflow_run_id=job.airflow_run_id, dry_run=job.dry_run, at=job.now
+    )
     pairs = pd.DataFrame([asdict(pair) for pair in job.pairs]).rename_axis("pair").reset_index()
     with runs.writing(target) as conn:
         pid = platform_id(conn, target.customer.platform)

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, BinaryIO, Protocol, TypeVar
 
 import sqlalchemy as sa
@@ -47,6 +48,27 @@ class Target:
 
 class ConfError(ValueError):
     """A run conf that is refused before any work."""
+
+
+def open_run(
+    target: Target, kind: str, dag_id: str, subject: str, *, airflow_run_id: str | None, dry_run: bool, at: datetime
+) -> tuple[str, str]:
+    """A new run of the customer in the ledger, `running`, with the staging folder it may keep data in: (run id,
+    staging). For runs of one job (a merge, an undo); an import opens a run per file as it fetches it."""
+    run_id = ledger.new_run_id(kind, target.customer.slug, at)
+    staging = f"{storage.STAGING}/{run_id}"
+    with target.engine.begin() as conn:
+        ledger.start_run(
+            conn,
+            run_id=run_id,
+            customer=target.customer.slug,
+            dag_id=dag_id,
+            subject=subject,
+            airflow_run_id=airflow_run_id,
+            dry_run=dry_run,
+            staging=staging,
+        )
+    return run_id, staging
 
 
 def customer_file(target: Target, path: str) -> str:

@@ -80,19 +80,9 @@ def plan(
 
 def apply(target: Target, job: UndoJob) -> UndoJob:
     """Restore from the journal in one transaction, and mark the run undone (a dry run only reports)."""
-    job.run_id = ledger.new_run_id("undo", job.customer, job.now)
-    job.staging = f"{storage.STAGING}/{job.run_id}"
-    with target.engine.begin() as conn:
-        ledger.start_run(
-            conn,
-            run_id=job.run_id,
-            customer=job.customer,
-            dag_id=DAG_ID,
-            subject=job.undone_run_id,
-            airflow_run_id=job.airflow_run_id,
-            dry_run=job.dry_run,
-            staging=job.staging,
-        )
+    job.run_id, job.staging = runs.open_run(
+        target, "undo", DAG_ID, job.undone_run_id, airflow_run_id=job.airflow_run_id, dry_run=job.dry_run, at=job.now
+    )
     with runs.writing(target) as conn:
         undone = ledger.lock_run(conn, job.undone_run_id)
         if undone["undone_by"]:
