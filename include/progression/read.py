@@ -122,6 +122,11 @@ class InputError(ValueError):
     """The file as a whole cannot be imported; the message says what and where."""
 
 
+class ReaderStopped(RuntimeError):
+    """The reader's process was stopped from outside (the task being stopped, the machine out of memory): not the
+    file's fault, so the file waits for the next try instead of going to failed/."""
+
+
 @dataclass
 class InputTable:
     """Every data row of the file as text, in the file's own layout, plus where the known columns are."""
@@ -253,7 +258,7 @@ def read_sheets(data: bytes, pick: SheetPicker, meanwhile: Callable[[], object] 
         if code == _REFUSED:
             raise InputError(told)
         # Stopped from outside (the task is being stopped, the machine is out of memory) or a fault of this code.
-        raise RuntimeError(f"the workbook reader's process ended with status {status:#x}: {told or 'no message'}")
+        raise ReaderStopped(f"the workbook reader's process ended with status {status:#x}: {told or 'no message'}")
 
 
 _REFUSED = 3

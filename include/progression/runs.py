@@ -22,6 +22,7 @@ from sqlalchemy.engine import Connection, Engine
 from progression import ledger, storage
 from progression.customers import Customer
 from progression.ledger import Status
+from progression.read import ReaderStopped
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ STRIKES = 3  # the same bytes failing this many times in a row are not tried aga
 IMPORT_DAG = "progression_import"
 
 # Errors that say nothing about the file: the stage may succeed when tried again, so the file is not failed.
-TRANSIENT = (sa.exc.OperationalError, sa.exc.InterfaceError, ConnectionError, TimeoutError)
+TRANSIENT = (sa.exc.OperationalError, sa.exc.InterfaceError, ConnectionError, TimeoutError, ReaderStopped)
 
 AirflowRunIsLive = Callable[[str, str], bool]  # (dag_id, airflow run id) -> still queued or running
 

@@ -18,9 +18,10 @@ import pytest
 import sqlalchemy as sa
 
 from support import NOW, drop, refuse_inserts_of, stored
-from progression import ledger, pipeline, runs
+from progression import ledger, pipeline, read, runs
 from demo_platform import workbook_bytes
 from progression.pipeline import FileJob, plan, run_file
+from progression.read import ReaderStopped
 from progression.runs import ConfError, recover
 from progression.transfer import plan as plan_transfer, run_transfer
 from progression.undo import plan as plan_undo, run_undo
@@ -537,3 +538,19 @@ def test_a_lost_database_connection_leaves_the_file_for_the_next_run(db_kind, ta
     assert (target.root / rel).exists()
     assert run_file(target, plan_one(target, rel)).status == "ok"
     assert len(stored(target.engine)) == 4
+
+
+def test_a_reader_stopped_from_outside_leaves_the_file_for_the_next_run(target, platform, monkeypatch):
+    rel = drop(target.root, "inbox/activities/q3.xlsx", activities(platform))
+    job = plan_one(target, rel)
+    # The reader's process killed as it starts, as the kernel's OOM killer or a stopped task would.
+    monkeypatch.setattr(read, "open_workbook", lambda path: os.kill(os.getpid(), signal.SIGKILL))
+    with pytest.raises(ReaderStopped, match="the workbook reader's process ended"):
+        pipeline.run_stage(target, job, "fetch")
+    row = ledger_rows(target.engine)[0]
+    assert row["status"] == "running" and "the fetch stage was interrupted" in row["message"]
+    assert not (target.root / "failed").exists()
+    monkeypatch.undo()
+    recover(target, airflow_run_is_live=dead)
+    assert (target.root / rel).exists()
+    assert run_file(target, plan_one(target, rel)).status == "ok"
