@@ -15,6 +15,7 @@ from progression_airflow import (
     announce_completions,
     labelled,
     refused_conf,
+    run_started,
     target_for,
     target_of,
     tell_customer,
@@ -81,7 +82,7 @@ def progression_import():
         customers = [registry.get(params["customer"])] if params.get("customer") else registry.active()
         if params.get("path") and not params.get("customer"):
             raise ConfError("path needs a customer: a path is relative to one customer's storage root")
-        started = dag_run.start_date if dag_run and dag_run.start_date else pendulum.now("UTC")
+        started = run_started(dag_run)
         jobs = []
         for customer in customers:
             target = target_for(customer)

@@ -9,7 +9,7 @@ import pendulum
 from airflow.sdk import Param, dag, task
 
 from progression.customers import load_registry
-from progression_airflow import refused_conf, stage_task, summary_task, target_of
+from progression_airflow import refused_conf, run_stage, run_started, summary_task, target_of
 
 REGISTRY = load_registry()
 
@@ -55,7 +55,6 @@ def progression_merge_users():
         """Refuse a bad conf before any work: every pair's e-mails are checked on the customer's platform."""
         from progression.merge import plan
 
-        started = dag_run.start_date if dag_run and dag_run.start_date else pendulum.now("UTC")
         job = plan(
             target_of(params["customer"]),
             from_email=params.get("from_email"),
@@ -64,7 +63,7 @@ def progression_merge_users():
             mode=params["mode"],
             dry_run=bool(params["dry_run"]),
             airflow_run_id=run_id,
-            started=started,
+            started=run_started(dag_run),
         )
         print(
             f"{len(job.pairs)} pair(s) to merge ({job.mode}): "
@@ -72,13 +71,24 @@ def progression_merge_users():
         )
         return job.as_dict()
 
-    def stage(name: str):
-        return stage_task("merge", "MergeJob", name)
+    @task
+    def apply(job: dict) -> dict:
+        """Give each pair's completions to its target account (with move, delete the source's), in one transaction."""
+        from progression import merge as stages
+
+        return run_stage(stages.apply, stages.MergeJob, job)
+
+    @task
+    def report(job: dict) -> dict:
+        """Write the merge's report workbook."""
+        from progression import merge as stages
+
+        return run_stage(stages.report, stages.MergeJob, job)
 
     summarise = summary_task("progression_merge_users", ("copied", "replaced", "removed"))
 
     # A teardown: it runs whatever happened before it, and the run's state stays the work's.
-    stage("report")(stage("apply")(plan())) >> summarise().as_teardown()
+    report(apply(plan())) >> summarise().as_teardown()
 
 
 progression_merge_users()

@@ -9,7 +9,7 @@ import pendulum
 from airflow.sdk import Param, dag, task
 
 from progression.customers import ON_EXISTING, load_registry
-from progression_airflow import refused_conf, stage_task, summary_task, target_of
+from progression_airflow import refused_conf, run_stage, run_started, summary_task, target_of
 
 REGISTRY = load_registry()
 # The trigger form's check; the plan checks every uuid again, as it checks those of a workbook.
@@ -71,7 +71,6 @@ def progression_transfer():
         """Refuse a bad conf before any work; check every pair on the customer's platform."""
         from progression.transfer import plan
 
-        started = dag_run.start_date if dag_run and dag_run.start_date else pendulum.now("UTC")
         job = plan(
             target_of(params["customer"]),
             old_uuid=params.get("old_uuid"),
@@ -81,13 +80,24 @@ def progression_transfer():
             completion_date=params["completion_date"],
             on_existing=params.get("on_existing"),
             airflow_run_id=run_id,
-            started=started,
+            started=run_started(dag_run),
         )
         print(job.message or f"{len(job.pairs)} pair(s) to transfer: " + ", ".join(p.label for p in job.pairs))
         return job.as_dict()
 
-    def stage(name: str):
-        return stage_task("transfer", "TransferJob", name)
+    @task
+    def transfer(job: dict) -> dict:
+        """Every pair's completions in one transaction, all or none; a dry run decides and writes nothing."""
+        from progression import transfer as stages
+
+        return run_stage(stages.transfer, stages.TransferJob, job)
+
+    @task
+    def report(job: dict) -> dict:
+        """Write the transfer's report workbook (Summary, Pairs, Skipped users)."""
+        from progression import transfer as stages
+
+        return run_stage(stages.report, stages.TransferJob, job)
 
     @task
     def archive(job: dict) -> dict:
@@ -103,7 +113,7 @@ def progression_transfer():
     # fails the run, and still ends with its summary.
     summarise = summary_task("progression_transfer", ("written_directly", "written_through_contents"))
 
-    archive(stage("report")(stage("transfer")(plan()))) >> summarise().as_teardown()
+    archive(report(transfer(plan()))) >> summarise().as_teardown()
 
 
 progression_transfer()

@@ -9,7 +9,7 @@ import pendulum
 from airflow.sdk import Param, dag, task
 
 from progression.customers import load_registry
-from progression_airflow import refused_conf, stage_task, summary_task, target_of
+from progression_airflow import refused_conf, run_stage, run_started, summary_task, target_of
 
 REGISTRY = load_registry()
 
@@ -48,25 +48,35 @@ def progression_undo():
         """Refuse a run that is not in the customer's ledger, or was a dry run, before any work."""
         from progression.undo import plan
 
-        started = dag_run.start_date if dag_run and dag_run.start_date else pendulum.now("UTC")
         job = plan(
             target_of(params["customer"]),
             run_id=params["run_id"].strip(),
             dry_run=bool(params["dry_run"]),
             force=bool(params["force"]),
             airflow_run_id=run_id,
-            started=started,
+            started=run_started(dag_run),
         )
         print(f"undo run {job.undone_run_id} ({job.undone_dag_id}: {job.undone_subject})")
         return job.as_dict()
 
-    def stage(name: str):
-        return stage_task("undo", "UndoJob", name)
+    @task
+    def apply(job: dict) -> dict:
+        """Restore from the journal in one transaction and mark the run undone; a dry run only reports."""
+        from progression import undo as stages
+
+        return run_stage(stages.apply, stages.UndoJob, job)
+
+    @task
+    def report(job: dict) -> dict:
+        """Write the undo's report: every completion restored, and every conflict."""
+        from progression import undo as stages
+
+        return run_stage(stages.report, stages.UndoJob, job)
 
     summarise = summary_task("progression_undo", ("restored",))
 
     # A teardown: it runs whatever happened before it, and the run's state stays the work's.
-    stage("report")(stage("apply")(plan())) >> summarise().as_teardown()
+    report(apply(plan())) >> summarise().as_teardown()
 
 
 progression_undo()

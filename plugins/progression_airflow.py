@@ -4,12 +4,17 @@ ObjectStoragePath roots, and pipeline stages become tasks with a readable map in
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Callable
+from datetime import datetime
+from typing import TYPE_CHECKING, Callable, TypeVar
 
 from progression.customers import Customer, load_registry
 
 if TYPE_CHECKING:  # the DAG files import this module at parse time: keep pandas and SQLAlchemy out of it
     from progression.runs import Target
+
+from progression.jobs import Job
+
+J = TypeVar("J", bound=Job)
 
 FILE_LABEL = "progression_file"
 
@@ -90,18 +95,16 @@ def target_of(slug: str) -> Target:
     return target_for(load_registry().get(slug))
 
 
-def stage_task(module: str, job_type: str, name: str):
-    """A task running the stage `progression.<module>.<name>` on the job a previous task returned."""
-    from airflow.sdk import task
+def run_started(dag_run) -> datetime:
+    """When the run began: it fixes "today" for every task of the run (now, when Airflow gives no start)."""
+    import pendulum
 
-    @task(task_id=name)
-    def run(job: dict) -> dict:
-        import importlib
+    return dag_run.start_date if dag_run is not None and dag_run.start_date else pendulum.now("UTC")
 
-        stages = importlib.import_module(f"progression.{module}")
-        return getattr(stages, name)(target_of(job["customer"]), getattr(stages, job_type).from_dict(job)).as_dict()
 
-    return run
+def run_stage(stage: Callable[[Target, J], J], job_type: type[J], job: dict) -> dict:
+    """Run one stage of a transfer, merge or undo on the job the previous task returned, and hand on its result."""
+    return stage(target_of(job["customer"]), job_type.from_dict(job)).as_dict()
 
 
 def summary_task(dag_id: str, changed: tuple[str, ...]):
