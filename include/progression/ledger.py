@@ -400,6 +400,15 @@ def _decoded(row) -> dict:
     return out
 
 
+def journal_changes(conn: Connection, changes: str, params: dict, *, leaves_a_row: bool = True) -> None:
+    """Record a run's changes for undo, one journal row per changed completion. `changes` is a SELECT of the
+    journal's columns in their order: run_id, user_id, content_id, action, the old side (completed_at, source,
+    run_id) and, when the change leaves a row behind (not a delete), the new side."""
+    names = [column.name for column in journal.c][: None if leaves_a_row else -3]
+    rows = sa.text(changes).columns(*(sa.column(name) for name in names))
+    conn.execute(journal.insert().from_select(names, rows), params)
+
+
 def lock_run(conn: Connection, run_id: str) -> dict:
     """A run's ledger row, locked until the transaction ends, so that two undos of one run cannot both proceed."""
     row = conn.execute(sa.select(runs).where(runs.c.run_id == run_id).with_for_update()).mappings().first()

@@ -7,6 +7,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from progression import ledger
 from progression.write import STAGE
 
 UNDO = f"{STAGE}_undo"
@@ -89,15 +90,12 @@ def restore_from_journal(
     applies = "restore <> 'none'" + ("" if force else " AND NOT conflict")
     if not dry_run:
         # What is there now is the old side of the undo's own journal row; what it puts back is the new side.
-        conn.execute(
-            sa.text(f"""
-            INSERT INTO progression_journal
-                (run_id, user_id, content_id, action, old_completed_at, old_source, old_run_id, new_completed_at,
-                 new_source, new_run_id)
+        ledger.journal_changes(
+            conn,
+            f"""
             SELECT :run_id, user_id, content_id, restore, now_completed_at, now_source, now_run_id, old_completed_at,
                    old_source, old_run_id
-            FROM {UNDO} WHERE {applies}
-        """),
+            FROM {UNDO} WHERE {applies}""",
             {"run_id": undo_run_id},
         )
         conn.exec_driver_sql(f"""

@@ -13,6 +13,8 @@ import psycopg
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from progression import ledger
+
 STAGE = "progression_stage"
 ATTEMPTS = 3  # decisions made again when another writer adds the same completions meanwhile
 
@@ -129,15 +131,12 @@ def _decide(conn: Connection, replaces: str) -> None:
 def _journal(conn: Connection, values: dict) -> None:
     """The old values of every completion about to be updated. Inserts are not journaled: a new completion carries
     the run's id, which is how undo finds it (see restore_from_journal)."""
-    conn.execute(
-        sa.text(f"""
-        INSERT INTO progression_journal
-            (run_id, user_id, content_id, action, old_completed_at, old_source, old_run_id, new_completed_at,
-             new_source, new_run_id)
+    ledger.journal_changes(
+        conn,
+        f"""
         SELECT :run_id, user_id, content_id, 'update', old_completed_at, old_source, old_run_id, completed_at,
                :source, :run_id
-        FROM {STAGE}_decided WHERE outcome = 'updated'
-    """),
+        FROM {STAGE}_decided WHERE outcome = 'updated'""",
         values,
     )
 
@@ -319,13 +318,11 @@ def delete_completions(conn: Connection, keys: pd.DataFrame, *, run_id: str, dry
     held = f"(user_id, content_id) IN (SELECT user_id, content_id FROM {KEYS})"
     found = conn.exec_driver_sql(f"SELECT count(*) FROM completions WHERE {held}").scalar_one()
     if not dry_run:
-        conn.execute(
-            sa.text(f"""
-            INSERT INTO progression_journal
-                (run_id, user_id, content_id, action, old_completed_at, old_source, old_run_id)
-            SELECT :run_id, user_id, content_id, 'delete', completed_at, source, run_id FROM completions WHERE {held}
-        """),
+        ledger.journal_changes(
+            conn,
+            f"SELECT :run_id, user_id, content_id, 'delete', completed_at, source, run_id FROM completions WHERE {held}",
             {"run_id": run_id},
+            leaves_a_row=False,
         )
         conn.exec_driver_sql(f"DELETE FROM completions WHERE {held}")
     conn.exec_driver_sql(f"DROP TABLE {KEYS}")
