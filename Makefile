@@ -4,6 +4,9 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# make test spreads its tests over one process per core (pytest-xdist): each has its own Airflow home and
+# PostgreSQL schemas. TEST_WORKERS=0 runs them in this one process.
+TEST_WORKERS ?= auto
 
 .PHONY: venv demo test lint e2e airflow bench clean-demo
 
@@ -44,7 +47,7 @@ airflow: var/airflow/.migrated
 	bin/airflow standalone
 
 test: $(STAMP)
-	@$(VENV)/bin/python -m pytest --ignore=tests/e2e $(PYTEST_ARGS)
+	@$(VENV)/bin/python -m pytest --ignore=tests/e2e -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 # ruff (lint and format) over the code and its tests; mypy over the code, with the paths and settings in
 # pyproject.toml. `ruff format` with the same paths rewrites what the format check refuses.
