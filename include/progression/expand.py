@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
-
-from progression.read import ROW
 
 
 def descendants(items: pd.Series, edges: pd.DataFrame) -> pd.DataFrame:
@@ -50,9 +49,16 @@ def expand_completions(resolved: pd.DataFrame, edges: pd.DataFrame) -> pd.DataFr
 def without_access(resolved: pd.DataFrame, assignments: pd.DataFrame, edges: pd.DataFrame) -> pd.Series:
     """Per resolved row: True when none of the user's groups gives the item or anything containing it."""
     above = ancestors(resolved["content_id"], edges)
-    reachable = (
-        resolved[[ROW, "user_id", "content_id"]]
-        .merge(above, left_on="content_id", right_on="item")
-        .merge(assignments, left_on=["user_id", "ancestor"], right_on=["user_id", "assigned_id"])
-    )
-    return ~resolved[ROW].isin(reachable[ROW])
+    users = pd.Index(assignments["user_id"].unique())
+    items = pd.Index(assignments["assigned_id"].unique())
+    # Each (user, item) given through a group as one integer, so a million rows are looked up by hashing, not by
+    # a merge of every row with each of its item's ancestors.
+    given = users.get_indexer(assignments["user_id"]) * len(items) + items.get_indexer(assignments["assigned_id"])
+    user_at = users.get_indexer(resolved["user_id"])
+    reachable = np.zeros(len(resolved), dtype=bool)
+    for _, level in above.groupby(above.groupby("item").cumcount()):  # an item's first ancestor, its second, ...
+        level_at = pd.Index(level["item"]).get_indexer(resolved["content_id"])
+        ancestor_at = np.append(items.get_indexer(level["ancestor"]), -1)[level_at]  # -1: none, or given to no one
+        known = (user_at >= 0) & (ancestor_at >= 0)
+        reachable |= known & pd.Index(user_at * len(items) + ancestor_at).isin(given)
+    return pd.Series(~reachable, index=resolved.index)
