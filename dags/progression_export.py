@@ -35,7 +35,7 @@ REGISTRY = load_registry()
     },
 )
 def progression_export():
-    @task
+    @task(multiple_outputs=False)
     def export(params: dict, run_id: str, triggering_asset_events=None) -> dict:
         """Stream the workbook into the customer's reports folder and write its templates; the summary is the last
         line of the log."""

@@ -34,7 +34,7 @@ REGISTRY = load_registry()
     },
 )
 def progression_health():
-    @task
+    @task(multiple_outputs=False)
     def check(params: dict) -> dict:
         """Check each customer, tell what is new, and end with the run's one-line JSON summary."""
         import functools

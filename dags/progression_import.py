@@ -70,7 +70,7 @@ FILE_LABEL_TEMPLATE = "{{ " + FILE_LABEL + " }}"
     },
 )
 def progression_import():
-    @task
+    @task(multiple_outputs=False)
     @refused_conf
     def discover(params: dict, run_id: str, dag_run=None) -> list[dict]:
         """Refuse a bad conf before any work; put back the files of runs that died; list the files to import or
@@ -103,7 +103,7 @@ def progression_import():
         return [j.as_dict() for j in jobs]
 
     def file_task(name: str):
-        @task(task_id=name, map_index_template=FILE_LABEL_TEMPLATE)
+        @task(multiple_outputs=False, task_id=name, map_index_template=FILE_LABEL_TEMPLATE)
         @labelled
         def run(job: dict) -> dict:
             from progression import pipeline
@@ -130,7 +130,7 @@ def progression_import():
 
     # A teardown runs whatever happened before it and leaves the run's state to the files: a run with a failed
     # file is a failed run in Airflow, and its summary is still written.
-    @task(outlets=[COMPLETIONS_CHANGED])
+    @task(multiple_outputs=False, outlets=[COMPLETIONS_CHANGED])
     def summarise(jobs: list[dict] | None, archived: list[dict] | None, run_id: str, outlet_events=None) -> dict:
         """One JSON line for the whole run, read back from the ledger so failed files are in it too; per
         customer, an asset event when completions changed and an e-mail when rows were rejected or files failed;

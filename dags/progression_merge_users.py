@@ -49,7 +49,7 @@ REGISTRY = load_registry()
     },
 )
 def progression_merge_users():
-    @task
+    @task(multiple_outputs=False)
     @refused_conf
     def plan(params: dict, run_id: str, dag_run=None) -> dict:
         """Refuse a bad conf before any work: every pair's e-mails are checked on the customer's platform."""
@@ -71,14 +71,14 @@ def progression_merge_users():
         )
         return job.as_dict()
 
-    @task
+    @task(multiple_outputs=False)
     def apply(job: dict) -> dict:
         """Give each pair's completions to its target account (with move, delete the source's), in one transaction."""
         from progression import merge as stages
 
         return run_stage(stages.apply, stages.MergeJob, job)
 
-    @task
+    @task(multiple_outputs=False)
     def report(job: dict) -> dict:
         """Write the merge's report workbook."""
         from progression import merge as stages

@@ -65,7 +65,7 @@ UUID = r"^\s*[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-f
     },
 )
 def progression_transfer():
-    @task
+    @task(multiple_outputs=False)
     @refused_conf
     def plan(params: dict, run_id: str, dag_run=None) -> dict:
         """Refuse a bad conf before any work; check every pair on the customer's platform."""
@@ -85,21 +85,21 @@ def progression_transfer():
         print(job.message or f"{len(job.pairs)} pair(s) to transfer: " + ", ".join(p.label for p in job.pairs))
         return job.as_dict()
 
-    @task
+    @task(multiple_outputs=False)
     def transfer(job: dict) -> dict:
         """Every pair's completions in one transaction, all or none; a dry run decides and writes nothing."""
         from progression import transfer as stages
 
         return run_stage(stages.transfer, stages.TransferJob, job)
 
-    @task
+    @task(multiple_outputs=False)
     def report(job: dict) -> dict:
         """Write the transfer's report workbook (Summary, Pairs, Skipped users)."""
         from progression import transfer as stages
 
         return run_stage(stages.report, stages.TransferJob, job)
 
-    @task
+    @task(multiple_outputs=False)
     def archive(job: dict) -> dict:
         """Move the pairs workbook out of the inbox; a refused transfer fails the run here, its report written."""
         from progression import transfer

@@ -42,7 +42,7 @@ REGISTRY = load_registry()
     },
 )
 def progression_undo():
-    @task
+    @task(multiple_outputs=False)
     @refused_conf
     def plan(params: dict, run_id: str, dag_run=None) -> dict:
         """Refuse a run that is not in the customer's ledger, or was a dry run, before any work."""
@@ -59,14 +59,14 @@ def progression_undo():
         print(f"undo run {job.undone_run_id} ({job.undone_dag_id}: {job.undone_subject})")
         return job.as_dict()
 
-    @task
+    @task(multiple_outputs=False)
     def apply(job: dict) -> dict:
         """Restore from the journal in one transaction and mark the run undone; a dry run only reports."""
         from progression import undo as stages
 
         return run_stage(stages.apply, stages.UndoJob, job)
 
-    @task
+    @task(multiple_outputs=False)
     def report(job: dict) -> dict:
         """Write the undo's report: every completion restored, and every conflict."""
         from progression import undo as stages

@@ -113,7 +113,7 @@ def summary_task(dag_id: str, changed: tuple[str, ...]):
     `changed` show a real run changed completions. A conf refused by the first task is in the line too."""
     from airflow.sdk import task
 
-    @task(task_id="summarise", outlets=[COMPLETIONS_CHANGED])
+    @task(multiple_outputs=False, task_id="summarise", outlets=[COMPLETIONS_CHANGED])
     def summarise(params: dict, run_id: str, outlet_events=None) -> dict:
         import json
 
