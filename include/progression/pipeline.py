@@ -490,11 +490,18 @@ def run_task(target: Target, job: FileJob, name: str) -> tuple[FileJob, list[tup
 IMPORT_INPUTS = {"validate": ("input",), "expand": ("resolved", "edges")}
 
 
+# Released frames smaller than this are left to reference counting: a full collection walks every object of the
+# process (Airflow's and Great Expectations' too), about half a second, which a small file would mostly wait on.
+COLLECT_ABOVE_BYTES = 64 << 20
+
+
 def _release_frames_but(kept: tuple[str, ...], job: FileJob) -> None:
-    for rel in [rel for rel in _put_by_this_task if rel not in {f"{job.staging}/{name}.parquet" for name in kept}]:
-        del _put_by_this_task[rel]
-    gc.collect()
-    pa.default_memory_pool().release_unused()
+    keep = {f"{job.staging}/{name}.parquet" for name in kept}
+    released = [_put_by_this_task.pop(rel) for rel in [rel for rel in _put_by_this_task if rel not in keep]]
+    if sum(int(frame.memory_usage(deep=False).sum()) for frame in released) > COLLECT_ABOVE_BYTES:
+        del released
+        gc.collect()
+        pa.default_memory_pool().release_unused()
 
 
 def run_file(target: Target, job: FileJob) -> FileJob:
