@@ -364,10 +364,11 @@ def print_table(results) -> None:
         if peer:
             parts.append(f"peer/project {sum(peer['timings'].values()) / total:.1f}x")
         if "report" in project["timings"]:
-            report, archived = project["timings"]["report"], project["timings"]["archive"]
+            after = {k: v for k, v in project["timings"].items() if k not in stages}  # outcomes, report, archive
             parts.append(
-                f"report workbook {report:.1f} s and archive {archived:.1f} s (after the completions "
-                f"landed, peak {project['peaks']['report']:.0f} MB); whole run {total + report + archived:.1f} s"
+                "after the completions landed "
+                + ", ".join(f"{k} {v:.1f} s" for k, v in after.items())
+                + f" (report peak {project['peaks']['report']:.0f} MB); whole run {total + sum(after.values()):.1f} s"
             )
         parts.append(
             "peak MB per task "

@@ -15,7 +15,7 @@ J = TypeVar("J", bound="Job")
 IMPORT_TASKS: dict[str, tuple[str, ...]] = {
     "fetch_validate": ("fetch", "validate"),
     "resolve_expand": ("resolve", "expand"),
-    "write": ("write",),
+    "write": ("write", "outcomes"),
     "report_archive": ("report", "archive"),
 }
 

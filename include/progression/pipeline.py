@@ -155,9 +155,12 @@ def _safe(text: str) -> str:
 _put_by_this_task: dict[str, pd.DataFrame] = {}
 
 
-def _put(target: Target, job: FileJob, name: str, frame: pd.DataFrame) -> None:
+def _put(target: Target, job: FileJob, name: str, frame: pd.DataFrame, *, stored: bool = True) -> None:
+    """Hand a frame to the later stages: stored in staging for other tasks, held in memory for this one's (a frame
+    only this task reads is not stored: a retry of the task makes it again)."""
     rel = f"{job.staging}/{name}.parquet"
-    storage.write_frame(target.root, rel, frame)
+    if stored:
+        storage.write_frame(target.root, rel, frame)
     _put_by_this_task[rel] = frame
 
 
@@ -259,7 +262,7 @@ def validate(target: Target, job: FileJob) -> FileJob:
     customer = target.customer
     valid, rejected = validate_rows(canonical, job.columns, tz=customer.tz, date_order=customer.date_order, now=job.now)
     _put(target, job, "valid", valid)
-    _put(target, job, "rejected_validate", rejected)
+    _put(target, job, "rows", _rejected(job, rejected))
     return job
 
 
@@ -282,11 +285,47 @@ def resolve(target: Target, job: FileJob) -> FileJob:
     unique = resolved[resolved["duplicate_of"].isna()]
     resolved["without_access"] = False
     resolved.loc[unique.index, "without_access"] = without_access(unique, assignments, platform.edges).to_numpy()
+    job.counts["duplicates"] = int(resolved["duplicate_of"].notna().sum())
+    job.counts["saved_without_access"] = int(resolved["without_access"].sum())
+    uuid_of = platform.content.set_index("content_id")["uuid_key"]
+    # The rows to write wait for their outcome; why one is special is known already (the report says it).
+    reason = pd.Series(pd.NA, index=resolved.index, dtype="string")
+    reason[resolved["without_access"]] = "saved; the user has no access to this content yet"
+    duplicate = resolved["duplicate_of"].notna()
+    reason[duplicate] = (
+        "same user and content as row "
+        + resolved.loc[duplicate, "duplicate_of"].astype(str)
+        + "; counted once with the earliest date"
+    )
+    waiting = pd.DataFrame(
+        {
+            ROW: resolved[ROW],
+            "outcome": pd.Series(pd.NA, index=resolved.index, dtype="string"),
+            "reason": reason,
+            "content_uuid": resolved["content_id"].map(uuid_of).astype("string"),
+        }
+    )
     _put(target, job, "resolved", resolved)
-    _put(target, job, "rejected_resolve", rejected)
-    _put(target, job, "edges", platform.edges)
-    _put(target, job, "content", platform.content[["content_id", "uuid_key"]])  # the report shows each row's uuid
+    _put(target, job, "rows", pd.concat([_get(target, job, "rows"), _rejected(job, rejected), waiting]))
+    _put(target, job, "edges", platform.edges, stored=False)
     return job
+
+
+def _rejected(job: FileJob, rejected: pd.DataFrame) -> pd.DataFrame:
+    """A stage's rejected rows (ROW, reason_code, reason) counted in the job, as rows of the outcome table."""
+    job.counts["rejected"] = int(job.counts.get("rejected", 0)) + len(rejected)
+    by_reason = dict(job.counts.get("rejected_by_reason") or {})
+    for code, number in rejected["reason_code"].value_counts().items():
+        by_reason[str(code)] = by_reason.get(str(code), 0) + int(number)
+    job.counts["rejected_by_reason"] = by_reason
+    return pd.DataFrame(
+        {
+            ROW: rejected[ROW].astype("int64"),
+            "outcome": pd.Series("rejected", index=rejected.index, dtype="string"),
+            "reason": rejected["reason"].astype("string"),
+            "content_uuid": pd.Series(pd.NA, index=rejected.index, dtype="string"),
+        }
+    )
 
 
 def crosswalk(target: Target) -> Crosswalk:
@@ -316,14 +355,13 @@ def write(target: Target, job: FileJob) -> FileJob:
     """All valid rows in one transaction, or none when too many rows were rejected."""
     if job.status != Status.OK:
         return job
-    rejected = pd.concat([_get(target, job, "rejected_validate"), _get(target, job, "rejected_resolve")])
-    resolved = _get(target, job, "resolved")
+    carried = job.counts
     counts = ledger.RunCounts(
-        rows_read=int(job.counts["rows_read"]),
-        rejected=len(rejected),
-        duplicates=int(resolved["duplicate_of"].notna().sum()),
-        saved_without_access=int(resolved["without_access"].sum()),
-        rejected_by_reason={str(k): int(v) for k, v in rejected["reason_code"].value_counts().items()},
+        rows_read=int(carried["rows_read"]),
+        rejected=int(carried["rejected"]),
+        duplicates=int(carried["duplicates"]),
+        saved_without_access=int(carried["saved_without_access"]),
+        rejected_by_reason=dict(carried["rejected_by_reason"]),
     )
     rate = counts.rejected / counts.rows_read if counts.rows_read else 0.0
     limit = target.customer.max_error_rate
@@ -347,48 +385,37 @@ def write(target: Target, job: FileJob) -> FileJob:
         counts.derived_written = result.count("imported", direct=False) + result.count("updated", direct=False)
         ledger.record_counts(conn, job.run_id, counts)
         ledger.finish_run(conn, job.run_id, Status.SUCCEEDED)
-    _put(target, job, "outcomes", result.exceptions)
+    _put(target, job, "exceptions", result.exceptions, stored=False)
     job.counts = counts.as_dict()
     return job
 
 
+def outcomes(target: Target, job: FileJob) -> FileJob:
+    """After the write, in its task: each written row's outcome into the outcome table, for the report. The write
+    lists only the completions it did not import (user_id, content_id, outcome); a duplicate row shares its
+    completion with the row it repeats."""
+    if job.status != Status.OK:
+        return job
+    rows = _get(target, job, "rows").set_index(ROW)
+    waiting = rows["outcome"].isna()
+    rows.loc[waiting, "outcome"] = "imported"
+    resolved = _get(target, job, "resolved")[[ROW, "user_id", "content_id"]]
+    other = resolved.merge(_get(target, job, "exceptions"), on=["user_id", "content_id"]).set_index(ROW)["outcome"]
+    rows.loc[other.index, "outcome"] = other.astype("string")
+    kept = rows["outcome"].eq("kept") & rows["reason"].isna()
+    rows.loc[kept, "reason"] = f"already completed; kept (on_existing: {job.on_existing})"
+    _put(target, job, "rows", rows.reset_index())
+    return job
+
+
 def row_outcomes(target: Target, job: FileJob) -> pd.DataFrame:
-    """One outcome and reason per input row, for the report, and the uuid of the content each row resolved to."""
-    parts = [_get(target, job, name) for name in ("rejected_validate", "rejected_resolve")]
-    rejected = pd.concat(parts)[[ROW, "reason"]].assign(outcome="rejected")
-    resolved = _get(target, job, "resolved")
-    uuid_of = _get(target, job, "content").set_index("content_id")["uuid_key"]
-    if job.failed:
-        written = resolved[[ROW]].assign(
-            outcome="not written",
-            reason=job.message.split(": ", 1)[-1],
-            content_uuid=resolved["content_id"].map(uuid_of),
-        )
-        return pd.concat([rejected, written]).sort_values(ROW).reset_index(drop=True)
-    outcomes = _get(target, job, "outcomes")
-    first = resolved.assign(key_row=resolved["duplicate_of"].fillna(resolved[ROW]).astype("int64"))
-    keyed = first.merge(
-        resolved[[ROW, "user_id", "content_id"]].rename(columns={ROW: "key_row"}), on="key_row", suffixes=("", "_key")
-    )
-    keyed = keyed.merge(
-        outcomes,
-        left_on=["user_id_key", "content_id_key"],
-        right_on=["user_id", "content_id"],
-        how="left",
-        suffixes=("", "_o"),
-    )
-    keyed["outcome"] = keyed["outcome"].fillna("imported")  # write_completions lists only the exceptions
-    reason = pd.Series(pd.NA, index=keyed.index, dtype="string")
-    reason[keyed["outcome"].eq("kept")] = "already completed; kept (on_existing: " + job.on_existing + ")"
-    reason[keyed["without_access"]] = "saved; the user has no access to this content yet"
-    dup = keyed["duplicate_of"].notna()
-    reason[dup] = (
-        "same user and content as row "
-        + keyed.loc[dup, "duplicate_of"].astype(str)
-        + "; counted once with the earliest date"
-    )
-    done = keyed[[ROW, "outcome"]].assign(reason=reason, content_uuid=keyed["content_id"].map(uuid_of))
-    return pd.concat([rejected, done]).sort_values(ROW).reset_index(drop=True)
+    """One outcome and reason per input row, for the report, and the uuid of the content each row resolved to: the
+    outcome table the stages built; rows still waiting when the file failed were not written."""
+    rows = _get(target, job, "rows").sort_values(ROW).reset_index(drop=True)
+    waiting = rows["outcome"].isna()
+    rows.loc[waiting, "reason"] = job.message.split(": ", 1)[-1]
+    rows.loc[waiting, "outcome"] = "not written"
+    return rows[[ROW, "outcome", "reason", "content_uuid"]]
 
 
 def report(target: Target, job: FileJob) -> FileJob:
@@ -397,7 +424,7 @@ def report(target: Target, job: FileJob) -> FileJob:
         return job
     have_rows = bool(job.original_columns)
     rows = _get(target, job, "input") if have_rows else pd.DataFrame({ROW: pd.Series(dtype="int64")})
-    has_outcomes = "rejected" in job.counts  # the file reached the write stage
+    has_outcomes = "rejected" in job.counts  # validate began the outcome table
     outcomes = (
         row_outcomes(target, job) if has_outcomes else pd.DataFrame(columns=[ROW, "outcome", "reason", "content_uuid"])
     )
@@ -454,7 +481,7 @@ def archive(target: Target, job: FileJob) -> FileJob:
     return job
 
 
-STAGES = {stage.__name__: stage for stage in (fetch, validate, resolve, expand, write, report)}
+STAGES = {stage.__name__: stage for stage in (fetch, validate, resolve, expand, write, outcomes, report)}
 
 
 def run_stage(target: Target, job: FileJob, name: str) -> FileJob:
@@ -487,7 +514,11 @@ def run_task(target: Target, job: FileJob, name: str) -> tuple[FileJob, list[tup
 
 
 # What a stage takes from the stage before it in the same task (see _put_by_this_task).
-IMPORT_INPUTS = {"validate": ("input",), "expand": ("resolved", "edges")}
+IMPORT_INPUTS = {
+    "validate": ("input",),
+    "expand": ("resolved", "edges"),
+    "outcomes": ("rows", "resolved", "exceptions"),
+}
 
 
 # Released frames smaller than this are left to reference counting: a full collection walks every object of the

@@ -448,11 +448,12 @@ def test_a_file_replaced_mid_run_waits_for_the_next_run(target, platform):
 
 # --- files of one run interleaved, as two workers run them, on every storage the DAGs use -------------------------
 
+STEPS = len(pipeline.STAGES) + 1  # and the archive
 ORDERS = {
-    "one file finishes before the other starts": "AAAAAAABBBBBBB",
-    "in lockstep": "ABABABABABABAB",
-    "the first archived while the second is still at its first stage": "ABAAAAAABBBBBB",
-    "the second archived first": "ABBBBBBBAAAAAA",
+    "one file finishes before the other starts": "A" * STEPS + "B" * STEPS,
+    "in lockstep": "AB" * STEPS,
+    "the first archived while the second is still at its first stage": "AB" + "A" * (STEPS - 1) + "B" * (STEPS - 1),
+    "the second archived first": "A" + "B" * STEPS + "A" * (STEPS - 1),
 }
 
 
