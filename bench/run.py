@@ -31,8 +31,11 @@ DATA = ROOT / "var" / "bench"
 
 def peak_mb() -> float:
     """The task's peak: its own, or its workbook reader's (a forked child whose figure counts the pages it shares
-    with the task, so the larger of the two bounds what both held at once)."""
-    return max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 1024
+    with the task, so the larger of the two bounds what both held at once). Its own is VmHWM, not getrusage's:
+    Linux carries the peak of the process that started this one across exec into ru_maxrss."""
+    with open("/proc/self/status") as status:
+        own = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+    return max(own, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
 
 
 # --- child processes ------------------------------------------------------------------------------------------

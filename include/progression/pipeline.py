@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -152,7 +153,13 @@ def _safe(text: str) -> str:
 
 # The frames a task's stages put, for its later stages (validate takes fetch's rows, expand resolve's): read back
 # from storage only by another task. Emptied as each task ends (run_task).
-_put_by_this_task: dict[str, pd.DataFrame] = {}
+_this_task = threading.local()  # per thread: tests and the benchmark run several files' tasks at once
+
+
+def _put_by_this_task() -> dict[str, pd.DataFrame]:
+    if not hasattr(_this_task, "frames"):
+        _this_task.frames = {}
+    return _this_task.frames
 
 
 def _put(target: Target, job: FileJob, name: str, frame: pd.DataFrame, *, stored: bool = True) -> None:
@@ -161,12 +168,12 @@ def _put(target: Target, job: FileJob, name: str, frame: pd.DataFrame, *, stored
     rel = f"{job.staging}/{name}.parquet"
     if stored:
         storage.write_frame(target.root, rel, frame)
-    _put_by_this_task[rel] = frame
+    _put_by_this_task()[rel] = frame
 
 
 def _get(target: Target, job: FileJob, name: str) -> pd.DataFrame:
     rel = f"{job.staging}/{name}.parquet"
-    held = _put_by_this_task.get(rel)
+    held = _put_by_this_task().get(rel)
     return held.copy(deep=False) if held is not None else storage.read_frame(target.root, rel)
 
 
@@ -287,28 +294,36 @@ def resolve(target: Target, job: FileJob) -> FileJob:
     resolved.loc[unique.index, "without_access"] = without_access(unique, assignments, platform.edges).to_numpy()
     job.counts["duplicates"] = int(resolved["duplicate_of"].notna().sum())
     job.counts["saved_without_access"] = int(resolved["without_access"].sum())
-    uuid_of = platform.content.set_index("content_id")["uuid_key"]
-    # The rows to write wait for their outcome; why one is special is known already (the report says it).
-    reason = pd.Series(pd.NA, index=resolved.index, dtype="string")
-    reason[resolved["without_access"]] = "saved; the user has no access to this content yet"
-    duplicate = resolved["duplicate_of"].notna()
-    reason[duplicate] = (
-        "same user and content as row "
-        + resolved.loc[duplicate, "duplicate_of"].astype(str)
-        + "; counted once with the earliest date"
-    )
-    waiting = pd.DataFrame(
+    _put(target, job, "resolved", resolved)  # the rows to write join the outcome table after the write
+    _put(target, job, "rows", pd.concat([_get(target, job, "rows"), _rejected(job, rejected)]))
+    _put(target, job, "edges", platform.edges, stored=False)
+    _put(target, job, "content", platform.content[["content_id", "uuid_key"]])  # the report shows each row's uuid
+    return job
+
+
+def _outcome_rows(
+    rows: pd.Series,
+    *,
+    outcome: str | None = None,
+    reason: pd.Series | None = None,
+    content_id: pd.Series | None = None,
+    duplicate_of: pd.Series | None = None,
+    without_access: pd.Series | None = None,
+) -> pd.DataFrame:
+    """Rows of the outcome table: ROW, outcome (none yet: waiting for the write), reason (a rejection's), the
+    content id, the row a duplicate repeats, and whether the user has no access to the content."""
+    index = rows.index
+    missing = pd.Series(pd.NA, index=index, dtype="Int64")
+    return pd.DataFrame(
         {
-            ROW: resolved[ROW],
-            "outcome": pd.Series(pd.NA, index=resolved.index, dtype="string"),
-            "reason": reason,
-            "content_uuid": resolved["content_id"].map(uuid_of).astype("string"),
+            ROW: rows.astype("int64"),
+            "outcome": pd.Series(outcome, index=index, dtype="string"),
+            "reason": (reason if reason is not None else pd.Series(pd.NA, index=index)).astype("string"),
+            "content_id": (content_id if content_id is not None else missing).astype("Int64"),
+            "duplicate_of": (duplicate_of if duplicate_of is not None else missing).astype("Int64"),
+            "without_access": (without_access if without_access is not None else pd.Series(False, index=index)),
         }
     )
-    _put(target, job, "resolved", resolved)
-    _put(target, job, "rows", pd.concat([_get(target, job, "rows"), _rejected(job, rejected), waiting]))
-    _put(target, job, "edges", platform.edges, stored=False)
-    return job
 
 
 def _rejected(job: FileJob, rejected: pd.DataFrame) -> pd.DataFrame:
@@ -318,14 +333,7 @@ def _rejected(job: FileJob, rejected: pd.DataFrame) -> pd.DataFrame:
     for code, number in rejected["reason_code"].value_counts().items():
         by_reason[str(code)] = by_reason.get(str(code), 0) + int(number)
     job.counts["rejected_by_reason"] = by_reason
-    return pd.DataFrame(
-        {
-            ROW: rejected[ROW].astype("int64"),
-            "outcome": pd.Series("rejected", index=rejected.index, dtype="string"),
-            "reason": rejected["reason"].astype("string"),
-            "content_uuid": pd.Series(pd.NA, index=rejected.index, dtype="string"),
-        }
-    )
+    return _outcome_rows(rejected[ROW], outcome="rejected", reason=rejected["reason"])
 
 
 def crosswalk(target: Target) -> Crosswalk:
@@ -391,31 +399,55 @@ def write(target: Target, job: FileJob) -> FileJob:
 
 
 def outcomes(target: Target, job: FileJob) -> FileJob:
-    """After the write, in its task: each written row's outcome into the outcome table, for the report. The write
-    lists only the completions it did not import (user_id, content_id, outcome); a duplicate row shares its
-    completion with the row it repeats."""
-    if job.status != Status.OK:
+    """After the write, in its task (the completions have landed): the resolved rows join the outcome table, each
+    with its outcome; rows a failed write did not write wait there without one. The write lists only the
+    completions it did not import (user_id, content_id, outcome); a duplicate row shares its completion with the
+    row it repeats."""
+    if "duplicates" not in job.counts:  # resolve did not finish: the table holds the rejected rows only
         return job
-    rows = _get(target, job, "rows").set_index(ROW)
-    waiting = rows["outcome"].isna()
-    rows.loc[waiting, "outcome"] = "imported"
-    resolved = _get(target, job, "resolved")[[ROW, "user_id", "content_id"]]
-    other = resolved.merge(_get(target, job, "exceptions"), on=["user_id", "content_id"]).set_index(ROW)["outcome"]
-    rows.loc[other.index, "outcome"] = other.astype("string")
-    kept = rows["outcome"].eq("kept") & rows["reason"].isna()
-    rows.loc[kept, "reason"] = f"already completed; kept (on_existing: {job.on_existing})"
-    _put(target, job, "rows", rows.reset_index())
+    resolved = _get(target, job, "resolved")
+    written = _outcome_rows(
+        resolved[ROW],
+        content_id=resolved["content_id"],
+        duplicate_of=resolved["duplicate_of"],
+        without_access=resolved["without_access"],
+    )
+    if job.status == Status.OK:
+        other = (
+            resolved[["user_id", "content_id"]]
+            .reset_index()
+            .merge(_get(target, job, "exceptions"), on=["user_id", "content_id"])
+            .set_index("index")["outcome"]
+        )
+        written["outcome"] = "imported"
+        written.loc[other.index, "outcome"] = other.astype("string")
+    _put(target, job, "rows", pd.concat([_get(target, job, "rows"), written]))
     return job
 
 
 def row_outcomes(target: Target, job: FileJob) -> pd.DataFrame:
     """One outcome and reason per input row, for the report, and the uuid of the content each row resolved to: the
-    outcome table the stages built; rows still waiting when the file failed were not written."""
+    outcome table the stages built, in words; rows still waiting when the file failed were not written."""
     rows = _get(target, job, "rows").sort_values(ROW).reset_index(drop=True)
+    reason = rows["reason"].copy()
+    reason[rows["outcome"].eq("kept")] = f"already completed; kept (on_existing: {job.on_existing})"
+    reason[rows["without_access"].astype(bool)] = "saved; the user has no access to this content yet"
+    duplicate = rows["duplicate_of"].notna()
+    reason[duplicate] = (
+        "same user and content as row " + rows.loc[duplicate, "duplicate_of"].astype(str) + "; counted once with "
+        "the earliest date"
+    )
     waiting = rows["outcome"].isna()
-    rows.loc[waiting, "reason"] = job.message.split(": ", 1)[-1]
-    rows.loc[waiting, "outcome"] = "not written"
-    return rows[[ROW, "outcome", "reason", "content_uuid"]]
+    reason[waiting] = job.message.split(": ", 1)[-1]
+    uuid_of = _get(target, job, "content").set_index("content_id")["uuid_key"]
+    return pd.DataFrame(
+        {
+            ROW: rows[ROW],
+            "outcome": rows["outcome"].mask(waiting, "not written"),
+            "reason": reason,
+            "content_uuid": rows["content_id"].map(uuid_of).astype("string"),
+        }
+    )
 
 
 def report(target: Target, job: FileJob) -> FileJob:
@@ -424,7 +456,7 @@ def report(target: Target, job: FileJob) -> FileJob:
         return job
     have_rows = bool(job.original_columns)
     rows = _get(target, job, "input") if have_rows else pd.DataFrame({ROW: pd.Series(dtype="int64")})
-    has_outcomes = "rejected" in job.counts  # validate began the outcome table
+    has_outcomes = "duplicates" in job.counts  # resolve finished, and the outcome table holds every row
     outcomes = (
         row_outcomes(target, job) if has_outcomes else pd.DataFrame(columns=[ROW, "outcome", "reason", "content_uuid"])
     )
@@ -509,7 +541,7 @@ def run_task(target: Target, job: FileJob, name: str) -> tuple[FileJob, list[tup
             job = archive(target, job) if stage == "archive" else run_stage(target, job, stage)
             timings.append((stage, time.perf_counter() - started))
     finally:
-        _put_by_this_task.clear()
+        _put_by_this_task().clear()
     return job, timings
 
 
@@ -528,7 +560,8 @@ COLLECT_ABOVE_BYTES = 64 << 20
 
 def _release_frames_but(kept: tuple[str, ...], job: FileJob) -> None:
     keep = {f"{job.staging}/{name}.parquet" for name in kept}
-    released = [_put_by_this_task.pop(rel) for rel in [rel for rel in _put_by_this_task if rel not in keep]]
+    held = _put_by_this_task()
+    released = [held.pop(rel) for rel in [rel for rel in held if rel not in keep]]
     if sum(int(frame.memory_usage(deep=False).sum()) for frame in released) > COLLECT_ABOVE_BYTES:
         del released
         gc.collect()
