@@ -151,8 +151,8 @@ def _safe(text: str) -> str:
 
 # --- staging ------------------------------------------------------------------------------------------------------
 
-# The frames a task's stages put, for its later stages (validate takes fetch's rows, expand resolve's): read back
-# from storage only by another task. Emptied as each task ends (run_task).
+# The frames a task's stages put, for its later stages (validate takes fetch's rows, expand resolve's, outcomes the
+# write's): read back from storage only by another task. Emptied as each task ends (run_task).
 _this_task = threading.local()  # per thread: tests and the benchmark run several files' tasks at once
 
 
@@ -310,8 +310,8 @@ def _outcome_rows(
     duplicate_of: pd.Series | None = None,
     without_access: pd.Series | None = None,
 ) -> pd.DataFrame:
-    """Rows of the outcome table: ROW, outcome (none yet: waiting for the write), reason (a rejection's), the
-    content id, the row a duplicate repeats, and whether the user has no access to the content."""
+    """Rows of the outcome table: ROW, outcome (none for a row a failed write did not write), reason (a
+    rejection's), the content id, the row a duplicate repeats, and whether the user has no access to the content."""
     index = rows.index
     missing = pd.Series(pd.NA, index=index, dtype="Int64")
     return pd.DataFrame(
