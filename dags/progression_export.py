@@ -13,10 +13,11 @@ from progression.customers import load_registry
 from progression_airflow import COMPLETIONS_CHANGED, customers_of_events, target_of
 
 REGISTRY = load_registry()
+DAG_ID = "progression_export"
 
 
 @dag(
-    dag_id="progression_export",
+    dag_id=DAG_ID,
     schedule=[COMPLETIONS_CHANGED],
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
@@ -36,22 +37,37 @@ REGISTRY = load_registry()
 )
 def progression_export():
     @task(multiple_outputs=False)
-    def export(params: dict, run_id: str, triggering_asset_events=None) -> dict:
-        """Stream the workbook into the customer's reports folder and write its templates; the summary is the last
-        line of the log."""
+    def export(params: dict, run_id: str, triggering_asset_events=None) -> list[dict]:
+        """Stream the workbook into the customer's reports folder and write its templates; what each export wrote
+        (completions per type, templates) is logged as it ends."""
         import json
 
         from progression.export import run_export
 
-        customers = customers_of_events(triggering_asset_events) or [params["customer"]]
-        exports = [
-            run_export(target_of(slug), airflow_run_id=run_id, dry_run=bool(params["dry_run"])) for slug in customers
+        exports = []
+        for slug in customers_of_events(triggering_asset_events) or [params["customer"]]:
+            exports.append(run_export(target_of(slug), airflow_run_id=run_id, dry_run=bool(params["dry_run"])))
+            print(json.dumps(exports[-1]))
+        return exports
+
+    @task(multiple_outputs=False)
+    def summarise(params: dict, run_id: str, triggering_asset_events=None) -> dict:
+        """The run's summary from the ledger, as every DAG's last task gives it: an export that failed half way is
+        in it too."""
+        import json
+
+        from progression import runs
+
+        parts = [
+            runs.summarise(DAG_ID, slug, runs.rows_of(target_of(slug), run_id))
+            for slug in customers_of_events(triggering_asset_events) or [params["customer"]]
         ]
-        summary = exports[0] if len(exports) == 1 else {"dag": "progression_export", "exports": exports}
+        summary = parts[0] if len(parts) == 1 else {"dag": DAG_ID, "exports": parts}
         print(json.dumps(summary))
         return summary
 
-    export()
+    # A teardown: it runs whatever happened before it, and the run's state stays the export's.
+    export() >> summarise().as_teardown()
 
 
 progression_export()

@@ -157,11 +157,20 @@ def run_export(target, *, airflow_run_id: str | None, dry_run: bool = False) -> 
         ("Exported at", exported_at),
         ("Time zone", customer.timezone),
     ]
-    with target.engine.connect() as conn, storage.writer(target.root, rel) as out:
-        if conn.dialect.name == "postgresql":  # the counts and the rows from one snapshot (SQLite's BEGIN gives one)
-            conn.execution_options(isolation_level="REPEATABLE READ")
-        counts = write_export(conn, customer.platform, customer.tz, out, summary=summary)
-    templates = write_templates(target)
+    try:
+        with target.engine.connect() as conn, storage.writer(target.root, rel) as out:
+            if (
+                conn.dialect.name == "postgresql"
+            ):  # the counts and the rows from one snapshot (SQLite's BEGIN gives one)
+                conn.execution_options(isolation_level="REPEATABLE READ")
+            counts = write_export(conn, customer.platform, customer.tz, out, summary=summary)
+        templates = write_templates(target)
+    except Exception as exc:  # the ledger says so, and the task fails with the error
+        with target.engine.begin() as conn:
+            ledger.finish_run(
+                conn, run_id, ledger.Status.FAILED, message=f"the export failed: {exc.__class__.__name__}: {exc}"
+            )
+        raise
     exported = sum(counts.by_type.values())
     with target.engine.begin() as conn:
         ledger.record_counts(conn, run_id, ledger.RunCounts(rows_read=exported))

@@ -3,6 +3,8 @@ templates in its templates folder. An unknown customer is refused by the params:
 
 from __future__ import annotations
 
+import json
+
 import openpyxl
 import pytest
 
@@ -20,11 +22,17 @@ def test_an_export_of_a_customers_completions_and_its_templates(world):
     complete(target.engine, found.emails[0], found.uuids["journey"][0], "2024-03-31")
     complete(target.engine, found.emails[0], found.uuids["activity"][0], "2024-03-31")
     done = run_dag(world, "progression_export", {"customer": "acme"})
-    summary = summary_line(done, "progression_export")
-    assert summary["completions"]["journey"] == 1 and summary["completions"]["activity"] == 1
+    summary = summary_line(done, "progression_export")  # the teardown's, from the ledger
+    assert (summary["status"], summary["exported"], summary["customer"]) == ("succeeded", 2, "acme")
+    [written] = [
+        json.loads(line)
+        for line in done.stdout.splitlines()
+        if line.startswith('{"dag": "progression_export"') and '"completions"' in line
+    ]
+    assert written["completions"]["journey"] == 1 and written["completions"]["activity"] == 1
     book = openpyxl.load_workbook(world["dir"] / "acme" / summary["report"], read_only=True)
     assert book.sheetnames == ["Summary", "#Activities", "#Journeys", "#Programmes", "Content"]
-    assert summary["templates"] == ["templates/activities.xlsx", "templates/journeys.xlsx", "templates/programmes.xlsx"]
+    assert written["templates"] == ["templates/activities.xlsx", "templates/journeys.xlsx", "templates/programmes.xlsx"]
     template = openpyxl.load_workbook(world["dir"] / "acme/templates/journeys.xlsx")
     [drop_down] = template["Completions"].data_validations.dataValidation
     offered = [cell.value for (cell,) in template["Lists"][drop_down.formula1.split("!")[1].replace("$", "")]]

@@ -150,3 +150,15 @@ def test_an_export_imported_back_with_overwrite_changes_nothing_down_to_the_micr
     )
     assert (job.counts["kept"], job.counts["updated"]) == (3, 0)
     assert stored(target.engine) == before
+
+
+def test_an_export_that_fails_half_way_is_closed_as_failed_and_summarised_from_the_ledger(target, platform):
+    from progression.export import run_export
+    from progression.runs import rows_of, summarise
+
+    elsewhere = replace(target, customer=replace(target.customer, platform="no-such-platform"))
+    with pytest.raises(Exception, match="no-such-platform"):
+        run_export(elsewhere, airflow_run_id="manual__export", dry_run=False)
+    summary = summarise("progression_export", "acme", rows_of(target, "manual__export"))
+    assert summary["status"] == "failed"
+    assert summary["message"].startswith("the export failed: ") and "no-such-platform" in summary["message"]
