@@ -10,7 +10,7 @@ import pendulum
 from airflow.sdk import Param, dag, task
 
 from progression.customers import load_registry
-from progression_airflow import COMPLETIONS_CHANGED, customers_of_events, target_of
+from progression_airflow import COMPLETIONS_CHANGED, customers_of_events, summary_task, target_of
 
 REGISTRY = load_registry()
 DAG_ID = "progression_export"
@@ -50,21 +50,7 @@ def progression_export():
             print(json.dumps(exports[-1]))
         return exports
 
-    @task(multiple_outputs=False)
-    def summarise(params: dict, run_id: str, triggering_asset_events=None) -> dict:
-        """The run's summary from the ledger, as every DAG's last task gives it: an export that failed half way is
-        in it too."""
-        import json
-
-        from progression import runs
-
-        parts = [
-            runs.summarise(DAG_ID, slug, runs.rows_of(target_of(slug), run_id))
-            for slug in customers_of_events(triggering_asset_events) or [params["customer"]]
-        ]
-        summary = parts[0] if len(parts) == 1 else {"dag": DAG_ID, "exports": parts}
-        print(json.dumps(summary))
-        return summary
+    summarise = summary_task(DAG_ID)
 
     # A teardown: it runs whatever happened before it, and the run's state stays the export's.
     export() >> summarise().as_teardown()

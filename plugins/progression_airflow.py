@@ -8,11 +8,10 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Callable, TypeVar
 
 from progression.customers import Customer, load_registry
+from progression.jobs import Job
 
 if TYPE_CHECKING:  # the DAG files import this module at parse time: keep pandas and SQLAlchemy out of it
     from progression.runs import Target
-
-from progression.jobs import Job
 
 J = TypeVar("J", bound=Job)
 
@@ -107,14 +106,15 @@ def run_stage(stage: Callable[[Target, J], J], job_type: type[J], job: dict) -> 
     return stage(target_of(job["customer"]), job_type.from_dict(job)).as_dict()
 
 
-def summary_task(dag_id: str, changed: tuple[str, ...]):
-    """The last task of a DAG run for one customer, a teardown: one JSON line from the ledger (runs.summarise: what
-    the run did in its kind's words, its run id and report), and the asset event when the figures named in
-    `changed` show a real run changed completions. A conf refused by the first task is in the line too."""
+def summary_task(dag_id: str, changed: tuple[str, ...] = ()):
+    """The last task of a DAG run, a teardown: one JSON line from the ledger (runs.summarise: what the run did in its
+    kind's words, its run id and report) for the customer of the conf, or for each customer the triggering asset
+    events name (then under `runs`); and the asset event when the figures named in `changed` show a real run
+    changed completions. A conf refused by the first task is in the line too."""
     from airflow.sdk import task
 
-    @task(multiple_outputs=False, task_id="summarise", outlets=[COMPLETIONS_CHANGED])
-    def summarise(params: dict, run_id: str, outlet_events=None) -> dict:
+    @task(multiple_outputs=False, task_id="summarise", outlets=[COMPLETIONS_CHANGED] if changed else [])
+    def summarise(params: dict, run_id: str, triggering_asset_events=None, outlet_events=None) -> dict:
         import json
 
         from airflow.sdk import get_current_context
@@ -123,11 +123,13 @@ def summary_task(dag_id: str, changed: tuple[str, ...]):
         from progression.ledger import Status
 
         refused = get_current_context()["ti"].xcom_pull(task_ids="plan", key="refused")
-        summary = runs.summarise(
-            dag_id, params["customer"], runs.rows_of(target_of(params["customer"]), run_id), refused=refused
-        )
-        if summary["status"] == Status.SUCCEEDED:
-            announce_completions(outlet_events, summary["customer"], dag_id, summary, changed)
+        parts = []
+        for slug in customers_of_events(triggering_asset_events) or [params["customer"]]:
+            part = runs.summarise(dag_id, slug, runs.rows_of(target_of(slug), run_id), refused=refused)
+            if changed and part["status"] == Status.SUCCEEDED:
+                announce_completions(outlet_events, part["customer"], dag_id, part, changed)
+            parts.append(part)
+        summary = parts[0] if len(parts) == 1 else {"dag": dag_id, "runs": parts}
         print(json.dumps(summary))
         return summary
 
