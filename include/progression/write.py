@@ -272,12 +272,16 @@ def _pg_micros(times: pd.Series) -> np.ndarray:
     return micros.astype("int64") - _PG_EPOCH_US
 
 
-def _copy_binary(
-    conn: Connection, statement: str, at: np.ndarray, columns: dict[str, tuple[str, object]], chunk: int = 1_000_000
-) -> None:
+# Rows per piece of a binary COPY: the server inserts one piece while numpy lays out the next (1M completions:
+# 0.3-0.4 s less than one piece of them all).
+COPY_CHUNK_ROWS = 1 << 17
+
+
+def _copy_binary(conn: Connection, statement: str, at: np.ndarray, columns: dict[str, tuple[str, object]]) -> None:
     """Binary COPY of the rows at positions `at` of the columns, the tuples laid out by numpy a chunk at a time: no
     per-row Python, no text formatting, no full copy of the columns. `columns`: name -> (numpy dtype of the value
     on the wire, an array or one value for every row)."""
+    chunk = COPY_CHUNK_ROWS
     layout = [("fields", ">i2")]
     for name, (dtype, _) in columns.items():
         layout += [(f"{name}_length", ">i4"), (name, dtype)]

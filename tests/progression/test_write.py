@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from progression import ledger
+from progression import ledger, write as write_module
 from progression.platform import completions, content, users
 from progression.write import ConcurrentChange, write_completions
 
@@ -27,6 +27,12 @@ def frame(pairs, at="2024-03-31", direct=True) -> pd.DataFrame:
             "direct": direct,
         }
     )
+
+
+def utc(stored) -> pd.Timestamp:
+    """A stored completion time in UTC: SQLite gives it back naive (it is UTC), PostgreSQL in the session's zone."""
+    stamp = pd.Timestamp(stored)
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
 
 
 def write(engine, rows, run_id, **kwargs):
@@ -51,6 +57,24 @@ def test_outcomes_are_counted_for_named_and_derived_items(engine, platform):
     assert result.exceptions[["user_id", "content_id", "outcome"]].values.tolist() == [
         [user_ids[0], content_ids[0], "updated"]
     ]
+
+
+def test_completions_sent_in_many_pieces_land_whole(engine, platform, monkeypatch):
+    """The binary COPY sends its rows a piece at a time: every row of every piece lands with its own values."""
+    monkeypatch.setattr(write_module, "COPY_CHUNK_ROWS", 2)
+    user_ids, content_ids = ids(engine, 4)
+    pairs = [(u, c) for u in user_ids[:3] for c in content_ids[:3]]
+    rows = frame(pairs, "2024-02-29")
+    rows["completed_at"] += pd.to_timedelta(range(len(rows)), unit="s")
+    result = write(engine, rows, "pieces")
+    assert result.direct_counts == {"imported": len(pairs)}
+    with engine.connect() as conn:
+        landed = conn.execute(
+            sa.select(completions.c.user_id, completions.c.content_id, completions.c.completed_at, completions.c.run_id)
+        ).all()
+    assert sorted((u, c, utc(at), r) for u, c, at, r in landed) == sorted(
+        zip(rows["user_id"], rows["content_id"], rows["completed_at"], ["pieces"] * len(rows))
+    )
 
 
 TOUCHED = (
@@ -107,8 +131,7 @@ def test_completion_times_keep_their_microseconds_and_zone(engine, platform):
     write(engine, rows, "micro")
     with engine.connect() as conn:
         stored = conn.execute(sa.select(completions.c.completed_at)).scalar()
-    stored = pd.Timestamp(stored)
-    assert (stored.tz_localize("UTC") if stored.tzinfo is None else stored.tz_convert("UTC")) == at
+    assert utc(stored) == at
 
 
 def test_a_write_that_keeps_colliding_with_another_writer_fails_whole(engine, platform):
