@@ -4,7 +4,9 @@ For each file it prints: the limit (fastexcel read + raw COPY of as many complet
 the table), the project's import stage by stage with its peak memory, the naive peer (openpyxl read, the same GX
 checks, pandas merges, PostgresHook.insert_rows(replace=True)), and a re-run of the same file (must write 0 rows).
 Each task of the project (pipeline's IMPORT_TASKS: fetch+validate, resolve+expand, write, report+archive) runs in a
-fresh process, as Airflow runs it; a stage's peak memory is that of its task's process.
+process of its own forked from one that imported `progression.preload`, as the Celery workers of `make e2e` and the
+compose file run them (`--fresh`: a fresh interpreter per task instead, as `airflow tasks run` starts one); a
+stage's peak memory is that of its task's process, the pages it shares with its parent included.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import multiprocessing
 import os
 import resource
 import shutil
@@ -70,7 +73,7 @@ def child_task(url: str, name: str, job_file: Path) -> dict:
 
 
 def run_project(url: str, file: Path, content_type: str, force: bool, with_report: bool = True) -> dict:
-    """The import task by task, each in a fresh process (without the report and archive task: with_report off)."""
+    """The import task by task, each in a process of its own (see task_in_child; without the report and archive task: with_report off)."""
     from datetime import datetime, timezone
 
     from progression import pipeline
@@ -94,7 +97,7 @@ def run_project(url: str, file: Path, content_type: str, force: bool, with_repor
     job_file.write_text(json.dumps(job.as_dict()))
     timings, peaks = {}, {}
     for name in [task for task in IMPORT_TASKS if with_report or task != "report_archive"]:
-        result = in_child("task", name, str(job_file))
+        result = task_in_child(url, name, job_file)
         if result["status"] != "ok":
             raise SystemExit(f"import did not succeed at {name}: {result['status']} {result['message']}")
         timings.update(result["timings"])
@@ -201,6 +204,33 @@ def child_limit(url: str, file: Path, completions: int) -> dict:
     return {"timings": {"read": read, "copy": copied}, "rows_read": table.num_rows, "peak_mb": peak_mb()}
 
 
+def _task_in_fork(url: str, name: str, job_file: str, answer) -> None:
+    if "progression.preload" not in sys.modules:  # the server swallows a failed preload
+        raise SystemExit("the forkserver did not preload progression.preload")
+    answer.send(child_task(url, name, Path(job_file)))
+
+
+_FORKS = None  # the forkserver context whose server imported progression.preload (set by main unless --fresh)
+
+
+def task_in_child(url: str, name: str, job_file: Path) -> dict:
+    """One task in a process of its own: forked from the preloaded server, or a fresh interpreter (--fresh)."""
+    if _FORKS is None:
+        return in_child("task", name, str(job_file))
+    receive, send = _FORKS.Pipe(duplex=False)
+    process = _FORKS.Process(target=_task_in_fork, args=(url, name, str(job_file), send))
+    process.start()
+    send.close()
+    try:
+        result = receive.recv()
+    except EOFError:
+        result = None
+    process.join()
+    if process.exitcode != 0 or result is None:
+        raise SystemExit(f"task {name} failed (exit code {process.exitcode})")
+    return result
+
+
 def in_child(kind: str, *args: str) -> dict:
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     done = subprocess.run([sys.executable, __file__, "--child", kind, *args], capture_output=True, text=True, env=env)
@@ -292,6 +322,11 @@ def main() -> None:
         help="leave out the report workbook (it runs after the completions landed)",
     )
     parser.add_argument("--recreate", action="store_true", help="drop and re-seed the benchmark database")
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start each task as a fresh interpreter instead of forking it from a preloaded process",
+    )
     args = parser.parse_args()
     if args.child:
         kind, *rest = args.child
@@ -304,6 +339,13 @@ def main() -> None:
         print(json.dumps(result))
         return
 
+    if not args.fresh:
+        global _FORKS
+        _FORKS = multiprocessing.get_context("forkserver")
+        # The server starts as a new interpreter: it finds the package through PYTHONPATH, not this sys.path.
+        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "include"), os.environ.get("PYTHONPATH")]))
+        _FORKS.set_forkserver_preload(["progression.preload"])
+    print(f"tasks: {'a fresh interpreter each' if args.fresh else 'forked from a process that preloaded them'}")
     os.environ.setdefault("AIRFLOW_CONN_BENCH_PG", args.pg.replace("postgresql+psycopg://", "postgresql://"))
     engine, found = prepare(args.pg, args.recreate)
     sizes = [int(s) for s in args.sizes.split(",") if s]

@@ -4,7 +4,8 @@ Seeds one PostgreSQL platform database holding N customers' platforms (one regis
 folder), drops F workbooks of R activity rows in every inbox, and times one nightly run (every active customer):
 through `bin/airflow dags test` (one process, tasks one after another) and/or through a Celery cluster on loopback
 (api-server, scheduler, dag-processor and two workers, as `make e2e` starts them), triggered through the REST API.
-Prints the wall time, the seconds per file, and a one-row file's whole run through `dags test`.
+Prints the wall time, the seconds per file, and a one-row file's whole run through `dags test` beside Airflow's own
+floor: a DAG of the import's shape whose tasks do nothing, through `dags test` in the same environment.
 
     .venv/bin/python bench/small_files.py --customers 20 --files 10 --rows 1000 --mode both
 """
@@ -80,14 +81,12 @@ def prepare(url: str, customers: int, files: int, rows: int) -> dict[str, str]:
     }
 
 
-def through_dags_test(env: dict[str, str]) -> float:
+def through_dags_test(env: dict[str, str], dag_id: str = "progression_import") -> float:
     home = DATA / "airflow"
     env = {**os.environ, **env, "AIRFLOW_HOME": str(home)}
     subprocess.run([str(ROOT / "bin/airflow"), "db", "migrate"], env=env, check=True, capture_output=True)
     started = time.perf_counter()
-    done = subprocess.run(
-        [str(ROOT / "bin/airflow"), "dags", "test", "progression_import"], env=env, capture_output=True, text=True
-    )
+    done = subprocess.run([str(ROOT / "bin/airflow"), "dags", "test", dag_id], env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(f"the run failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
@@ -145,17 +144,76 @@ def one_row_file(url: str) -> float:
     return through_dags_test(env)
 
 
+# The import's shape (a list of files, one task per step of each file, mapped, and a teardown) doing nothing.
+FLOOR_DAG = """
+from airflow.sdk import dag, task, task_group
+
+
+@dag(schedule=None)
+def airflow_floor():
+    @task(multiple_outputs=False)
+    def discover() -> list[dict]:
+        return [{{"file": 1}}]
+
+    def step(name):
+        @task(multiple_outputs=False, task_id=name)
+        def run(job: dict) -> dict:
+            return job
+
+        return run
+
+    @task_group
+    def each_file(job: dict):
+        for name in {steps!r}:
+            job = step(name)(job)
+        return job
+
+    @task(multiple_outputs=False)
+    def summarise(jobs: list[dict] | None, archived: list[dict] | None) -> dict:
+        return {{}}
+
+    jobs = discover()
+    summarise(jobs, each_file.expand(job=jobs)).as_teardown()
+
+
+airflow_floor()
+"""
+
+
+def airflow_floor(url: str) -> float:
+    """`dags test` of FLOOR_DAG: what Airflow itself takes for a run of the import's shape on this machine."""
+    from progression.jobs import IMPORT_TASKS
+
+    env = prepare(url, customers=1, files=1, rows=1)
+    folder = DATA / "floor_dags"
+    folder.mkdir()
+    (folder / "airflow_floor.py").write_text(FLOOR_DAG.format(steps=tuple(IMPORT_TASKS)))
+    return through_dags_test({**env, "AIRFLOW__CORE__DAGS_FOLDER": str(folder)}, "airflow_floor")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pg", default=os.environ.get("PROGRESSION_BENCH_SMALL_PG", DEFAULT_PG))
     parser.add_argument("--customers", type=int, default=20)
     parser.add_argument("--files", type=int, default=10, help="files per customer")
     parser.add_argument("--rows", type=int, default=1000, help="rows per file")
-    parser.add_argument("--mode", choices=("dags-test", "cluster", "both"), default="both")
+    parser.add_argument(
+        "--mode",
+        choices=("dags-test", "cluster", "both", "one-row"),
+        default="both",
+        help="one-row: only the one-row file and Airflow's floor",
+    )
     args = parser.parse_args()
     count = args.customers * args.files
-    results = {"one_row_file_dags_test_s": round(one_row_file(args.pg), 1)}
-    print(f"a one-row file, whole run through dags test: {results['one_row_file_dags_test_s']} s", flush=True)
+    results = {
+        "airflow_floor_dags_test_s": round(airflow_floor(args.pg), 1),
+        "one_row_file_dags_test_s": round(one_row_file(args.pg), 1),
+    }
+    print(
+        f"a one-row file, whole run through dags test: {results['one_row_file_dags_test_s']} s; Airflow's floor (the "
+        f"same shape of DAG, tasks doing nothing): {results['airflow_floor_dags_test_s']} s",
+        flush=True,
+    )
     for mode, run in (("dags-test", through_dags_test), ("cluster", lambda env: through_cluster(env, args.pg))):
         if args.mode in (mode, "both"):
             seconds = run(prepare(args.pg, args.customers, args.files, args.rows))
