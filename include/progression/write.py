@@ -81,13 +81,9 @@ def write_completions(
                     "another writer kept adding the same completions while this run wrote them; nothing was "
                     f"written, run it again ({_driver_error(exc).__class__.__name__})"
                 ) from exc
-    counts = conn.exec_driver_sql(
-        f"SELECT direct, outcome, count(*) FROM {STAGE}_decided GROUP BY direct, outcome"
-    ).all()
+    met = conn.exec_driver_sql(f"SELECT direct, outcome, count(*) FROM {STAGE}_decided GROUP BY direct, outcome").all()
     # Only the exceptions come back row by row: a direct row not listed was imported.
-    not_imported = conn.exec_driver_sql(
-        f"SELECT user_id, content_id, outcome FROM {STAGE}_decided WHERE direct AND outcome <> 'imported'"
-    ).all()
+    not_imported = conn.exec_driver_sql(f"SELECT user_id, content_id, outcome FROM {STAGE}_decided WHERE direct").all()
     # Column-wise: a DataFrame built from a million Row objects costs seconds.
     columns: list[tuple[Any, ...]] = list(zip(*not_imported)) if not_imported else [(), (), ()]
     exceptions = pd.DataFrame(
@@ -99,11 +95,16 @@ def write_completions(
     )
     conn.exec_driver_sql(f"DROP TABLE {STAGE}_decided")
     conn.exec_driver_sql(f"DROP TABLE {STAGE}")
-    return WriteResult(
-        direct_counts={outcome: int(n) for is_direct, outcome, n in counts if is_direct},
-        derived_counts={outcome: int(n) for is_direct, outcome, n in counts if not is_direct},
-        exceptions=exceptions,
-    )
+    direct_rows = int(rows["direct"].sum())
+    counts: dict[bool, dict[str, int]] = {True: {}, False: {}}
+    for is_direct, outcome, n in met:
+        counts[bool(is_direct)][outcome] = int(n)
+    # A staged row that met no completion is a new one.
+    for is_direct, staged in ((True, direct_rows), (False, len(rows) - direct_rows)):
+        new = staged - sum(counts[is_direct].values())
+        if new:
+            counts[is_direct]["imported"] = new
+    return WriteResult(direct_counts=counts[True], derived_counts=counts[False], exceptions=exceptions)
 
 
 def _driver_error(exc: Exception) -> Exception:
@@ -116,15 +117,17 @@ def _duplicate_key(exc: Exception) -> bool:
 
 
 def _decide(conn: Connection, replaces: str) -> None:
-    """Each staged row's outcome against the completion there now, with that completion's values."""
+    """The staged rows that meet a completion there now, each with its outcome (updated or kept) and that
+    completion's values. A staged row not among them is new: only these are kept, so a first import of a million
+    rows materialises none."""
     conn.exec_driver_sql(f"DROP TABLE IF EXISTS {STAGE}_decided")
     conn.exec_driver_sql(f"""
         CREATE TEMPORARY TABLE {STAGE}_decided AS
         SELECT s.user_id, s.content_id, s.completed_at, s.direct, s.position,
                c.completed_at AS old_completed_at, c.source AS old_source, c.run_id AS old_run_id,
-               CASE WHEN c.user_id IS NULL THEN 'imported' WHEN {replaces} THEN 'updated' ELSE 'kept' END AS outcome
+               CASE WHEN {replaces} THEN 'updated' ELSE 'kept' END AS outcome
         FROM {STAGE} s
-        LEFT JOIN completions c ON c.user_id = s.user_id AND c.content_id = s.content_id
+        JOIN completions c ON c.user_id = s.user_id AND c.content_id = s.content_id
     """)
 
 
@@ -153,8 +156,8 @@ def _apply(conn: Connection, rows: pd.DataFrame, values: dict, dialect: str) -> 
         conn.execute(
             sa.text(f"""
             INSERT INTO completions (user_id, content_id, completed_at, source, run_id)
-            SELECT user_id, content_id, completed_at, :source, :run_id FROM {STAGE}_decided
-            WHERE outcome = 'imported' ORDER BY user_id, content_id
+            SELECT user_id, content_id, completed_at, :source, :run_id FROM {STAGE}
+            WHERE position NOT IN (SELECT position FROM {STAGE}_decided) ORDER BY user_id, content_id
         """),
             values,
         )
@@ -171,17 +174,18 @@ def _apply(conn: Connection, rows: pd.DataFrame, values: dict, dialect: str) -> 
 
 
 def _copy_new_completions(conn: Connection, rows: pd.DataFrame, values: dict) -> None:
-    """The new completions by binary COPY, from the caller's rows at the positions decided new: COPY writes a page
-    of rows per WAL record where INSERT ... SELECT writes one per row, which made the insert twice as slow."""
+    """The new completions by binary COPY, from the caller's rows at the positions that met no completion: COPY
+    writes a page of rows per WAL record where INSERT ... SELECT writes one per row, which made the insert twice as
+    slow."""
     cursor = _driver_connection(conn).cursor()
     data = bytearray()
     # One array in one row: a row per position would cost a Python iteration each (1M rows: 8 s of 10).
-    with cursor.copy(
-        f"COPY (SELECT array_agg(position) FROM {STAGE}_decided WHERE outcome = 'imported') TO STDOUT (FORMAT binary)"
-    ) as copy:
+    with cursor.copy(f"COPY (SELECT array_agg(position) FROM {STAGE}_decided) TO STDOUT (FORMAT binary)") as copy:
         for block in copy:
             data += block
-    positions = _binary_int8_array(data)
+    new = np.ones(len(rows), dtype=bool)
+    new[_binary_int8_array(data)] = False
+    positions = np.flatnonzero(new)
     if not len(positions):
         return
     users, contents = rows["user_id"].to_numpy("int64"), rows["content_id"].to_numpy("int64")
