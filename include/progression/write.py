@@ -3,7 +3,6 @@ caller's transaction. Undo's restore is in restore.py."""
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,17 +81,7 @@ def write_completions(
                     f"written, run it again ({_driver_error(exc).__class__.__name__})"
                 ) from exc
     met = conn.exec_driver_sql(f"SELECT direct, outcome, count(*) FROM {STAGE}_decided GROUP BY direct, outcome").all()
-    # Only the exceptions come back row by row: a direct row not listed was imported.
-    not_imported = conn.exec_driver_sql(f"SELECT user_id, content_id, outcome FROM {STAGE}_decided WHERE direct").all()
-    # Column-wise: a DataFrame built from a million Row objects costs seconds.
-    columns: list[tuple[Any, ...]] = list(zip(*not_imported)) if not_imported else [(), (), ()]
-    exceptions = pd.DataFrame(
-        {
-            "user_id": pd.array(columns[0], dtype="int64"),
-            "content_id": pd.array(columns[1], dtype="int64"),
-            "outcome": list(columns[2]),
-        }
-    )
+    exceptions = _not_imported(conn, dialect)
     conn.exec_driver_sql(f"DROP TABLE {STAGE}_decided")
     conn.exec_driver_sql(f"DROP TABLE {STAGE}")
     direct_rows = int(rows["direct"].sum())
@@ -105,6 +94,26 @@ def write_completions(
         if new:
             counts[is_direct]["imported"] = new
     return WriteResult(direct_counts=counts[True], derived_counts=counts[False], exceptions=exceptions)
+
+
+def _not_imported(conn: Connection, dialect: str) -> pd.DataFrame:
+    """user_id, content_id, outcome of the named items that met a completion: only the exceptions come back row by
+    row (a direct row not listed was imported), a re-run's million of them by binary COPY, not as Row objects."""
+    select = f"SELECT user_id, content_id, outcome = 'updated' FROM {STAGE}_decided WHERE direct"
+    if dialect == "postgresql":
+        met = _binary_rows(conn, select, {"user_id": ">i8", "content_id": ">i8", "updated": "?"})
+        columns = [met["user_id"], met["content_id"], met["updated"]]
+    else:
+        found = conn.exec_driver_sql(select).all()
+        columns = [np.array(column) for column in zip(*found)] if found else [np.empty(0)] * 3
+    users, contents, updated = columns
+    return pd.DataFrame(
+        {
+            "user_id": np.asarray(users, dtype="int64"),
+            "content_id": np.asarray(contents, dtype="int64"),
+            "outcome": np.where(np.asarray(updated, dtype=bool), "updated", "kept").astype(object),
+        }
+    )
 
 
 def _driver_error(exc: Exception) -> Exception:
@@ -177,20 +186,14 @@ def _copy_new_completions(conn: Connection, rows: pd.DataFrame, values: dict) ->
     """The new completions by binary COPY, from the caller's rows at the positions that met no completion: COPY
     writes a page of rows per WAL record where INSERT ... SELECT writes one per row, which made the insert twice as
     slow."""
-    cursor = _driver_connection(conn).cursor()
-    data = bytearray()
-    # One array in one row: a row per position would cost a Python iteration each (1M rows: 8 s of 10).
-    with cursor.copy(f"COPY (SELECT array_agg(position) FROM {STAGE}_decided) TO STDOUT (FORMAT binary)") as copy:
-        for block in copy:
-            data += block
     new = np.ones(len(rows), dtype=bool)
-    new[_binary_int8_array(data)] = False
+    new[_binary_rows(conn, f"SELECT position FROM {STAGE}_decided", {"position": ">i8"})["position"]] = False
     positions = np.flatnonzero(new)
     if not len(positions):
         return
     users, contents = rows["user_id"].to_numpy("int64"), rows["content_id"].to_numpy("int64")
     in_key_order = positions[np.lexsort((contents[positions], users[positions]))]
-    del positions, data
+    del positions, new
     source, run_id = values["source"].encode(), values["run_id"].encode()
     _copy_binary(
         conn,
@@ -253,21 +256,25 @@ def _driver_connection(conn: Connection) -> Any:
 
 _PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 in microseconds since 1970: PostgreSQL's timestamp zero
 _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00" * 8
-_ARRAY_ELEMENT = np.dtype([("length", ">i4"), ("value", ">i8")])
 
 
-def _binary_int8_array(data: bytes | bytearray) -> np.ndarray:
-    """The bigint[] of a one-row, one-column binary COPY (empty when it is NULL): after the header, the field count
-    and the field's length, an array is its dimensions, null flag and element type, then (size, lower bound) per
-    dimension, then (length, value) per element."""
-    field = len(_COPY_HEADER) + 2
-    (length,) = struct.unpack_from(">i", data, field)
-    if length < 0 or struct.unpack_from(">i", data, field + 4)[0] == 0:
-        return np.empty(0, dtype="int64")
-    (dimensions,) = struct.unpack_from(">i", data, field + 4)
-    (size,) = struct.unpack_from(">i", data, field + 16)
-    elements = np.frombuffer(data, dtype=_ARRAY_ELEMENT, offset=field + 16 + 8 * dimensions, count=size)
-    return elements["value"].astype("int64")
+def _tuple_layout(columns: dict[str, str]) -> np.dtype:
+    """A binary COPY tuple of fixed-width, non-null fields: the field count, then each field's length and value."""
+    layout = [("fields", ">i2")]
+    for name, dtype in columns.items():
+        layout += [(f"{name}_length", ">i4"), (name, dtype)]
+    return np.dtype(layout)
+
+
+def _binary_rows(conn: Connection, select: str, columns: dict[str, str]) -> np.ndarray:
+    """The rows of a SELECT of fixed-width, non-null columns (name -> numpy dtype on the wire) by binary COPY, as
+    one numpy structured array: no Python object per row."""
+    data = bytearray()
+    with _driver_connection(conn).cursor().copy(f"COPY ({select}) TO STDOUT (FORMAT binary)") as copy:
+        for block in copy:
+            data += block
+    body = memoryview(data)[len(_COPY_HEADER) : len(data) - 2]  # the trailer is a field count of -1
+    return np.frombuffer(body, dtype=_tuple_layout(columns))
 
 
 def _pg_micros(times: pd.Series) -> np.ndarray:
@@ -286,15 +293,13 @@ def _copy_binary(conn: Connection, statement: str, at: np.ndarray, columns: dict
     per-row Python, no text formatting, no full copy of the columns. `columns`: name -> (numpy dtype of the value
     on the wire, an array or one value for every row)."""
     chunk = COPY_CHUNK_ROWS
-    layout = [("fields", ">i2")]
-    for name, (dtype, _) in columns.items():
-        layout += [(f"{name}_length", ">i4"), (name, dtype)]
+    layout = _tuple_layout({name: dtype for name, (dtype, _) in columns.items()})
     cursor = _driver_connection(conn).cursor()
     with cursor.copy(statement) as copy:
         copy.write(_COPY_HEADER)
         for start in range(0, len(at), chunk):
             part = at[start : start + chunk]
-            tuples = np.empty(len(part), dtype=np.dtype(layout))
+            tuples = np.empty(len(part), dtype=layout)
             tuples["fields"] = len(columns)
             for name, (dtype, values) in columns.items():
                 tuples[f"{name}_length"] = np.dtype(dtype).itemsize
