@@ -22,7 +22,7 @@ from progression.ledger import Status
 from progression.platform import load_assignments, snapshot
 from progression.read import ROW, InputError, read_input, read_pairs
 from progression.report import write_import_report
-from progression.resolve import CROSSWALK_HEADERS, Crosswalk, resolve_rows
+from progression.resolve import CROSSWALK_HEADERS, Crosswalk, repeated_rows, resolve_rows
 from progression.runs import ConfError, Target
 from progression.validate import prepare_column_checks, validate_rows
 from progression.write import write_completions
@@ -285,10 +285,7 @@ def resolve(target: Target, job: FileJob) -> FileJob:
         platform = snapshot(conn, target.customer.platform)
         resolved, rejected = resolve_rows(valid, platform, job.content_type, target.customer.platform, codes)
         assignments = load_assignments(conn, platform.platform_id)
-    resolved = resolved.sort_values(["completed_at", ROW], kind="stable")
-    first = resolved.groupby(["user_id", "content_id"], sort=False)[ROW].transform("first")
-    resolved["duplicate_of"] = first.where(first != resolved[ROW]).astype("Int64")
-    resolved = resolved.sort_values(ROW).reset_index(drop=True)
+    resolved["duplicate_of"] = repeated_rows(resolved)
     unique = resolved[resolved["duplicate_of"].isna()]
     resolved["without_access"] = False
     resolved.loc[unique.index, "without_access"] = without_access(unique, assignments, platform.edges).to_numpy()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -197,3 +198,16 @@ def resolve_rows(
     resolved["user_id"] = resolved["user_id"].astype("int64")
     resolved["content_id"] = resolved["content_id"].astype("int64")
     return resolved, rejected
+
+
+def repeated_rows(resolved: pd.DataFrame) -> pd.Series:
+    """Per resolved row, the row whose completion it repeats: the first of its (user, content) by completion date,
+    then by row number; <NA> for that first row. Integer arrays, not a sort and a group-by of the whole frame."""
+    rows = resolved[ROW].to_numpy("int64")
+    dates = resolved["completed_at"].to_numpy("datetime64[us]").view("int64")
+    order = np.lexsort((rows, dates))
+    pairs = [resolved["user_id"].to_numpy("int64")[order], resolved["content_id"].to_numpy("int64")[order]]
+    first = pd.Series(rows[order]).groupby(pairs, sort=False).transform("first").to_numpy()
+    repeats = np.empty(len(order), dtype="int64")
+    repeats[order] = first
+    return pd.Series(repeats, index=resolved.index, dtype="Int64").mask(repeats == rows)
