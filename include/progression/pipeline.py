@@ -3,10 +3,13 @@ a run-scoped staging folder of the customer's storage. The DAG, the tests and th
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -164,11 +167,39 @@ def _put_by_this_task() -> dict[str, pd.DataFrame]:
 
 def _put(target: Target, job: FileJob, name: str, frame: pd.DataFrame, *, stored: bool = True) -> None:
     """Hand a frame to the later stages: stored in staging for other tasks, held in memory for this one's (a frame
-    only this task reads is not stored: a retry of the task makes it again)."""
+    only this task reads is not stored: a retry of the task makes it again). The write goes on beside the stage
+    and the next one; see _wait_for_writes."""
     rel = f"{job.staging}/{name}.parquet"
     if stored:
-        storage.write_frame(target.root, rel, frame)
+        _writes_of_this_task().append(_writer().submit(storage.write_frame, target.root, rel, frame))
     _put_by_this_task()[rel] = frame
+
+
+# One thread writes the staged frames of the process, in the order they were put (a frame put twice ends as the
+# second). Parquet encodes without the GIL, so a million rows' write costs the stage next to it little.
+_WRITER: list[ThreadPoolExecutor] = []
+
+
+def _writer() -> ThreadPoolExecutor:
+    if not _WRITER:
+        _WRITER.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix="staging-writer"))
+    return _WRITER[0]
+
+
+def _writes_of_this_task() -> list[Future[None]]:
+    if not hasattr(_this_task, "writes"):
+        _this_task.writes = []
+    return _this_task.writes
+
+
+def _wait_for_writes(*, quietly: bool = False) -> None:
+    """Block until every frame this task put is in storage; the first write that failed raises here, unless
+    `quietly` (an error of the task's is on its way up already)."""
+    writes, _this_task.writes = _writes_of_this_task(), []
+    for write in writes:
+        write.exception()  # all of them done before any error goes up
+    for write in writes if not quietly else ():
+        write.result()
 
 
 def _get(target: Target, job: FileJob, name: str) -> pd.DataFrame:
@@ -513,9 +544,24 @@ def archive(target: Target, job: FileJob) -> FileJob:
 STAGES = {stage.__name__: stage for stage in (fetch, validate, resolve, expand, write, outcomes, report)}
 
 
-def run_stage(target: Target, job: FileJob, name: str) -> FileJob:
-    """One stage as a task runs it: a failure fails the file (reported, moved to failed/), never the ledger open."""
-    return runs.guarded(target, job, STAGES[name], _fail_stage)
+def run_stage(target: Target, job: FileJob, name: str, *, stored: bool = True) -> FileJob:
+    """One stage as a task runs it: a failure fails the file (reported, moved to failed/), never the ledger open.
+    With `stored` it ends once what it staged is in storage, as the last stage of a task must; without, the writes
+    go on beside the task's next stage."""
+    stage: Callable[[Target, FileJob], FileJob] = STAGES[name]
+    if stored:
+        stage = _then_wait_for_writes(stage)
+    return runs.guarded(target, job, stage, _fail_stage)
+
+
+def _then_wait_for_writes(stage: Callable[[Target, FileJob], FileJob]) -> Callable[[Target, FileJob], FileJob]:
+    @functools.wraps(stage)
+    def storing(target: Target, job: FileJob) -> FileJob:
+        job = stage(target, job)
+        _wait_for_writes()  # a write that failed fails the stage, as it would have written in it
+        return job
+
+    return storing
 
 
 def _fail_stage(target: Target, job: FileJob, message: str) -> FileJob:
@@ -530,14 +576,20 @@ def _fail_stage(target: Target, job: FileJob, message: str) -> FileJob:
 def run_task(target: Target, job: FileJob, name: str) -> tuple[FileJob, list[tuple[str, float]]]:
     """The stages of one task (jobs.IMPORT_TASKS), in order; the job and how long each stage took."""
     timings: list[tuple[str, float]] = []
+    stages = IMPORT_TASKS[name]
     try:
-        for stage in IMPORT_TASKS[name]:
+        for index, stage in enumerate(stages):
             if timings:  # the stage before is done with its frames: hand their memory back before the next one's
                 _release_frames_but(IMPORT_INPUTS.get(stage, ()), job)
             started = time.perf_counter()
-            job = archive(target, job) if stage == "archive" else run_stage(target, job, stage)
+            if stage == "archive":
+                job = archive(target, job)
+            else:
+                following = stages[index + 1] if index + 1 < len(stages) else "archive"
+                job = run_stage(target, job, stage, stored=following == "archive")
             timings.append((stage, time.perf_counter() - started))
     finally:
+        _wait_for_writes(quietly=True)  # after an error: no write goes on into staging once the task has ended
         _put_by_this_task().clear()
     return job, timings
 

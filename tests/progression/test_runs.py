@@ -18,7 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 from support import NOW, drop, refuse_inserts_of, stored
-from progression import ledger, pipeline, read, runs
+from progression import ledger, pipeline, read, runs, storage
 from demo_platform import workbook_bytes
 from progression.pipeline import FileJob, plan, run_file
 from progression.read import ReaderStopped
@@ -100,6 +100,30 @@ def test_a_stage_that_raises_fails_the_file_with_its_report_and_closes_the_ledge
     with target.engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(ledger.journal)).scalar() == 0
     assert files_under(target.root) == sorted(["failed/activities/locked.xlsx", job.report])
+
+
+def test_a_staged_frame_that_cannot_be_stored_fails_the_file_in_the_task_that_put_it(target, platform, monkeypatch):
+    """Staged frames are written beside the task's next stage: a write that fails still fails the file in that task,
+    and the frames written beside it are in storage before the task ends."""
+    real_write = storage.write_frame
+
+    def disk_full_for_valid_rows(root, rel, frame):
+        if rel.endswith("/valid.parquet"):
+            raise OSError(28, "No space left on device")
+        real_write(root, rel, frame)
+
+    monkeypatch.setattr(storage, "write_frame", disk_full_for_valid_rows)
+    rel = drop(target.root, "inbox/activities/full.xlsx", activities(platform))
+    job, _ = pipeline.run_task(target, plan_one(target, rel), "fetch_validate")
+    assert job.failed
+    assert job.message.startswith("inbox/activities/full.xlsx: the validate stage failed: OSError: ")
+    assert "No space left on device" in job.message
+    assert (target.root / job.staging / "input.parquet").is_file()  # put by fetch, written while validate ran
+    assert ledger_rows(target.engine)[0]["status"] == "failed"
+    for task in ("resolve_expand", "write", "report_archive"):
+        job, _ = pipeline.run_task(target, job, task)
+    assert stored(target.engine) == {}
+    assert files_under(target.root) == sorted(["failed/activities/full.xlsx", job.report])
 
 
 def test_a_reader_crash_fails_the_file_and_never_leaves_it_in_the_inbox(target, platform):
