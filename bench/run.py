@@ -258,6 +258,9 @@ def reset(engine) -> None:
     with engine.begin() as conn:
         conn.exec_driver_sql("TRUNCATE completions, progression_journal, progression_runs")
         conn.exec_driver_sql("ANALYZE completions")
+    # The previous file's pages go to disk now, not during the next run's stages.
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql("CHECKPOINT")
 
 
 def files(found, sizes: list[int], programme_rows: int, wide_rows: int) -> list[tuple[str, Path, str]]:

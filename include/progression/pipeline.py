@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import gc
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -178,6 +179,7 @@ def _put(target: Target, job: FileJob, name: str, frame: pd.DataFrame, *, stored
 # One thread writes the staged frames of the process, in the order they were put (a frame put twice ends as the
 # second). Parquet encodes without the GIL, so a million rows' write costs the stage next to it little.
 _WRITER: list[ThreadPoolExecutor] = []
+os.register_at_fork(after_in_child=_WRITER.clear)  # a forked task process has no thread of its parent's
 
 
 def _writer() -> ThreadPoolExecutor:
