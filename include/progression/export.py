@@ -159,9 +159,8 @@ def run_export(target, *, airflow_run_id: str | None, dry_run: bool = False) -> 
     ]
     try:
         with target.engine.connect() as conn, storage.writer(target.root, rel) as out:
-            if (
-                conn.dialect.name == "postgresql"
-            ):  # the counts and the rows from one snapshot (SQLite's BEGIN gives one)
+            # The counts and the rows from one snapshot (SQLite's BEGIN gives one).
+            if conn.dialect.name == "postgresql":
                 conn.execution_options(isolation_level="REPEATABLE READ")
             counts = write_export(conn, customer.platform, customer.tz, out, summary=summary)
         templates = write_templates(target)

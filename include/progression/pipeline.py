@@ -587,8 +587,8 @@ def run_task(target: Target, job: FileJob, name: str) -> tuple[FileJob, list[tup
             if stage == "archive":
                 job = archive(target, job)
             else:
-                following = stages[index + 1] if index + 1 < len(stages) else "archive"
-                job = run_stage(target, job, stage, stored=following == "archive")
+                # The task's last stage waits for its writes (archive, after it, stages nothing).
+                job = run_stage(target, job, stage, stored=all(later == "archive" for later in stages[index + 1 :]))
             timings.append((stage, time.perf_counter() - started))
     finally:
         _wait_for_writes(quietly=True)  # after an error: no write goes on into staging once the task has ended

@@ -61,7 +61,6 @@ def write_completions(
     if on_existing not in _REPLACES:
         raise ValueError(f"on_existing must be one of {', '.join(_REPLACES)}")
     dialect = conn.dialect.name
-    key_order = None
     with ThreadPoolExecutor(max_workers=1) as sorter:
         # The insert's key order is sorted beside the stage's COPY: numpy sorts without holding the GIL.
         sorting = sorter.submit(_key_order, rows) if dialect == "postgresql" else None
