@@ -32,20 +32,17 @@ DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/progression_bench"
 DATA = ROOT / "var" / "bench"
 
 
-def resident_mb() -> float:
-    """This process's resident memory now: at a forked task's start, the pages it shares with the preloaded
-    parent (counted in its peak as well)."""
+def status_mb(field: str) -> float:
+    """A memory figure of this process from /proc/self/status, in MB."""
     with open("/proc/self/status") as status:
-        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:")) / 1024
+        return next(int(line.split()[1]) for line in status if line.startswith(f"{field}:")) / 1024
 
 
 def peak_mb() -> float:
     """The task's peak: its own, or its workbook reader's (a forked child whose figure counts the pages it shares
     with the task, so the larger of the two bounds what both held at once). Its own is VmHWM, not getrusage's:
     Linux carries the peak of the process that started this one across exec into ru_maxrss."""
-    with open("/proc/self/status") as status:
-        own = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
-    return max(own, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
+    return max(status_mb("VmHWM"), resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
 
 
 # --- child processes ------------------------------------------------------------------------------------------
@@ -70,7 +67,7 @@ def project_target(url: str):
 def child_task(url: str, name: str, job_file: Path) -> dict:
     """One task of the import in its own process, as Airflow runs it: each stage's time and the process's peak
     memory."""
-    at_start = resident_mb()
+    at_start = status_mb("VmRSS")  # in a forked task, the pages it shares with the preloaded parent
     from progression import pipeline
 
     target = project_target(url)
@@ -87,7 +84,8 @@ def child_task(url: str, name: str, job_file: Path) -> dict:
 
 
 def run_project(url: str, file: Path, content_type: str, force: bool, with_report: bool = True) -> dict:
-    """The import task by task, each in a process of its own (see task_in_child; without the report and archive task: with_report off)."""
+    """The import task by task, each in a process of its own (see task_in_child); without the report and archive
+    task when with_report is off."""
     from datetime import datetime, timezone
 
     from progression import pipeline
