@@ -1,5 +1,5 @@
 """What the tasks of every progression DAG load before they work: pandas, Arrow, the database drivers, the workbook
-reader, Great Expectations (about 3 s alone) and the stages themselves. A process that forks task processes (a
+reader, Great Expectations (2-3 s alone) and the stages themselves. A process that forks task processes (a
 Celery worker) imports this once, so each task starts with them loaded instead of importing them again: about
 4 s of every import task's start, and 1 s of every other task's. It then runs the import's in-memory steps once
 on a few made-up rows (warm_up)."""
@@ -13,7 +13,6 @@ from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
 import fastexcel  # noqa: F401
-import great_expectations  # noqa: F401
 import pandas as pd
 import psycopg  # noqa: F401
 import pyarrow.parquet  # noqa: F401
@@ -24,7 +23,9 @@ from progression.expand import expand_completions, without_access
 from progression.platform import PlatformSnapshot
 from progression.read import read_input
 from progression.resolve import repeated_rows, resolve_rows
-from progression.validate import validate_rows
+from progression.validate import import_great_expectations, validate_rows
+
+import_great_expectations()
 
 log = logging.getLogger(__name__)
 

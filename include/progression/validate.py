@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
+import sys
+import threading
+import types
 from datetime import date, datetime
 from functools import lru_cache
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pandas as pd
@@ -37,10 +42,53 @@ def normalised(rows: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+# Great Expectations imports every expectation it ships. One of them, the KL divergence, imports scipy.stats and
+# altair (2 s of the 4-5 s GX takes to import here), which the column rules above never use: they stand in as
+# placeholders, imported on first use, so a task that uses them still works.
+UNUSED_BY_THE_RULES = ("scipy.stats", "altair")
+
+
+def import_great_expectations() -> Any:
+    for name in UNUSED_BY_THE_RULES:
+        _import_on_first_use(name)
+    import great_expectations as gx  # slow import: only inside the task or a worker's preload
+
+    return gx
+
+
+_importing = threading.RLock()  # the import itself may read the stand-in again
+
+
+class _ImportedOnFirstUse(types.ModuleType):
+    """A module's stand-in in sys.modules until one of its attributes is read, which imports the module and makes
+    this stand-in a view of it (those who imported the stand-in keep it)."""
+
+    def __getattr__(self, attribute: str) -> Any:
+        name = self.__name__
+        with _importing:
+            if sys.modules.get(name) is self:
+                parent, _, child = name.rpartition(".")
+                del sys.modules[name]
+                if parent and getattr(sys.modules[parent], child, None) is self:
+                    delattr(sys.modules[parent], child)  # else the package's own imports would find the stand-in
+                self.__dict__.update(vars(importlib.import_module(name)))
+        return getattr(sys.modules[name], attribute)
+
+
+def _import_on_first_use(name: str) -> None:
+    if name in sys.modules:
+        return
+    stand_in = _ImportedOnFirstUse(name)
+    sys.modules[name] = stand_in
+    parent, _, child = name.rpartition(".")
+    if parent:  # `from scipy import stats` takes the package's attribute
+        setattr(importlib.import_module(parent), child, stand_in)
+
+
 @lru_cache(maxsize=1)
 def prepare_column_checks():
     """The GX suite and the batch definition it validates, made once per process."""
-    import great_expectations as gx  # slow import: only inside the task
+    gx = import_great_expectations()
 
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = gx.data_context.types.base.ProgressBarsConfig(globally=False)

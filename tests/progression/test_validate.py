@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
 from datetime import date, datetime, timezone
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import openpyxl
@@ -182,3 +186,36 @@ def test_rows_from_a_workbook_are_rejected_with_their_excel_row_numbers():
         4: ("invalid e-mail", "invalid e-mail in column 'E-mail': 'bob(at)example.com'"),
         6: ("date in the future", "date in the future: 2099-01-01 in column 'Completed on'"),
     }
+
+
+def test_great_expectations_loads_without_scipy_stats_and_altair_which_still_work_when_used():
+    """GX imports them for an expectation the column rules never use: they load on first use instead (2 s)."""
+    script = """
+import sys
+from progression.validate import UNUSED_BY_THE_RULES, column_failures, import_great_expectations
+import pandas as pd
+
+import_great_expectations()
+column_failures(pd.DataFrame({"email_key": ["a@b.c", None], "uuid_key": ["x", "y"]}))
+print(sorted(type(sys.modules[name]).__name__ for name in UNUSED_BY_THE_RULES))
+
+from great_expectations.expectations.core import expect_column_kl_divergence_to_be_less_than as kl_divergence
+import scipy.stats
+from scipy.stats import norm
+print(round(kl_divergence.stats.entropy([0.5, 0.5], base=2), 3), scipy.stats.norm is norm, norm.cdf(0))
+print(kl_divergence.alt.Chart.__name__, type(sys.modules["altair"]).__name__)
+"""
+    include = Path(__file__).resolve().parents[2] / "include"
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "PYTHONPATH": str(include)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines() == [
+        "['_ImportedOnFirstUse', '_ImportedOnFirstUse']",
+        "1.0 True 0.5",
+        "Chart module",
+    ]
