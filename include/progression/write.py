@@ -72,9 +72,12 @@ def write_completions(
         try:
             with conn.begin_nested():
                 _decide(conn, replaces)
+                met, updated = _met(conn, dialect)
                 if not dry_run:
-                    _journal(conn, values)
-                    _apply(conn, rows, values, key_order)
+                    _insert_new(conn, rows, values, key_order, met)
+                    if updated.any():  # else a re-run's million kept rows are not scanned twice more for none
+                        _journal(conn, values)
+                        _update_changed(conn, values)
             break
         except (sa.exc.IntegrityError, psycopg.IntegrityError) as exc:  # COPY raises the driver's own
             if not _duplicate_key(exc):
@@ -85,40 +88,47 @@ def write_completions(
                     "another writer kept adding the same completions while this run wrote them; nothing was "
                     f"written, run it again ({_driver_error(exc).__class__.__name__})"
                 ) from exc
-    met = conn.exec_driver_sql(f"SELECT direct, outcome, count(*) FROM {STAGE}_decided GROUP BY direct, outcome").all()
-    exceptions = _not_imported(conn, dialect)
     conn.exec_driver_sql(f"DROP TABLE {STAGE}_decided")
     conn.exec_driver_sql(f"DROP TABLE {STAGE}")
-    direct_rows = int(rows["direct"].sum())
-    counts: dict[bool, dict[str, int]] = {True: {}, False: {}}
-    for is_direct, outcome, n in met:
-        counts[bool(is_direct)][outcome] = int(n)
-    # A staged row that met no completion is a new one.
-    for is_direct, staged in ((True, direct_rows), (False, len(rows) - direct_rows)):
-        new = staged - sum(counts[is_direct].values())
-        if new:
-            counts[is_direct]["imported"] = new
+    return _result(rows, met, updated)
+
+
+def _result(rows: pd.DataFrame, met: np.ndarray, updated: np.ndarray) -> WriteResult:
+    """Counts and exceptions from the rows' positions that met a completion (`met`) and which of those are updated."""
+    direct = rows["direct"].to_numpy(bool)
+    met_direct = direct[met]
+    counts: dict[bool, dict[str, int]] = {}
+    for is_direct, staged, of_these in (
+        (True, int(direct.sum()), met_direct),
+        (False, int((~direct).sum()), ~met_direct),
+    ):
+        n_updated = int(np.count_nonzero(updated[of_these]))
+        n_met = int(np.count_nonzero(of_these))
+        # A staged row that met no completion is a new one.
+        found = {"imported": staged - n_met, "updated": n_updated, "kept": n_met - n_updated}
+        counts[is_direct] = {outcome: n for outcome, n in found.items() if n}
+    # Only the exceptions are listed: a named item not among them was imported.
+    named = met[met_direct]
+    exceptions = pd.DataFrame(
+        {
+            "user_id": rows["user_id"].to_numpy("int64")[named],
+            "content_id": rows["content_id"].to_numpy("int64")[named],
+            "outcome": np.where(updated[met_direct], "updated", "kept").astype(object),
+        }
+    )
     return WriteResult(direct_counts=counts[True], derived_counts=counts[False], exceptions=exceptions)
 
 
-def _not_imported(conn: Connection, dialect: str) -> pd.DataFrame:
-    """user_id, content_id, outcome of the named items that met a completion: only the exceptions come back row by
-    row (a direct row not listed was imported), a re-run's million of them by binary COPY, not as Row objects."""
-    select = f"SELECT user_id, content_id, outcome = 'updated' FROM {STAGE}_decided WHERE direct"
+def _met(conn: Connection, dialect: str) -> tuple[np.ndarray, np.ndarray]:
+    """The positions of the staged rows that met a completion, and whether each is updated (else kept): what the
+    insert, the counts and the exceptions all need, read once. A re-run's million of them come back by binary COPY,
+    not as Row objects."""
+    select = f"SELECT position, outcome = 'updated' FROM {STAGE}_decided"
     if dialect == "postgresql":
-        met = _binary_rows(conn, select, {"user_id": ">i8", "content_id": ">i8", "updated": "?"})
-        columns = [met["user_id"], met["content_id"], met["updated"]]
-    else:
-        found = conn.exec_driver_sql(select).all()
-        columns = [np.array(column) for column in zip(*found)] if found else [np.empty(0)] * 3
-    users, contents, updated = columns
-    return pd.DataFrame(
-        {
-            "user_id": np.asarray(users, dtype="int64"),
-            "content_id": np.asarray(contents, dtype="int64"),
-            "outcome": np.where(np.asarray(updated, dtype=bool), "updated", "kept").astype(object),
-        }
-    )
+        found = _binary_rows(conn, select, {"position": ">i8", "updated": "?"})
+        return found["position"].astype("int64"), found["updated"].astype(bool)
+    rows = conn.exec_driver_sql(select).all()
+    return np.array([r[0] for r in rows], dtype="int64"), np.array([bool(r[1]) for r in rows], dtype=bool)
 
 
 def _driver_error(exc: Exception) -> Exception:
@@ -158,23 +168,29 @@ def _journal(conn: Connection, values: dict) -> None:
     )
 
 
-def _apply(conn: Connection, rows: pd.DataFrame, values: dict, key_order: np.ndarray | None) -> None:
-    """The decided changes. New completions go in as plain inserts in key order (index writes stay local): twice as
-    fast as ON CONFLICT's speculative inserts at millions of rows, and exact, because each was decided new; should
-    another writer have added one of those keys since the decision, the insert fails and the caller decides again.
-    Changed ones are updated only where a value really changes, so a re-run rewrites no row and leaves no dead
-    tuple. `key_order`: the rows' positions in key order, for PostgreSQL's COPY."""
+def _insert_new(
+    conn: Connection, rows: pd.DataFrame, values: dict, key_order: np.ndarray | None, met: np.ndarray
+) -> None:
+    """The completions decided new, as plain inserts in key order (index writes stay local): twice as fast as ON
+    CONFLICT's speculative inserts at millions of rows, and exact, because each was decided new; should another
+    writer have added one of those keys since the decision, the insert fails and the caller decides again.
+    `key_order`: the rows' positions in key order, for PostgreSQL's COPY; `met`: the positions decided not new."""
     if key_order is not None:
-        _copy_new_completions(conn, rows, values, key_order)
-    else:
-        conn.execute(
-            sa.text(f"""
-            INSERT INTO completions (user_id, content_id, completed_at, source, run_id)
-            SELECT user_id, content_id, completed_at, :source, :run_id FROM {STAGE}
-            WHERE position NOT IN (SELECT position FROM {STAGE}_decided) ORDER BY user_id, content_id
-        """),
-            values,
-        )
+        _copy_new_completions(conn, rows, values, key_order, met)
+        return
+    conn.execute(
+        sa.text(f"""
+        INSERT INTO completions (user_id, content_id, completed_at, source, run_id)
+        SELECT user_id, content_id, completed_at, :source, :run_id FROM {STAGE}
+        WHERE position NOT IN (SELECT position FROM {STAGE}_decided) ORDER BY user_id, content_id
+    """),
+        values,
+    )
+
+
+def _update_changed(conn: Connection, values: dict) -> None:
+    """The completions decided updated, only where a value really changes: a re-run rewrites no row and leaves no
+    dead tuple."""
     conn.execute(
         sa.text(f"""
         UPDATE completions SET completed_at = d.completed_at, source = :source, run_id = :run_id
@@ -191,12 +207,14 @@ def _key_order(rows: pd.DataFrame) -> np.ndarray:
     return np.lexsort((rows["content_id"].to_numpy("int64"), rows["user_id"].to_numpy("int64")))
 
 
-def _copy_new_completions(conn: Connection, rows: pd.DataFrame, values: dict, key_order: np.ndarray) -> None:
+def _copy_new_completions(
+    conn: Connection, rows: pd.DataFrame, values: dict, key_order: np.ndarray, met: np.ndarray
+) -> None:
     """The new completions by binary COPY, from the caller's rows at the positions that met no completion: COPY
     writes a page of rows per WAL record where INSERT ... SELECT writes one per row, which made the insert twice as
     slow."""
     new = np.ones(len(rows), dtype=bool)
-    new[_binary_rows(conn, f"SELECT position FROM {STAGE}_decided", {"position": ">i8"})["position"]] = False
+    new[met] = False
     in_key_order = key_order[new[key_order]]
     del new
     if not len(in_key_order):
