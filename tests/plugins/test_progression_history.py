@@ -94,7 +94,7 @@ def as_user(role: str) -> TestClient:
     from airflow.api_fastapi.app import create_auth_manager
     from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
     from airflow.api_fastapi.core_api.security import get_user
-    from progression_history import app
+    from progression_history_page import app
 
     create_auth_manager()
     app.dependency_overrides[get_user] = lambda: SimpleAuthManagerUser(username=role, role=role)
@@ -103,7 +103,7 @@ def as_user(role: str) -> TestClient:
 
 @pytest.fixture
 def client(ledgers):
-    from progression_history import app
+    from progression_history_page import app
 
     yield as_user("admin")
     app.dependency_overrides.clear()
@@ -111,7 +111,7 @@ def client(ledgers):
 
 @pytest.fixture
 def viewer(ledgers):
-    from progression_history import app
+    from progression_history_page import app
 
     yield as_user("viewer")
     app.dependency_overrides.clear()
@@ -124,7 +124,7 @@ def run_ids_on(page: str) -> list[str]:
 
 
 def test_an_anonymous_request_is_refused(ledgers):
-    from progression_history import app
+    from progression_history_page import app
 
     assert TestClient(app).get("/").status_code == 401
 
@@ -202,7 +202,11 @@ def test_runs_of_every_database_newest_first(client):
         ("customer=acme", ["transfer-acme-1", "import-acme-1"]),
         ("dag_id=progression_transfer", ["transfer-acme-1"]),
         ("status=failed", ["import-globex-1"]),
-        (f"since={datetime.now(timezone.utc).date()}&customer=initech", ["import-initech-1"]),
+        # the day of the initech run, made 100 minutes ago (yesterday, just after midnight)
+        (
+            f"since={(datetime.now(timezone.utc) - timedelta(minutes=100)).date()}&customer=initech",
+            ["import-initech-1"],
+        ),
         ("until=2000-01-01", []),
     ],
 )
