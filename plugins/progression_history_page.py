@@ -1,7 +1,7 @@
 """The "Progression" page in Airflow's UI: every customer's health at a glance (the landing view), every run of
 the ledgers, newest first, a page per run with its report and what can be done about it (undo with a preview
-first, re-run a failed file), and each customer's files waiting in the inbox (a dry-run import). A FastAPI app mounted in Airflow's API server behind its authentication; it reads
-the ledgers through the same code the DAGs use and never touches Airflow's metadata database.
+first, re-run a failed file), and each customer's files waiting in the inbox (a dry-run import). A FastAPI app mounted in Airflow's API server behind its authentication (by the plugin in
+progression_history.py, on the page's first request); it reads the ledgers through the same code the DAGs use and never touches Airflow's metadata database.
 
 Every action is an Airflow DAG run made through Airflow's own REST API with the logged-in user's own credentials,
 so Airflow's authorization decides and the DAG run records who asked, when and with which conf. A button shows only
@@ -15,14 +15,13 @@ from urllib.parse import quote, urlencode
 import httpx
 from airflow.api_fastapi.auth.managers.base_auth_manager import COOKIE_NAME_JWT_TOKEN
 from airflow.api_fastapi.core_api.security import get_user
-from airflow.plugins_manager import AirflowPlugin
 from fastapi import Depends, FastAPI, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from progression.customers import load_registry
 from progression_airflow import platform_engine, storage_root, target_for
+from progression_history import BASE
 
-BASE = "/progression"
 IMPORT, UNDO = "progression_import", "progression_undo"
 DAG_IDS = [IMPORT, "progression_transfer", "progression_merge_users", UNDO, "progression_export"]
 AIRFLOW_URL = ""  # Airflow's grid, on the same host as this page
@@ -319,9 +318,3 @@ def failed_file(root, run: dict) -> str | None:
         if same_name and run.get("checksum") == storage.checksum(storage.read_bytes(root, rel)):
             return rel
     return None
-
-
-class ProgressionHistoryPlugin(AirflowPlugin):
-    name = "progression_history"
-    fastapi_apps = [{"app": app, "url_prefix": BASE, "name": "Progression run history"}]
-    external_views = [{"name": "Progression", "href": f"{BASE}/", "destination": "nav", "url_route": "progression"}]

@@ -43,7 +43,7 @@ def test_a_celery_worker_imports_the_tasks_libraries_before_it_forks_task_proces
     assert started["after"] == ["great_expectations", "pandas", "progression.pipeline"]
 
 
-def test_the_plugin_manager_leaves_the_celery_configuration_alone(tmp_path):
+def test_the_plugin_manager_leaves_the_celery_configuration_and_the_history_page_alone(tmp_path):
     loaded = in_project_environment(
         "import sys; from airflow import plugins_manager; plugins_manager.ensure_plugins_loaded(); "
         "print(sorted(m for m in sys.modules if m.startswith('progression')))",
@@ -51,3 +51,5 @@ def test_the_plugin_manager_leaves_the_celery_configuration_alone(tmp_path):
     )
     assert "progression_history" in loaded, "the plugin manager read the plugins folder"
     assert "progression_celery" not in loaded and "progression.preload" not in loaded
+    # The history page loads in the API server on its first request: not in every command and task.
+    assert "progression_history_page" not in loaded
