@@ -1,7 +1,9 @@
 """The "Progression" page in Airflow's UI: every customer's health at a glance (the landing view), every run of
 the ledgers, newest first, a page per run with its report and what can be done about it (undo with a preview
-first, re-run a failed file), and each customer's files waiting in the inbox (a dry-run import). A FastAPI app mounted in Airflow's API server behind its authentication (by the plugin in
-progression_history.py, on the page's first request); it reads the ledgers through the same code the DAGs use and never touches Airflow's metadata database.
+first, re-run a failed file), and each customer's files waiting in the inbox (a dry-run import). A FastAPI app
+mounted in Airflow's API server behind its authentication (by the plugin in progression_history.py, on the page's
+first request); it reads the ledgers through the same code the DAGs use and never touches Airflow's metadata
+database.
 
 Every action is an Airflow DAG run made through Airflow's own REST API with the logged-in user's own credentials,
 so Airflow's authorization decides and the DAG run records who asked, when and with which conf. A button shows only
