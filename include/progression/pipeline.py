@@ -7,12 +7,14 @@ import functools
 import gc
 import logging
 import os
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -272,14 +274,18 @@ def fetch(target: Target, job: FileJob) -> FileJob:
             "or set content_type in the run conf",
         )
     try:
-        # The column checks' set-up (importing Great Expectations takes seconds) while the workbook loads.
-        table = read_input(
-            data,
-            job.path.rsplit("/", 1)[-1],
-            max_rows=target.customer.max_rows,
-            own_headers=target.customer.columns,
-            meanwhile=prepare_column_checks,
-        )
+        with tempfile.TemporaryDirectory(prefix="progression-fetch-") as folder:
+            local = Path(folder, "file")
+            local.write_bytes(data)
+            del data  # the workbook's reader is forked from this process: it would count these bytes as its own
+            # The column checks' set-up (importing Great Expectations takes seconds) while the workbook loads.
+            table = read_input(
+                local,
+                job.path.rsplit("/", 1)[-1],
+                max_rows=target.customer.max_rows,
+                own_headers=target.customer.columns,
+                meanwhile=prepare_column_checks,
+            )
     except InputError as exc:
         return _fail(target, job, f"{job.path}: {exc}")
     job.sheet, job.columns = table.sheet, table.columns

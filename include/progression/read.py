@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import faulthandler
 import io
+import mmap
 import os
 import re
 import resource
@@ -14,7 +15,8 @@ import tempfile
 import warnings
 import zipfile
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from pathlib import Path
@@ -145,30 +147,41 @@ class InputTable:
         return out
 
 
+Source = bytes | Path  # a file's bytes, or a private local copy of it (which no one else may change meanwhile)
+
+
 def read_input(
-    data: bytes,
+    source: Source,
     name: str,
     *,
     max_rows: int = EXCEL_MAX_ROWS,
     own_headers: dict[str, str] | None = None,
     meanwhile: Callable[[], object] | None = None,
 ) -> InputTable:
-    """Read a workbook's or a CSV file's bytes; raises InputError naming what is wrong. A workbook that would
+    """Read a workbook or a CSV file; raises InputError naming what is wrong. A workbook that would
     unpack past the bounds below is refused before it is parsed, and so is a CSV file with more lines than
     `max_rows`; a sheet is refused past Excel's last row or `max_rows` data rows once it is loaded.
     `own_headers`: the customer's own header names, on top of the built-in spellings (see own_aliases).
     `meanwhile`: work of the caller's for this process while the reader's process loads a workbook."""
-    if _is_csv(data, name):
+    if _is_csv(_first_bytes(source), name):
         if meanwhile:
             meanwhile()
-        return _read_csv(data, max_rows, own_headers or {})
-    return _read_workbook(data, max_rows, own_headers or {}, meanwhile)
+        return _read_csv(source if isinstance(source, bytes) else source.read_bytes(), max_rows, own_headers or {})
+    return _read_workbook(source, max_rows, own_headers or {}, meanwhile)
+
+
+def _first_bytes(source: Source) -> bytes:
+    if isinstance(source, bytes):
+        return source[:8]
+    with source.open("rb") as file:
+        return file.read(8)
 
 
 # --- opening files within bounds --------------------------------------------------------------------------------
 
 _NOT_READABLE = "the file is not a workbook (.xlsx, .xlsm, .xlsb, .xls, .ods) or a CSV file"
 _ZIP, _OLE2 = b"PK\x03\x04", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+_LISTED_PART = b"PK\x01\x02"
 _CHUNK = 1 << 20
 
 
@@ -212,53 +225,74 @@ SHEET_NAME = b"sheet"  # the schema metadata key under which a picker names each
 READER_MEMORY = 2 << 30
 
 
-def read_sheets(data: bytes, pick: SheetPicker, meanwhile: Callable[[], object] | None = None) -> list[pa.RecordBatch]:
-    """The sheets `pick` loads from a workbook's bytes, once the bytes are known to stay within the bounds above;
-    InputError otherwise.
+def read_sheets(
+    source: Source, pick: SheetPicker, meanwhile: Callable[[], object] | None = None
+) -> list[pa.RecordBatch]:
+    """The sheets `pick` loads from a workbook, once it is known to stay within the bounds above; InputError
+    otherwise.
 
     The reader runs in a forked process limited to READER_MEMORY: calamine aborts its whole process when an
     allocation fails (a 5 KB sheet with cells at A2 and XFD1048576 asks for hundreds of gigabytes), and a damaged
     file may crash it outright. Such a death is the file's error, not the worker's. `meanwhile` runs in this
-    process while the reader loads."""
-    if data.startswith(_OLE2) and _is_encrypted(data):
-        raise InputError("the workbook is password protected: remove the password and drop it again")
-    parts = _declared_parts(data) if data.startswith(_ZIP) else []
-    # The reader takes the workbook from a file: given bytes, it would copy them twice.
+    process while the reader loads.
+
+    The checks read the workbook mapped from its file, not as bytes of this process: the forked reader would
+    count bytes as its own memory too (a 113 MB workbook beside the 750 MB its sheet takes to load)."""
     with tempfile.TemporaryDirectory(prefix="progression-read-") as folder:
-        source = os.path.join(folder, "workbook")
-        with open(source, "wb") as file:
-            file.write(data)
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - the child: what it does is asserted through the parent
-            _child_reads(source, pick, folder)
-        try:
-            # While the reader loads, what the parts really inflate to (a bomb's reader dies with it: killed below).
-            for part in parts:
-                _check_inflated_size(data, part)
-            if meanwhile:  # after the fork, so nothing it imports is half-imported in the reader
-                meanwhile()
-            status = os.waitpid(pid, 0)[1]
-        except BaseException:  # a bomb, or the task is stopped meanwhile: the reader goes too
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            raise
-        if os.WIFSIGNALED(status) and os.WTERMSIG(status) in _READER_CRASHES:
-            said = _first_line(Path(folder, "stderr.txt"))
-            raise InputError(
-                f"the workbook cannot be read: the reader stopped on it "
-                f"({signal.Signals(os.WTERMSIG(status)).name}{': ' + said if said else ''}); it is "
-                f"damaged, or its cells lie so far apart that a sheet would take over "
-                f"{READER_MEMORY >> 30} GiB to load"
-            )
-        code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
-        if code == 0:
-            batches = sorted(name for name in os.listdir(folder) if name.endswith(".arrow"))
-            return [_read_batch(os.path.join(folder, f"{i}.arrow")) for i in range(len(batches))]
-        told = Path(folder, "error.txt").read_text(encoding="utf-8") if Path(folder, "error.txt").exists() else ""
-        if code == _REFUSED:
-            raise InputError(told)
-        # Stopped from outside (the task is being stopped, the machine is out of memory) or a fault of this code.
-        raise ReaderStopped(f"the workbook reader's process ended with status {status:#x}: {told or 'no message'}")
+        # The reader takes the workbook from a file: given bytes, it would copy them twice.
+        workbook = source if isinstance(source, Path) else Path(folder, "workbook")
+        if isinstance(source, bytes):
+            workbook.write_bytes(source)
+        with _mapped(workbook) as data:
+            return _checked_and_read(data, workbook, pick, meanwhile, folder)
+
+
+@contextmanager
+def _mapped(path: Path) -> Iterator[mmap.mmap]:
+    with path.open("rb") as file:
+        if os.fstat(file.fileno()).st_size == 0:
+            raise InputError("the file is empty (0 bytes)")
+        with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            yield data
+
+
+def _checked_and_read(
+    data: mmap.mmap, workbook: Path, pick: SheetPicker, meanwhile: Callable[[], object] | None, folder: str
+) -> list[pa.RecordBatch]:
+    if data[:8] == _OLE2 and _is_encrypted(workbook):
+        raise InputError("the workbook is password protected: remove the password and drop it again")
+    parts = _declared_parts(data, workbook) if data[:4] == _ZIP else []
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child: what it does is asserted through the parent
+        _child_reads(str(workbook), pick, folder)
+    try:
+        # While the reader loads, what the parts really inflate to (a bomb's reader dies with it: killed below).
+        for part in parts:
+            _check_inflated_size(data, part)
+        if meanwhile:  # after the fork, so nothing it imports is half-imported in the reader
+            meanwhile()
+        status = os.waitpid(pid, 0)[1]
+    except BaseException:  # a bomb, or the task is stopped meanwhile: the reader goes too
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        raise
+    if os.WIFSIGNALED(status) and os.WTERMSIG(status) in _READER_CRASHES:
+        said = _first_line(Path(folder, "stderr.txt"))
+        raise InputError(
+            f"the workbook cannot be read: the reader stopped on it "
+            f"({signal.Signals(os.WTERMSIG(status)).name}{': ' + said if said else ''}); it is "
+            f"damaged, or its cells lie so far apart that a sheet would take over "
+            f"{READER_MEMORY >> 30} GiB to load"
+        )
+    code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
+    if code == 0:
+        batches = sorted(name for name in os.listdir(folder) if name.endswith(".arrow"))
+        return [_read_batch(os.path.join(folder, f"{i}.arrow")) for i in range(len(batches))]
+    told = Path(folder, "error.txt").read_text(encoding="utf-8") if Path(folder, "error.txt").exists() else ""
+    if code == _REFUSED:
+        raise InputError(told)
+    # Stopped from outside (the task is being stopped, the machine is out of memory) or a fault of this code.
+    raise ReaderStopped(f"the workbook reader's process ended with status {status:#x}: {told or 'no message'}")
 
 
 _REFUSED = 3
@@ -317,25 +351,32 @@ def _reader_error(exc: BaseException, what: str) -> InputError:
     return InputError(f"{what} ({exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''})")
 
 
-def _is_encrypted(data: bytes) -> bool:
+def _is_encrypted(workbook: Path) -> bool:
     """An OLE2 container is a legacy .xls, or an Office file encrypted with a password (its EncryptionInfo)."""
     import olefile
 
     try:
-        with olefile.OleFileIO(io.BytesIO(data)) as container:
+        with olefile.OleFileIO(str(workbook)) as container:
             return container.exists("EncryptionInfo")
     except Exception:  # olefile raises whatever its parsing meets in a damaged container: the reader says so
         return False
 
 
-def _declared_parts(data: bytes) -> list[zipfile.ZipInfo]:
+def _declared_parts(data: mmap.mmap, workbook: Path) -> list[zipfile.ZipInfo]:
     """A workbook's parts, once what they declare is within the bounds; their real sizes are checked as they are
     inflated (see _check_inflated_size): the reader inflates a part to its end whatever it declares."""
     # Every part zipfile lists starts with this signature, so counting it bounds the listing before it is made.
-    if data.count(b"PK\x01\x02") > MAX_PARTS:
-        raise InputError(f"the workbook has more than {MAX_PARTS:,} parts: it is damaged or a zip bomb")
+    found = data.find(_LISTED_PART)
+    for _ in range(MAX_PARTS):
+        if found < 0:
+            break
+        found = data.find(_LISTED_PART, found + 1)
+    else:
+        if found >= 0:
+            raise InputError(f"the workbook has more than {MAX_PARTS:,} parts: it is damaged or a zip bomb")
     try:
-        parts = zipfile.ZipFile(io.BytesIO(data)).infolist()
+        with zipfile.ZipFile(workbook) as listing:
+            parts = listing.infolist()
     except (zipfile.BadZipFile, ValueError, EOFError) as exc:
         raise InputError(f"the workbook cannot be opened (a damaged zip: {exc})") from None
     declared = sum(part.file_size for part in parts)
@@ -354,7 +395,7 @@ def _declared_parts(data: bytes) -> list[zipfile.ZipInfo]:
     return parts
 
 
-def _check_inflated_size(data: bytes, part: zipfile.ZipInfo) -> None:
+def _check_inflated_size(data: mmap.mmap, part: zipfile.ZipInfo) -> None:
     """Inflate the part as the reader will (zipfile would stop at the declared size), a chunk at a time, and
     refuse it as soon as it passes the size it declares."""
     try:
@@ -362,13 +403,14 @@ def _check_inflated_size(data: bytes, part: zipfile.ZipInfo) -> None:
     except struct.error:
         raise InputError(f"the workbook cannot be opened (part {part.filename!r} is cut off)") from None
     start = part.header_offset + 30 + name_length + extra_length
-    raw = memoryview(data)[start : start + part.compress_size]
+    end = min(start + part.compress_size, len(data))
     if part.compress_type == zipfile.ZIP_STORED:
-        produced = len(raw)
+        produced = max(0, end - start)
     elif part.compress_type == zipfile.ZIP_DEFLATED:
         inflate, produced = zlib.decompressobj(-zlib.MAX_WBITS), 0
-        for offset in range(0, len(raw), _CHUNK):
-            pending: bytes | memoryview = raw[offset : offset + _CHUNK]
+        # Slices of the mapping are copies, a chunk at a time: no view of it outlives this function.
+        for offset in range(start, end, _CHUNK):
+            pending = data[offset : min(offset + _CHUNK, end)]
             while pending and produced <= part.file_size:
                 produced += len(inflate.decompress(pending, _CHUNK))
                 pending = inflate.unconsumed_tail
@@ -409,10 +451,10 @@ def _missing_message(found: list[str], own_headers: dict[str, str]) -> str:
 
 
 def _read_workbook(
-    data: bytes, max_rows: int, own_headers: dict[str, str], meanwhile: Callable[[], object] | None
+    source: Source, max_rows: int, own_headers: dict[str, str], meanwhile: Callable[[], object] | None
 ) -> InputTable:
     own = own_aliases(own_headers)
-    [whole] = read_sheets(data, lambda reader: [_sheet_with_headers(reader, own, own_headers)], meanwhile)
+    [whole] = read_sheets(source, lambda reader: [_sheet_with_headers(reader, own, own_headers)], meanwhile)
     sheet = whole.schema.metadata[SHEET_NAME].decode()
     top = whole.slice(0, HEADER_SEARCH_ROWS).to_pandas()
     header_index, _ = _find_header(top, own) or (0, {})

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+import zipfile
 from dataclasses import replace
 from datetime import datetime, timezone
 
@@ -735,3 +737,36 @@ def test_a_customer_own_headers_import(target, platform):
     )
     assert job.status == "ok" and job.counts["imported"] == 1
     assert stored(target.engine)[(platform.emails[0], platform.uuids["activity"][0])][0] == utc("2024-03-30 23:00")
+
+
+def anonymous_memory_mb() -> float:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("RssAnon:")) / 1024
+
+
+def test_the_workbooks_reader_is_forked_without_the_workbooks_bytes_in_the_tasks_memory(target, platform, monkeypatch):
+    """A forked reader counts what the task holds as its own memory too, on top of the sheet it loads: the task
+    hands it the workbook on disk, not in memory. Here 96 MB of the file are a picture the reader never loads."""
+    rel = "inbox/activities/with-a-picture.xlsx"
+    (target.root / rel).parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(io.BytesIO(xlsx([[platform.emails[0], platform.uuids["activity"][0], "2024-01-02"]]))) as book:
+        with zipfile.ZipFile(target.root / rel, "w") as out:
+            for part in book.infolist():
+                out.writestr(part, book.read(part))
+            with out.open(zipfile.ZipInfo("xl/media/image1.png"), "w") as picture:
+                for _ in range(96):
+                    picture.write(os.urandom(1 << 20))
+    at_fork: list[float] = []
+    fork = os.fork
+
+    def measured_fork() -> int:
+        at_fork.append(anonymous_memory_mb())
+        return fork()
+
+    monkeypatch.setattr(os, "fork", measured_fork)
+    before = anonymous_memory_mb()
+    job = run(target, rel)
+    assert job.status == "ok", job.message
+    assert job.counts["imported"] == 1
+    [held] = at_fork
+    assert held - before < 48, f"the task held {held - before:.0f} MB more than before when it forked its reader"
