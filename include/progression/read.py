@@ -366,14 +366,11 @@ def _declared_parts(data: mmap.mmap, workbook: Path) -> list[zipfile.ZipInfo]:
     """A workbook's parts, once what they declare is within the bounds; their real sizes are checked as they are
     inflated (see _check_inflated_size): the reader inflates a part to its end whatever it declares."""
     # Every part zipfile lists starts with this signature, so counting it bounds the listing before it is made.
-    found = data.find(_LISTED_PART)
-    for _ in range(MAX_PARTS):
-        if found < 0:
-            break
-        found = data.find(_LISTED_PART, found + 1)
-    else:
-        if found >= 0:
-            raise InputError(f"the workbook has more than {MAX_PARTS:,} parts: it is damaged or a zip bomb")
+    listed, found = 0, data.find(_LISTED_PART)
+    while found >= 0 and listed <= MAX_PARTS:
+        listed, found = listed + 1, data.find(_LISTED_PART, found + 1)
+    if listed > MAX_PARTS:
+        raise InputError(f"the workbook has more than {MAX_PARTS:,} parts: it is damaged or a zip bomb")
     try:
         with zipfile.ZipFile(workbook) as listing:
             parts = listing.infolist()
