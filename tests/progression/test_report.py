@@ -375,3 +375,69 @@ def test_streamed_rows_that_are_not_as_many_as_counted_are_an_error(given):
 
     with pytest.raises(ValueError, match="not as many as counted"):
         write_sheets(io.BytesIO(), [("Users", ["User"], Streamed(([f"u{i}"] for i in range(given)), 3))])
+
+
+# Text a sheet's XML must escape, or that a reader changes unless told not to.
+AWKWARD_TEXT = [
+    " leading space",
+    "trailing space ",
+    "\tindented",
+    "_x0041_ looks like an escape",
+    "line\r\nbreaks\nkept",
+    "<tag> & 'quotes' \"too\"",
+    "ünïcödé ✓ 漢字",
+    "",
+    None,
+]
+
+
+def test_a_frame_and_the_same_rows_as_a_list_read_back_alike():
+    """Frames' rows are written as sheet XML by the report module; lists' rows by rustpy-xlsxwriter. A reader
+    sees the same values from both, and the importer's own reader (which takes a report's Rejected sheet back)
+    the text exactly as it was, awkward text included."""
+    import fastexcel
+
+    from progression.report import write_sheets
+
+    frame = pd.DataFrame(
+        {
+            "text": pd.array(AWKWARD_TEXT, dtype="string"),
+            "count": pd.array([1, -2, None, 4, 5, 6, 2**40, 0, 9], dtype="Int64"),
+            "score": [1.5, float("nan"), float("inf"), -0.25, 1e20, 3.0, 0.1, 7.0, 8.0],
+            "done": [True, False, True, False, True, False, True, False, True],
+        }
+    )
+    as_list = frame.astype(object).where(frame.notna(), None).values.tolist()
+    target = io.BytesIO()
+    write_sheets(target, [("Frame", list(frame.columns), frame), ("List", list(frame.columns), as_list)])
+    book = load_workbook(io.BytesIO(target.getvalue()))
+    from_frame, from_list = _values(book["Frame"]), _values(book["List"])
+    assert from_frame == from_list
+    text = fastexcel.read_excel(target.getvalue()).load_sheet("Frame").to_arrow()["text"].to_pylist()
+    assert text == [*AWKWARD_TEXT[:-2], None, None]
+
+
+def test_sheets_written_in_blocks_keep_every_row_in_order_and_declare_their_range(monkeypatch):
+    from progression import report
+
+    monkeypatch.setattr(report, "_BLOCK_MAX_ROWS", 3)
+    monkeypatch.setattr(report, "_BLOCK_TEXT_BYTES", 40)  # a block of one row where a row is longer
+    frame = pd.DataFrame({"n": range(10), "text": [f"value {i}" * (1 + 10 * (i == 4)) for i in range(10)]})
+    target = io.BytesIO()
+    report.write_sheets(target, [("Data & more", ["N", "Text"], frame)])
+    sheet = load_workbook(io.BytesIO(target.getvalue()), read_only=True)["Data & more"]
+    assert (sheet.max_row, sheet.max_column) == (11, 2)  # what read-only readers take from the declared range
+    assert _values(sheet) == [["N", "Text"], *([i, f"value {i}" * (1 + 10 * (i == 4))] for i in range(10))]
+
+
+def test_sheet_rows_are_deflated_by_isal(monkeypatch):
+    """The fast compressor is in use: if a later Python's zip writer stopped taking it, sheets would be written at
+    zlib's speed, correct but several times slower."""
+    from progression import report
+
+    given = []
+    compressobj = report.isal_zlib.compressobj
+    monkeypatch.setattr(report.isal_zlib, "compressobj", lambda *a: given.append(a) or compressobj(*a))
+    target = io.BytesIO()
+    report.write_sheets(target, [("Data", ["N"], pd.DataFrame({"n": range(5)}))])
+    assert len(given) == 1 and _values(load_workbook(io.BytesIO(target.getvalue()))["Data"])[-1] == [4]
