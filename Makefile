@@ -67,3 +67,4 @@ clean-demo:
 
 bench: $(STAMP)
 	@PYTHONWARNINGS=ignore $(VENV)/bin/python bench/run.py $(BENCH_ARGS)
+	@PYTHONWARNINGS=ignore $(VENV)/bin/python bench/small_files.py $(SMALL_FILES_ARGS)
