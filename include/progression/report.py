@@ -51,7 +51,7 @@ REASON = "Reason"
 
 EXCEL_DATA_ROWS = 1_048_575  # a sheet holds 1,048,576 rows, one of them the header
 EXCEL_CELL_CHARS = 32_767
-_CONTROL = "[\x00-\x08\x0b\x0c\x0e-\x1f]"  # what XML 1.0 cannot carry (tab and line breaks it can)
+_CONTROL = "[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]"  # what XML 1.0 cannot carry (tab and line breaks it can)
 _CONTROL_RE = re.compile(_CONTROL)
 _WIDTH_SAMPLE = 500  # rows looked at to size a column
 _MIN_WIDTH, _MAX_WIDTH = 8, 60
@@ -189,6 +189,9 @@ def _fill_rows(layout: str, path: str, tables: dict[str, pa.Table]) -> None:
     only) the table's rows below that header."""
     with zipfile.ZipFile(layout) as source, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as target:
         sheet_of = _sheet_members(source)
+        unfilled = set(tables) - set(sheet_of.values())
+        if unfilled:  # rather no report than one that silently leaves rows out
+            raise ValueError(f"the laid-out workbook has no sheet named {sorted(unfilled)}")
         for info in source.infolist():
             entry = zipfile.ZipInfo(info.filename, info.date_time)
             entry.compress_type = zipfile.ZIP_DEFLATED
@@ -417,8 +420,9 @@ def _arrow(column: pd.Series) -> pa.Array:
 
 
 def _may_hold_control_characters(text: pa.Array | pa.ChunkedArray) -> bool:
-    """Whether any byte of the text is a control character other than tab and line breaks: a look at the raw
-    bytes (at least those of the values), far cheaper than a regular expression over every value."""
+    """Whether the text holds a control character other than tab and line breaks, or U+FFFE or U+FFFF (which XML
+    cannot carry either): a look at the raw bytes (at least those of the values), far cheaper than a regular
+    expression over every value."""
     chunks = text.chunks if isinstance(text, pa.ChunkedArray) else [text]
     for chunk in chunks:
         data = chunk.buffers()[2]
@@ -427,6 +431,9 @@ def _may_hold_control_characters(text: pa.Array | pa.ChunkedArray) -> bool:
         codes = np.frombuffer(data, dtype=np.uint8)
         low = codes[codes < 0x20]
         if np.any((low != 0x09) & (low != 0x0A) & (low != 0x0D)):
+            return True
+        lead = np.flatnonzero(codes[:-2] == 0xEF)  # U+FFFE and U+FFFF are EF BF BE and EF BF BF in UTF-8
+        if np.any((codes[lead + 1] == 0xBF) & (codes[lead + 2] >= 0xBE)):
             return True
     return False
 

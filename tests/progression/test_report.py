@@ -441,3 +441,24 @@ def test_sheet_rows_are_deflated_by_isal(monkeypatch):
     target = io.BytesIO()
     report.write_sheets(target, [("Data", ["N"], pd.DataFrame({"n": range(5)}))])
     assert len(given) == 1 and _values(load_workbook(io.BytesIO(target.getvalue()))["Data"])[-1] == [4]
+
+
+def test_characters_xml_cannot_carry_are_dropped_from_frames_and_lists_alike():
+    from progression.report import write_sheets
+
+    text = ["a\x01b", "c\ufffed", "e\uffff", "\uff01 fullwidth stays"]
+    headers = [f"T{i}" for i in range(len(text))]
+    frame = pd.DataFrame({header: [value] for header, value in zip(headers, text)})  # each column looked at alone
+    target = io.BytesIO()
+    write_sheets(target, [("Frame", headers, frame), ("List", headers, [text])])
+    book = load_workbook(io.BytesIO(target.getvalue()))
+    expected = [headers, ["ab", "cd", "e", "\uff01 fullwidth stays"]]
+    assert _values(book["Frame"]) == expected and _values(book["List"]) == expected
+
+
+def test_a_sheet_the_layout_lost_is_an_error_rather_than_a_report_without_its_rows(monkeypatch):
+    from progression import report
+
+    monkeypatch.setattr(report, "_sheet_members", lambda workbook: {})
+    with pytest.raises(ValueError, match="no sheet named \\['Data'\\]"):
+        report.write_sheets(io.BytesIO(), [("Data", ["N"], pd.DataFrame({"n": [1]}))])
