@@ -267,9 +267,14 @@ def release_staging(target: Target, run_id: str, staging: str) -> None:
 
 def save_report(target: Target, run_id: str, rel: str, write: Callable[[BinaryIO], None], status: Status) -> None:
     """Write a run's report workbook into the customer's storage (`write` writes it to the file it is given), then
-    close its ledger row with `status` and the report's path (the page links it)."""
-    with storage.writer(target.root, rel) as file:
-        write(file)
+    close its ledger row with `status` and the report's path (the page links it). A report that fails half way is
+    removed: the customer's reports folder never holds a truncated workbook."""
+    try:
+        with storage.writer(target.root, rel) as file:
+            write(file)
+    except BaseException:
+        storage.remove_tree(target.root, rel)
+        raise
     with target.engine.begin() as conn:
         ledger.finish_run(conn, run_id, status, report_path=rel)
 

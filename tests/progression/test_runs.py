@@ -126,6 +126,24 @@ def test_a_staged_frame_that_cannot_be_stored_fails_the_file_in_the_task_that_pu
     assert files_under(target.root) == sorted(["failed/activities/full.xlsx", job.report])
 
 
+def test_a_report_that_fails_half_way_leaves_no_workbook_and_the_run_stands(target, platform, monkeypatch):
+    """The completions landed before the report: they stay, the file is processed, the ledger says why there is no
+    report, and the reports folder holds no truncated workbook."""
+    from progression import report
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(report, "_fill_rows", disk_full)
+    rel = drop(target.root, "inbox/activities/late.xlsx", activities(platform))
+    job = run_file(target, plan_one(target, rel))
+    assert not job.failed and job.message.startswith("inbox/activities/late.xlsx: the report stage failed: OSError: ")
+    [row] = ledger_rows(target.engine)
+    assert row["message"] == job.message and row["report_path"] is None
+    assert len(stored(target.engine)) == 4
+    assert files_under(target.root) == ["processed/activities/late.xlsx"]
+
+
 def test_a_reader_crash_fails_the_file_and_never_leaves_it_in_the_inbox(target, platform):
     # Bytes that look like a workbook (zip magic) but are not one: the reader raises while opening.
     rel = drop(target.root, "inbox/activities/broken.xlsx", b"PK\x03\x04" + b"\x00" * 64)
