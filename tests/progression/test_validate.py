@@ -223,3 +223,31 @@ print(kl_divergence.alt.Chart.__name__, type(sys.modules["altair"]).__name__)
         "1.0 True 0.5",
         "Chart module",
     ]
+
+
+def test_two_files_validated_at_once_in_one_process_each_get_their_own_rejections():
+    """Tests and the benchmark run files' tasks in threads of one process (as a thread-pooled worker would): each
+    file's rows are checked, never the other file's, however the two validations interleave."""
+    import threading
+
+    def file_with_a_bad_email_every(step: int, count: int) -> pd.DataFrame:
+        return rows(
+            *((f"user{i}@example.com" if i % step else f"not an email {i}", U1, "2024-01-02") for i in range(count))
+        )
+
+    files = [file_with_a_bad_email_every(7, 3_000), file_with_a_bad_email_every(3, 5_000)]
+    alone = [sorted(check(frame)[1][ROW].tolist()) for frame in files]
+    wrong = []
+
+    def validate(index: int) -> None:
+        rejected = sorted(check(files[index])[1][ROW].tolist())
+        if rejected != alone[index]:
+            wrong.append(index)
+
+    for _ in range(15):
+        threads = [threading.Thread(target=validate, args=(index,)) for index in range(len(files))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert wrong == []
