@@ -396,7 +396,7 @@ def median_run(runs: list[dict], side: str, label: str, peaks: bool = False) -> 
     every run's figure is printed, and with `peaks` the chosen run carries the highest peak of them all."""
     stages = ("fetch", "validate", "resolve", "expand", "write") if side == "project" else ("read", "copy")
     totals = [sum(run["timings"][stage] for stage in stages) for run in runs]
-    chosen = dict(runs[sorted(range(len(runs)), key=totals.__getitem__)[len(runs) // 2 - (len(runs) % 2 == 0)]])
+    chosen = dict(runs[sorted(range(len(runs)), key=totals.__getitem__)[(len(runs) - 1) // 2]])  # the lower median
     if peaks:
         chosen["peaks"] = {task: max(run["peaks"][task] for run in runs) for task in chosen["peaks"]}
         chosen["peak_mb"] = max(run["peak_mb"] for run in runs)

@@ -200,11 +200,12 @@ def _fill_rows(layout: str, path: str, tables: dict[str, pa.Table]) -> None:
                 target.writestr(entry, source.read(info))
                 continue
             table = tables[name]
+            text_bytes = _text_bytes_per_row(table)
             head, tail = _around_rows(source.read(info).decode(), table)
-            with target.open(entry, "w", force_zip64=_may_exceed_zip32(table)) as sheet:
+            with target.open(entry, "w", force_zip64=_may_exceed_zip32(table, int(text_bytes.sum()))) as sheet:
                 _deflate_fast(sheet)
                 sheet.write(head.encode())
-                for block in _rows_xml(table):
+                for block in _rows_xml(table, _blocks(text_bytes)):
                     sheet.write(block)
                 sheet.write(tail.encode())
 
@@ -236,17 +237,12 @@ def _around_rows(sheet_xml: str, table: pa.Table) -> tuple[str, str]:
     return head, sheet_xml[end:]
 
 
-def _may_exceed_zip32(table: pa.Table) -> bool:
+def _may_exceed_zip32(table: pa.Table, text_bytes: int) -> bool:
     """Whether the sheet's XML may pass 4 GB, the most a zip member holds without the ZIP64 extension (which some
-    readers, Excel among them, take only where it is needed). Counts every text byte as `_x000D_`, the longest
-    escape, and every cell at its longest."""
-    text = sum(
-        pc.sum(pc.binary_length(column)).as_py() or 0
-        for column in table.columns
-        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
-    )
+    readers, Excel among them, take only where it is needed). Counts every byte of the table's text as `_x000D_`,
+    the longest escape, and every cell at its longest."""
     cells = table.num_rows * table.num_columns
-    return 7 * text + 80 * cells + 40 * table.num_rows > _ZIP32_BYTES
+    return 7 * text_bytes + 80 * cells + 40 * table.num_rows > _ZIP32_BYTES
 
 
 def _deflate_fast(member: IO[bytes]) -> None:
@@ -257,10 +253,10 @@ def _deflate_fast(member: IO[bytes]) -> None:
         member._compressor = isal_zlib.compressobj(1, isal_zlib.DEFLATED, -isal_zlib.MAX_WBITS)
 
 
-def _rows_xml(table: pa.Table) -> Iterator[memoryview]:
+def _rows_xml(table: pa.Table, blocks: list[tuple[int, int]]) -> Iterator[memoryview]:
     """The table's rows as sheet XML, rows 2 onwards, a block of rows at a time."""
     letters = [_column_letter(position) for position in range(table.num_columns)]
-    for start, stop in _blocks(table):
+    for start, stop in blocks:
         block = table.slice(start, stop - start).combine_chunks().to_batches()[0]
         numbers = pc.cast(pa.array(np.arange(start + 2, stop + 2)), pa.string())
         cells = [_cells(column, letter, numbers) for letter, column in zip(letters, block.columns)]
@@ -271,15 +267,21 @@ def _rows_xml(table: pa.Table) -> Iterator[memoryview]:
         yield data[offsets[0] : offsets[-1]].data
 
 
-def _blocks(table: pa.Table) -> list[tuple[int, int]]:
-    """Row ranges of at most `_BLOCK_MAX_ROWS` rows and, where a row allows, `_BLOCK_TEXT_BYTES` of text."""
+def _text_bytes_per_row(table: pa.Table) -> np.ndarray:
+    """How many bytes of text each row of the table holds."""
     per_row = np.zeros(table.num_rows, dtype=np.int64)
     for column in table.columns:
         if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
             per_row += pc.fill_null(pc.binary_length(column), 0).to_numpy()
-    ends = np.cumsum(per_row)
+    return per_row
+
+
+def _blocks(text_bytes: np.ndarray) -> list[tuple[int, int]]:
+    """Row ranges of at most `_BLOCK_MAX_ROWS` rows and, where a row allows, `_BLOCK_TEXT_BYTES` of text, given
+    each row's bytes of text."""
+    ends = np.cumsum(text_bytes)
     blocks, start = [], 0
-    while start < table.num_rows:
+    while start < len(text_bytes):
         within = int(np.searchsorted(ends, (ends[start - 1] if start else 0) + _BLOCK_TEXT_BYTES, side="right"))
         stop = min(max(within, start + 1), start + _BLOCK_MAX_ROWS)
         blocks.append((start, stop))
@@ -291,10 +293,10 @@ def _cells(column: pa.Array, letter: str, numbers: pa.Array) -> pa.Array:
     """One cell of XML per value of the column (null where the cell stays empty), as rust_xlsxwriter writes them:
     numbers as numbers, booleans as booleans, NaN and empty text as no cell, infinity as the text `inf`, and any
     other value as inline text."""
-    reference = pc.binary_join_element_wise(f'<c r="{letter}', numbers, "")
     kind = column.type
     if pa.types.is_null(kind):
         return pa.nulls(len(column), pa.string())
+    reference = pc.binary_join_element_wise(f'<c r="{letter}', numbers, "")
     if pa.types.is_boolean(kind):
         return pc.binary_join_element_wise(
             reference, '" t="b"><v>', pc.cast(pc.cast(column, pa.int8()), pa.string()), "</v></c>", ""
