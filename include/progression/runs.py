@@ -269,11 +269,17 @@ def save_report(target: Target, run_id: str, rel: str, write: Callable[[BinaryIO
     """Write a run's report workbook into the customer's storage (`write` writes it to the file it is given), then
     close its ledger row with `status` and the report's path (the page links it). A report that fails half way is
     removed: the customer's reports folder never holds a truncated workbook."""
+    opened = False
     try:
         with storage.writer(target.root, rel) as file:
+            opened = True  # from here on the file is this run's own: refused paths are never touched
             write(file)
-    except BaseException:
-        storage.remove_tree(target.root, rel)
+    except BaseException as exc:
+        if opened:
+            try:
+                storage.remove_tree(target.root, rel)
+            except Exception as removal:  # the report's own error stays the one raised
+                exc.add_note(f"the unfinished report {rel} could not be removed: {removal}")
         raise
     with target.engine.begin() as conn:
         ledger.finish_run(conn, run_id, status, report_path=rel)

@@ -144,6 +144,27 @@ def test_a_report_that_fails_half_way_leaves_no_workbook_and_the_run_stands(targ
     assert files_under(target.root) == ["processed/activities/late.xlsx"]
 
 
+def test_a_report_that_fails_and_cannot_be_removed_still_tells_its_own_error(target, platform, monkeypatch):
+    from progression import report
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    real_remove_tree = storage.remove_tree
+
+    def reports_folder_failing(root, rel):
+        if rel.startswith(f"{storage.REPORTS}/"):
+            raise OSError(5, "Input/output error")
+        real_remove_tree(root, rel)
+
+    monkeypatch.setattr(report, "_fill_rows", disk_full)
+    monkeypatch.setattr(storage, "remove_tree", reports_folder_failing)
+    rel = drop(target.root, "inbox/activities/late.xlsx", activities(platform))
+    job = run_file(target, plan_one(target, rel))
+    assert "No space left on device" in job.message and "Input/output error" not in job.message
+    assert ledger_rows(target.engine)[0]["message"] == job.message
+
+
 def test_a_reader_crash_fails_the_file_and_never_leaves_it_in_the_inbox(target, platform):
     # Bytes that look like a workbook (zip magic) but are not one: the reader raises while opening.
     rel = drop(target.root, "inbox/activities/broken.xlsx", b"PK\x03\x04" + b"\x00" * 64)
